@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch this project's machines serve; installed before the project so that pip never pulls the
+# multi-GB CUDA build on a machine without a GPU. On a GPU machine: `make TORCH_SPEC=torch test` (or your own pin).
+TORCH_SPEC ?= torch==2.13.0
+NPROC ?= 2
+
+.PHONY: install test demo clean-demo
+
+$(VENV)/.installed: setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+demo: $(VENV)/.installed
+	test -d datasets/demo || $(PY) scripts/make_demo_dataset.py --out datasets/demo
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) scripts/train.py --config=configs/train.py -- experiment=demo_edge_tiny
+
+clean-demo:
+	rm -rf outputs/cosmos_transfer/demo
