@@ -1,0 +1,347 @@
+"""Training checkpoints with torch.distributed.checkpoint (DCP), written so that a crash never leaves a bad one.
+
+Layout of a job's checkpoint folder:
+
+    checkpoints/
+      iter_000001000/                 one complete checkpoint (only ever appears complete: see below)
+        .metadata, __0_0.distcp, ...  DCP shards: "model.<param>", "optimizer.state.<param>.*", "ema.*" (each rank writes its own shards)
+        trainer_state_rank0.json ...  one per rank: iteration, RNG states, data sampler state, scheduler, counters
+      latest_checkpoint.txt           the name of the newest complete checkpoint, e.g. "iter_000001000"
+
+A checkpoint is written into `iter_N.partial/`, renamed to `iter_N/` once every rank has written its part, and only
+then is `latest_checkpoint.txt` replaced (write to a temp file, then an atomic rename). A run killed at any moment
+leaves the previous checkpoint usable; leftover `.partial` folders are removed at the next start.
+
+Per-rank state goes to JSON rather than into DCP: DCP treats equal keys on different ranks as one replicated value,
+while RNG states differ per rank; JSON is also readable and safe to load.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import json
+import os
+import random
+import shutil
+from concurrent.futures import Future
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.checkpoint.stateful import Stateful
+
+LATEST_FILE = "latest_checkpoint.txt"
+PARTIAL_SUFFIX = ".partial"
+
+
+def checkpoint_name(iteration: int) -> str:
+    return f"iter_{iteration:09d}"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# RNG states as JSON
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy and torch (CPU and every CUDA device) RNG states of this process, JSON-serializable."""
+    version, mt_state, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": [version, list(mt_state), gauss],
+        "numpy": [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode("ascii") for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _bytes_tensor(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8).clone()
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    version, mt_state, gauss = state["python"]
+    random.setstate((version, tuple(mt_state), gauss))
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_name, np.asarray(np_keys, dtype=np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(_bytes_tensor(state["torch"]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = [_bytes_tensor(s) for s in state["cuda"]]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# DCP adapters
+
+
+class ModelState(Stateful):
+    """Model weights as DCP state, through the FSDP2-aware get/set_model_state_dict (keys: parameter names)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def state_dict(self) -> dict[str, Any]:
+        return get_model_state_dict(self.model)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_model_state_dict(self.model, state)
+
+
+class OptimizerState(Stateful):
+    """Optimizer state as DCP state, keyed by parameter names (so it reshards across world sizes)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.model = model
+        self.optimizer = optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return get_optimizer_state_dict(self.model, self.optimizer)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_optimizer_state_dict(self.model, self.optimizer, state)
+
+
+class StatefulAdapter(Stateful):
+    """Wraps any object with state_dict()/load_state_dict() (the EMA) so DCP loads into it in place."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.obj.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.obj.load_state_dict(state)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The checkpointer
+
+
+class Checkpointer:
+    """Saves and finds training checkpoints in `directory`; every rank calls every method (they are collective).
+
+    Args:
+        directory: `<job dir>/checkpoints`.
+        keep_last_k: keep this many newest checkpoints (older ones are deleted after a new one is complete);
+            0 or less keeps all.
+        async_save: write with `dcp.async_save` in a background thread; training continues while files are written.
+            The checkpoint becomes "latest" once the write has finished (checked at each step and before the next
+            save and at the end).
+    """
+
+    def __init__(self, directory: str, keep_last_k: int = 3, async_save: bool = False) -> None:
+        self.directory = os.path.abspath(directory)
+        self.keep_last_k = int(keep_last_k)
+        self.async_save = bool(async_save)
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+        # Checkpoint collectives run on their own gloo group: an async save talks from a background thread while
+        # training keeps using the default group, and gloo also serves CPU tensors under NCCL.
+        self.group = dist.new_group(backend="gloo")
+        self._pending: tuple[Future, str, str] | None = None
+        if self.rank == 0:
+            os.makedirs(self.directory, exist_ok=True)
+            for name in os.listdir(self.directory):
+                if name.endswith(PARTIAL_SUFFIX):  # an interrupted save from an earlier run
+                    shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        dist.barrier(group=self.group)
+
+    # -- finding ------------------------------------------------------------------------------------------------------
+    def latest(self) -> str | None:
+        """Path of the newest complete checkpoint, or None when there is none."""
+        path = os.path.join(self.directory, LATEST_FILE)
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            name = f.read().strip()
+        folder = os.path.join(self.directory, name)
+        if not name or not os.path.isfile(os.path.join(folder, ".metadata")):
+            raise RuntimeError(
+                f"{path} names checkpoint {name!r}, but {folder} is not a complete DCP checkpoint (no .metadata). "
+                "Point the file at another iter_* folder in that directory or delete it to start over."
+            )
+        return folder
+
+    # -- saving -------------------------------------------------------------------------------------------------------
+    def save(self, iteration: int, app_state: dict[str, Any], rank_state: dict[str, Any]) -> None:
+        """Write a checkpoint of `app_state` (DCP) and this rank's `rank_state` (JSON) for `iteration`."""
+        self.wait()  # one save at a time
+        name = checkpoint_name(iteration)
+        final = os.path.join(self.directory, name)
+        partial = final + PARTIAL_SUFFIX
+        if self.rank == 0:
+            shutil.rmtree(partial, ignore_errors=True)
+        dist.barrier(group=self.group)
+        os.makedirs(partial, exist_ok=True)
+        with open(os.path.join(partial, f"trainer_state_rank{self.rank}.json"), "w", encoding="utf-8") as f:
+            json.dump({**rank_state, "world_size": self.world_size, "rank": self.rank}, f)
+        if self.async_save:
+            future = dcp.async_save(app_state, checkpoint_id=partial, process_group=self.group)
+            self._pending = (future, partial, final)
+        else:
+            dcp.save(app_state, checkpoint_id=partial, process_group=self.group)
+            self._finalize(partial, final)
+
+    def poll(self) -> None:
+        """Finish an asynchronous save whose writes are done (cheap; call once per step)."""
+        if self._pending is not None and self._pending[0].done():
+            self.wait()
+
+    def wait(self) -> None:
+        """Block until a pending asynchronous save is complete and published."""
+        if self._pending is None:
+            return
+        future, partial, final = self._pending
+        self._pending = None
+        future.result()  # raises if the background write failed
+        self._finalize(partial, final)
+
+    def _finalize(self, partial: str, final: str) -> None:
+        # When rank 0's DCP save returns, every rank's shards and the metadata are on disk (DCP's final step
+        # gathers all ranks' write results before rank 0 writes .metadata), so rank 0 can publish alone.
+        if self.rank != 0:
+            return
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        tmp = os.path.join(self.directory, LATEST_FILE + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(os.path.basename(final) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(self.directory, LATEST_FILE))
+        self._prune(keep=os.path.basename(final))
+
+    def _prune(self, keep: str) -> None:
+        if self.keep_last_k <= 0:
+            return
+        names = sorted(n for n in os.listdir(self.directory) if n.startswith("iter_") and not n.endswith(PARTIAL_SUFFIX))
+        for name in names[: max(0, len(names) - self.keep_last_k)]:
+            if name != keep:
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+    # -- loading ------------------------------------------------------------------------------------------------------
+    def load(self, path: str, app_state: dict[str, Any]) -> dict[str, Any]:
+        """Load `app_state` in place from checkpoint `path`; return this rank's trainer state.
+
+        With the same world size each rank gets its own saved state (RNG, sampler); with a different one every rank
+        gets rank 0's, marked `"resharded": True` so the caller can decide what still applies.
+        """
+        dcp.load(app_state, checkpoint_id=path, process_group=self.group)
+        own = os.path.join(path, f"trainer_state_rank{self.rank}.json")
+        with open(os.path.join(path, "trainer_state_rank0.json"), encoding="utf-8") as f:
+            state = json.load(f)
+        if state.get("world_size") == self.world_size and os.path.isfile(own):
+            with open(own, encoding="utf-8") as f:
+                state = json.load(f)
+            state["resharded"] = False
+        else:
+            state["resharded"] = True
+        return state
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Initializing a model from load_path (weights only)
+
+
+def _read_weights_file(path: str, use_ema: bool) -> dict[str, torch.Tensor]:
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    # Official Cosmos files hold either the state dict itself or {"model": ..., "ema": ...} / {"state_dict": ...}.
+    if isinstance(state, dict) and use_ema and isinstance(state.get("ema"), dict):
+        state = state["ema"]
+    for wrapper in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"checkpoint.load_path={path}: expected a dict of tensors (a state dict), got {type(state)}")
+    return state
+
+
+def _check_keys(
+    path: str, model_keys: Iterable[str], file_keys: Iterable[str], strict: bool, allowed_missing: list[str]
+) -> list[str]:
+    """Keys of the model the file provides; raises on missing/unexpected keys that strict loading forbids."""
+    model_keys, file_keys = set(model_keys), set(file_keys)
+    missing = sorted(k for k in model_keys - file_keys if not any(fnmatch.fnmatch(k, p) for p in allowed_missing))
+    unexpected = sorted(file_keys - model_keys)
+    if not model_keys & file_keys:
+        raise ValueError(
+            f"checkpoint.load_path={path}: none of its {len(file_keys)} keys match the model's {len(model_keys)} "
+            f"keys (file: {sorted(file_keys)[:3]}..., model: {sorted(model_keys)[:3]}...)."
+        )
+    if strict and (missing or unexpected):
+        raise ValueError(
+            f"checkpoint.load_path={path} does not match the model: {len(missing)} missing keys {missing[:8]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:8]}. Allow missing keys (e.g. a fresh control branch) "
+            "with checkpoint.allowed_missing_keys=['net_ctrl.*'], or set checkpoint.strict_load=false."
+        )
+    return sorted(model_keys & file_keys)
+
+
+def load_model_weights(
+    model: nn.Module,
+    path: str,
+    *,
+    strict: bool = True,
+    allowed_missing_keys: Iterable[str] = (),
+    use_ema: bool = False,
+) -> list[str]:
+    """Initialize `model` (possibly FSDP2-sharded) from `path`; returns the loaded keys.
+
+    `path` is one of: one of our DCP checkpoints (a folder with `.metadata`: its `model.*` weights, or `ema.*` with
+    `use_ema`), a `.safetensors` file (see scripts/export_checkpoint.py), or a `.pt` file such as an official Cosmos
+    checkpoint (read with weights_only=True). Weights only: no optimizer, no iteration. Every rank calls this.
+    """
+    allowed_missing = list(allowed_missing_keys)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint.load_path={path} does not exist")
+    model_state = get_model_state_dict(model)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, ".metadata")):
+            raise ValueError(f"checkpoint.load_path={path} is a folder but not a DCP checkpoint (no .metadata)")
+        source = "ema" if use_ema else "model"
+        stored = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+        prefix = f"{source}."
+        file_keys = [k[len(prefix) :] for k in stored if k.startswith(prefix)]
+        keys = _check_keys(path, model_state, file_keys, strict, allowed_missing)
+        to_load = {prefix + k: model_state[k] for k in keys}
+        dcp.load(to_load, checkpoint_id=path, planner=DefaultLoadPlanner(allow_partial_load=False))
+        set_model_state_dict(model, {k: to_load[prefix + k] for k in keys}, options=StateDictOptions(strict=False))
+        return keys
+    weights = _read_weights_file(path, use_ema)
+    if not set(weights) & set(model_state):
+        # Official base-model files name the network's keys without the "net." our model puts in front.
+        prefixed = {f"net.{k}": v for k, v in weights.items()}
+        if set(prefixed) & set(model_state):
+            weights = prefixed
+    keys = _check_keys(path, model_state, weights, strict, allowed_missing)
+    full = {}
+    for k in keys:
+        target = model_state[k]
+        if tuple(weights[k].shape) != tuple(target.shape):
+            raise ValueError(
+                f"checkpoint.load_path={path}: {k} has shape {tuple(weights[k].shape)}, the model expects "
+                f"{tuple(target.shape)}"
+            )
+        full[k] = weights[k].to(target.dtype)
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, strict=False))
+    return keys

@@ -1,0 +1,127 @@
+"""Parallelism applied to a model from outside: FSDP2, activation checkpointing, torch.compile.
+
+The model knows nothing of this file. What it relies on is the contract of docs/ARCHITECTURE.md: every network in
+the model (`model.net`, and `model.net_ctrl` for the control model) keeps its transformer blocks in an
+`nn.ModuleDict` named `blocks`. `find_networks` finds those networks; each block becomes one FSDP2 unit (and one
+activation-checkpointing and compile unit), then each network itself becomes a unit for its remaining parameters
+(embeddings, final layer).
+
+The model's own entry point is `training_step`, not `forward`, so the networks (whose `forward` the model calls)
+are the outermost FSDP units. Trainable parameters outside every network, if a model has any, stay replicated:
+`replicated_trainable_parameters` lists them and the trainer averages their gradients across ranks.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
+ActivationCheckpointing = Literal["none", "full", "selective"]
+
+
+def find_networks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every submodule holding its transformer blocks in an `nn.ModuleDict` called `blocks`.
+
+    Outermost first; a network nested inside another network's blocks is not listed separately.
+    """
+    networks: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if isinstance(getattr(module, "blocks", None), nn.ModuleDict):
+            if not any(name.startswith(outer + ".") for outer, _ in networks if outer):
+                networks.append((name, module))
+    return networks
+
+
+def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(qualified name, block) of every transformer block of every network in `model`."""
+    blocks = []
+    for net_name, net in find_networks(model):
+        for block_name, block in net.blocks.items():
+            blocks.append((f"{net_name}.blocks.{block_name}".lstrip("."), block))
+    return blocks
+
+
+# Ops whose outputs selective activation checkpointing keeps: the expensive ones (matmuls and attention).
+# Everything else (norms, activations, modulation arithmetic) is recomputed in the backward pass.
+_SAVE_OPS = {
+    torch.ops.aten.mm.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten.bmm.default,
+    torch.ops.aten.baddbmm.default,
+    torch.ops.aten._scaled_dot_product_flash_attention.default,
+    torch.ops.aten._scaled_dot_product_efficient_attention.default,
+    torch.ops.aten._scaled_dot_product_cudnn_attention.default,
+}
+
+
+def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _SAVE_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _checkpointed_forward(original_forward, mode: ActivationCheckpointing, *args, **kwargs):
+    if not torch.is_grad_enabled():  # validation / sampling: nothing to save anyway
+        return original_forward(*args, **kwargs)
+    if mode == "selective":
+        context_fn = functools.partial(create_selective_checkpoint_contexts, _selective_policy)
+        return checkpoint(original_forward, *args, use_reentrant=False, context_fn=context_fn, **kwargs)
+    return checkpoint(original_forward, *args, use_reentrant=False, **kwargs)
+
+
+def apply_activation_checkpointing(block: nn.Module, mode: ActivationCheckpointing) -> None:
+    """Recompute the block's activations in backward ("full"), or all but matmul/attention outputs ("selective").
+
+    The block's `forward` is replaced on the instance, so parameter names (and checkpoints) are unchanged.
+    """
+    if mode == "none":
+        return
+    if mode not in ("full", "selective"):
+        raise ValueError(f"trainer.activation_checkpointing must be 'none', 'full' or 'selective', got {mode!r}")
+    block.forward = functools.partial(_checkpointed_forward, block.forward, mode)
+
+
+def parallelize(
+    model: nn.Module,
+    *,
+    device: torch.device,
+    activation_checkpointing: ActivationCheckpointing = "none",
+    compile_blocks: bool = False,
+    param_dtype: torch.dtype | None = None,
+    reduce_dtype: torch.dtype | None = None,
+    reshard_after_forward: bool = True,
+    mesh: DeviceMesh | None = None,
+) -> nn.Module:
+    """Shard `model`'s networks with FSDP2 over all ranks (in place) and return the model.
+
+    Order per block, innermost first: activation checkpointing, compile, then `fully_shard`, so that FSDP's
+    all-gather hooks sit outside the recomputed and compiled region. `param_dtype`/`reduce_dtype` set mixed precision
+    (bf16 parameters with fp32 gradient reduction on GPU); None keeps the parameters' dtype (fp32 on CPU).
+    """
+    networks = find_networks(model)
+    if not networks:
+        raise ValueError(
+            f"parallelize: {type(model).__name__} has no network with an nn.ModuleDict named 'blocks' "
+            "(the contract in docs/ARCHITECTURE.md); nothing to shard"
+        )
+    if mesh is None:
+        mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),), mesh_dim_names=("dp",))
+    mp_policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+    for _, net in networks:
+        for block in net.blocks.values():
+            apply_activation_checkpointing(block, activation_checkpointing)
+            if compile_blocks:
+                block.compile()
+            fully_shard(block, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=reshard_after_forward)
+        fully_shard(net, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=reshard_after_forward)
+    return model
+
+
+def replicated_trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Trainable parameters that FSDP does not manage (outside every network); their gradients need an all-reduce."""
+    return [p for p in model.parameters() if p.requires_grad and not isinstance(p, DTensor)]
