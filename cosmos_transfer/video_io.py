@@ -52,17 +52,19 @@ def _as_uint8_frames(frames, what: str) -> np.ndarray:
     return np.ascontiguousarray(frames)
 
 
-def write_video(path: str | os.PathLike, frames, fps: float, crf: int = 18) -> None:
+def write_video(path: str | os.PathLike, frames, fps: float, crf: int = 18, pix_fmt: str | None = None) -> None:
     """Write uint8 frames [T, H, W, 3] to an H.264 mp4.
 
-    Even sizes use yuv420p (plays everywhere); odd sizes, which 4:2:0 cannot hold, use yuv444p. `crf` is x264's
-    quality (0 = lossless, 18 = visually lossless, 23 = x264's default).
+    By default even sizes use yuv420p (plays everywhere); odd sizes, which 4:2:0 cannot hold, use yuv444p. Pass
+    pix_fmt="yuv444p" to keep sharp colour edges in small frames. `crf` is x264's quality (0 = lossless,
+    18 = visually lossless, 23 = x264's default).
     """
     frames = _as_uint8_frames(frames, f"write_video({path})")
     if not fps > 0:
         raise ValueError(f"write_video({path}): fps must be positive, got {fps}")
     _, height, width, _ = frames.shape
-    pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
+    if pix_fmt is None:
+        pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))

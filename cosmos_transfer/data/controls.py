@@ -1,0 +1,258 @@
+"""Control inputs (the `hint_key` group): each turns a clip window into a uint8 RGB video [T, h, w, 3].
+
+- `edge`: Canny edges of the frames. Training draws random thresholds (Cosmos: lower in [20, 100), upper = lower +
+  [50, 150), at most 255); inference uses a named preset (EDGE_PRESETS).
+- `vis`: a blurred copy. Training draws a bilateral and/or Gaussian blur (probabilities 0.5 / 0.3 / 0.2 for
+  bilateral / Gaussian / both, after an optional 1-4x downscale) and then a bicubic down-up resampling by 4-16x;
+  inference uses a named preset strength (BLUR_PRESETS). Kernel sizes are Cosmos' 720p values scaled with the frame.
+- `depth`: a precomputed depth video aligned frame by frame with the clip (decoded by the dataset).
+- `seg`: precomputed masks, each painted in its own colour (colours drawn per sample), largest first.
+- `keypoint`: precomputed COCO-WholeBody keypoints (133 per person) drawn as a skeleton on black.
+
+Every random choice comes from the numpy Generator passed in, which the dataset derives from (seed, epoch, index),
+so a sample's control is the same whichever worker makes it and whenever.
+"""
+
+from __future__ import annotations
+
+import colorsys
+
+import cv2
+import numpy as np
+
+HINT_KEYS = ("edge", "vis", "depth", "seg", "keypoint")
+
+# (lower, upper) Canny thresholds, as Cosmos-Transfer1 names them for inference.
+EDGE_PRESETS: dict[str, tuple[int, int]] = {
+    "very_low": (20, 50),
+    "low": (50, 100),
+    "medium": (100, 200),
+    "high": (200, 300),
+    "very_high": (300, 400),
+}
+# Down-up resampling factor of the `vis` control at inference (Cosmos: min 4, max 16, medium their mean).
+BLUR_PRESETS: dict[str, int] = {"none": 1, "very_low": 4, "low": 4, "medium": 10, "high": 16, "very_high": 16}
+
+# Cosmos' blur parameters are chosen for 704-pixel-high frames; smaller frames get proportionally smaller kernels.
+_REFERENCE_SIZE = 704.0
+
+
+def normalize_hint_key(key: str) -> str:
+    """'control_input_edge' or 'edge' -> 'edge' (raises on unknown keys)."""
+    name = key[len("control_input_") :] if key.startswith("control_input_") else key
+    if name not in HINT_KEYS:
+        raise ValueError(f"unknown hint key {key!r}; expected one of {list(HINT_KEYS)} (optionally control_input_*)")
+    return name
+
+
+# ----------------------------------------------------------------------------------------------------------- edge
+def random_edge_thresholds(rng: np.random.Generator) -> tuple[int, int]:
+    lower = int(rng.integers(20, 100))
+    upper = min(255, lower + int(rng.integers(50, 150)))
+    return lower, upper
+
+
+def edge_control(frames: np.ndarray, lower: int, upper: int) -> np.ndarray:
+    """Canny edges of uint8 RGB frames [T, h, w, 3] -> uint8 [T, h, w, 3] with 0 or 255 in all three channels."""
+    edges = np.stack([cv2.Canny(frame, lower, upper) for frame in frames])
+    return np.repeat(edges[..., None], 3, axis=-1)
+
+
+# ------------------------------------------------------------------------------------------------------------ vis
+def _odd(value: float, minimum: int = 3) -> int:
+    value = max(minimum, int(round(value)))
+    return value if value % 2 == 1 else value + 1
+
+
+def _resize_all(frames: np.ndarray, width: int, height: int, interpolation: int) -> np.ndarray:
+    return np.stack([cv2.resize(frame, (width, height), interpolation=interpolation) for frame in frames])
+
+
+def _down_up(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Bicubic resampling down by `factor` and back, keeping at least 4 pixels per side."""
+    _, height, width, _ = frames.shape
+    factor = min(factor, max(1, min(height, width) // 4))
+    if factor <= 1:
+        return frames
+    small = _resize_all(frames, max(1, width // factor), max(1, height // factor), cv2.INTER_AREA)
+    return _resize_all(small, width, height, cv2.INTER_CUBIC)
+
+
+def _gaussian(frames: np.ndarray, ksize: int, sigma: float) -> np.ndarray:
+    return np.stack([cv2.GaussianBlur(frame, (ksize, ksize), sigmaX=sigma) for frame in frames])
+
+
+def _bilateral(frames: np.ndarray, diameter: int, sigma_color: float, sigma_space: float, iterations: int) -> np.ndarray:
+    out = []
+    for frame in frames:
+        for _ in range(iterations):
+            frame = cv2.bilateralFilter(frame, diameter, sigma_color, sigma_space)
+        out.append(frame)
+    return np.stack(out)
+
+
+def blur_control(frames: np.ndarray, rng: np.random.Generator | None = None, preset: str = "medium") -> np.ndarray:
+    """Blurred copy of uint8 RGB frames [T, h, w, 3]; random parameters when `rng` is given, else `preset`."""
+    _, height, width, _ = frames.shape
+    scale = min(height, width) / _REFERENCE_SIZE
+    if rng is None:
+        if preset not in BLUR_PRESETS:
+            raise ValueError(f"unknown blur preset {preset!r}; expected one of {list(BLUR_PRESETS)}")
+        blurred = _gaussian(frames, _odd(25 * scale), max(0.5, 12.5 * scale))
+        return _down_up(blurred, BLUR_PRESETS[preset])
+
+    combination = rng.choice(3, p=[0.5, 0.3, 0.2])  # bilateral, gaussian, both
+    prescale = int(rng.integers(1, 5))  # blur at 1/1 .. 1/4 size, then back: a wider blur for the same cost
+    work = frames
+    if prescale > 1:
+        work = _resize_all(frames, max(4, width // prescale), max(4, height // prescale), cv2.INTER_AREA)
+    work_scale = scale * work.shape[1] / height
+    if combination in (0, 2):
+        work = _bilateral(
+            work,
+            diameter=_odd(rng.integers(15, 51) * work_scale),
+            sigma_color=float(rng.integers(100, 301)),
+            sigma_space=max(1.0, float(rng.integers(50, 151)) * work_scale),
+            iterations=int(rng.integers(1, 5)),
+        )
+    if combination in (1, 2):
+        work = _gaussian(work, _odd(rng.integers(21, 30) * work_scale), max(0.5, rng.uniform(10.5, 14.5) * work_scale))
+    if prescale > 1:
+        work = _resize_all(work, width, height, cv2.INTER_LINEAR)
+    return _down_up(work, int(rng.integers(4, 17)))
+
+
+# ------------------------------------------------------------------------------------------------------------ seg
+def _random_colors(count: int, rng: np.random.Generator) -> np.ndarray:
+    """Distinct-enough random colours: random hue, saturation 0.1-1, value 0.2-1 (never black, the background)."""
+    colors = np.zeros((count, 3), np.uint8)
+    for i in range(count):
+        r, g, b = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.1, 1.0), rng.uniform(0.2, 1.0))
+        colors[i] = (int(r * 255), int(g * 255), int(b * 255))
+    return colors
+
+
+def colorize_masks(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Binary masks [N, T, h, w] -> uint8 [T, h, w, 3]; larger masks are painted first so small ones stay visible."""
+    if masks.ndim != 4:
+        raise ValueError(f"expected masks shaped [N, T, h, w], got {masks.shape}")
+    _, num_frames, height, width = masks.shape
+    out = np.zeros((num_frames, height, width, 3), np.uint8)
+    order = np.argsort([-int(np.count_nonzero(mask)) for mask in masks], kind="stable")
+    colors = _random_colors(len(masks), rng)
+    for color, i in zip(colors, order):
+        out[masks[i] > 0] = color
+    return out
+
+
+def decode_coco_rle_counts(counts) -> np.ndarray:
+    """COCO run lengths from a compressed RLE string/bytes (pycocotools' format) or a plain list -> int64 [R]."""
+    if isinstance(counts, (list, tuple, np.ndarray)):
+        return np.asarray(counts, np.int64)
+    if isinstance(counts, str):
+        counts = counts.encode("ascii")
+    if not isinstance(counts, (bytes, bytearray)):
+        raise ValueError(f"RLE counts must be a string, bytes or a list of ints, got {type(counts).__name__}")
+    runs: list[int] = []
+    i = 0
+    while i < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            chunk = counts[i] - 48
+            value |= (chunk & 0x1F) << (5 * shift)
+            more = bool(chunk & 0x20)
+            i += 1
+            shift += 1
+            if not more and (chunk & 0x10):
+                value |= -1 << (5 * shift)
+        if len(runs) > 2:  # after the first two, runs are stored as differences to the run two back
+            value += runs[-2]
+        runs.append(value)
+    return np.asarray(runs, np.int64)
+
+
+def rle_slice(runs: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Values [start, stop) of a flat binary mask given its alternating 0/1 run lengths (first run is zeros)."""
+    ends = np.cumsum(runs)
+    begins = ends - runs
+    out = np.zeros(stop - start, np.uint8)
+    for run in np.nonzero((begins < stop) & (ends > start))[0]:
+        if run % 2 == 1:
+            out[max(begins[run], start) - start : min(ends[run], stop) - start] = 1
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------- keypoint
+# COCO-WholeBody, 133 points: body 0-16, feet 17-22, face 23-90 (points only), left hand 91-111, right hand 112-132.
+_BODY_LINKS = [
+    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
+    (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
+]  # fmt: skip
+_FOOT_LINKS = [(15, 17), (15, 18), (15, 19), (16, 20), (16, 21), (16, 22)]
+
+
+def _hand_links(root: int) -> list[tuple[int, int]]:
+    links = []
+    for finger in range(5):
+        joints = [root] + [root + 1 + 4 * finger + j for j in range(4)]
+        links += list(zip(joints[:-1], joints[1:]))
+    return links
+
+
+WHOLEBODY_LINKS: list[tuple[int, int]] = _BODY_LINKS + _FOOT_LINKS + _hand_links(91) + _hand_links(112)
+NUM_WHOLEBODY_KEYPOINTS = 133
+
+
+def _link_color(i: int) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.9, 1.0)  # golden-ratio hues: neighbours differ
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+_LINK_COLORS = [_link_color(i) for i in range(len(WHOLEBODY_LINKS))]
+
+
+def render_keypoints(keypoints: np.ndarray, height: int, width: int, threshold: float = 0.6) -> np.ndarray:
+    """Keypoints [T, P, 133, 3] (x, y normalized to 0..1, score) -> uint8 skeleton video [T, h, w, 3] on black.
+
+    A point is drawn when its score is at least `threshold`, a link when both ends are. Line width and point radius
+    follow the frame size (Cosmos draws 4-pixel lines at 720p).
+    """
+    if keypoints.ndim != 4 or keypoints.shape[2:] != (NUM_WHOLEBODY_KEYPOINTS, 3):
+        raise ValueError(f"expected keypoints shaped [T, persons, 133, 3], got {keypoints.shape}")
+    line_width = max(1, int(round(4 * min(height, width) / _REFERENCE_SIZE)))
+    radius = max(1, line_width // 2)
+    out = np.zeros((keypoints.shape[0], height, width, 3), np.uint8)
+    for t, people in enumerate(keypoints):
+        canvas = out[t]
+        for person in people:
+            xy = np.stack([person[:, 0] * width, person[:, 1] * height], axis=1).round().astype(np.int32)
+            visible = person[:, 2] >= threshold
+            for (a, b), color in zip(WHOLEBODY_LINKS, _LINK_COLORS):
+                if visible[a] and visible[b]:
+                    cv2.line(canvas, tuple(map(int, xy[a])), tuple(map(int, xy[b])), color, line_width, cv2.LINE_AA)
+            for i in np.nonzero(visible)[0]:
+                cv2.circle(canvas, tuple(map(int, xy[i])), radius, (255, 255, 255), -1)
+    return out
+
+
+def cosmos_keypoints_to_array(annotations: dict, frame_indices: list[int], source: str) -> np.ndarray:
+    """Cosmos' keypoint pickle ({frame: [{'body-keypoints': [91, 3], 'hand-keypoints': [42, 3]}, ...]}) for the given
+    frames -> [T, P, 133, 3], persons padded with zero scores. Frames without an entry have nobody in them."""
+    per_frame = []
+    for index in frame_indices:
+        people = []
+        for person in annotations.get(index, []) or []:
+            body, hands = person.get("body-keypoints"), person.get("hand-keypoints")
+            if body is None or hands is None:
+                raise ValueError(f"{source}: frame {index}: a person lacks 'body-keypoints' or 'hand-keypoints'")
+            points = np.concatenate([np.asarray(body, np.float32), np.asarray(hands, np.float32)], axis=0)
+            if points.shape != (NUM_WHOLEBODY_KEYPOINTS, 3):
+                raise ValueError(f"{source}: frame {index}: expected 133 keypoints x 3, got {points.shape}")
+            people.append(points)
+        per_frame.append(people)
+    max_people = max([len(p) for p in per_frame] + [1])
+    out = np.zeros((len(frame_indices), max_people, NUM_WHOLEBODY_KEYPOINTS, 3), np.float32)
+    for t, people in enumerate(per_frame):
+        for p, points in enumerate(people):
+            out[t, p] = points
+    return out

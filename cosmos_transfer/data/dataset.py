@@ -1,0 +1,383 @@
+"""VideoDataset: clips from a folder in our layout (or Cosmos-Transfer1's), as training samples.
+
+Layout (files matched by stem; see docs/DATASETS.md):
+
+    root/videos/<stem>.mp4                    the clips
+    root/metas/<stem>.txt                     one caption per clip
+    root/t5_xxl/<stem>.safetensors            text embeddings [n_tokens, D] (ours) ... or <stem>.pickle (Cosmos)
+    root/depth/<stem>.mp4                     optional, for hint key `depth` (frame-aligned with the clip)
+    root/seg/<stem>.npz | <stem>.pickle       optional, for `seg`: label maps [T, H, W] (ours) or SAM2 RLE (Cosmos)
+    root/keypoint/<stem>.npz | <stem>.pickle  optional, for `keypoint`: [T, P, 133, 3] (ours) or Cosmos' dict
+    root/latents/<stem>.safetensors           optional cached tokenizer latents of one fixed window
+
+A sample is a dict in the batch contract of docs/ARCHITECTURE.md. Keys given by the sampler are (epoch, index)
+pairs (a plain int means epoch 0), and every random choice of a sample (window, thresholds, blur, colours) comes
+from a generator seeded with (seed, epoch, index): the same sample whichever worker builds it.
+
+Bad clips: the constructor checks every clip's files and video header and leaves out, with one warning each, clips
+with a missing caption, embedding or control file, an unreadable video, too few frames for the window, or a frame
+size that cannot be padded to the resolution. Problems found only while decoding (a video corrupt mid-stream, an
+unreadable embedding) skip the clip when it comes up, with one warning, and a replacement clip is drawn
+deterministically; each sample reports in `num_skipped` how many bad clips it replaced. When more than
+`max_bad_fraction` of the clips are bad, the dataset raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from safetensors import safe_open
+from torch.utils.data import Dataset
+
+from cosmos_transfer.data import controls as C
+from cosmos_transfer.data.safe_pickle import safe_load
+from cosmos_transfer.data.text_embeddings import (
+    find_text_embedding,
+    load_text_embedding,
+    pad_text_embedding,
+    text_embedding_dim as embedding_file_dim,
+)
+from cosmos_transfer.data.video import (
+    BadSampleError,
+    Fit,
+    decode_window,
+    fit_frame,
+    frame_stride,
+    padding_mask,
+    reflect_pad,
+    resolve_resolution,
+    window_indices,
+    window_start_range,
+)
+from cosmos_transfer.video_io import VideoReadError, probe_video, read_frames
+
+log = logging.getLogger(__name__)
+
+# Control inputs read from files, and the file suffixes each accepts (ours first).
+_CONTROL_FILES = {"depth": (".mp4",), "seg": (".npz", ".pickle", ".pkl"), "keypoint": (".npz", ".pickle", ".pkl")}
+_MAX_REPLACEMENTS = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+    stem: str
+    video: str
+    caption: str  # path of the caption file
+    embedding: str
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+    controls: dict  # hint key -> file path, for file-based controls
+    latent: str | None
+
+
+class VideoDataset(Dataset):
+    """Training clips with captions, text embeddings and control inputs, in the batch contract's format.
+
+    Args:
+        root: dataset folder (layout above).
+        num_frames: frames per sample (T).
+        resolution: (H, W) or a name from cosmos_transfer.data.video.RESOLUTIONS ("720", "480", "256", "tiny").
+        fps: target frame rate; frames are taken every round(clip_fps / fps) frames. None: every frame.
+        hint_keys: control inputs to produce, e.g. ["edge"] or ["control_input_edge", "control_input_depth"].
+        seed: base of every per-sample random choice.
+        text_embedding_length / text_embedding_dim: L and D of `t5_text_embeddings` (512 x 1024 for T5-XXL).
+        text_embedding_folder: folder under root with the embedding files.
+        is_train: random windows and control parameters; otherwise the first window and the named presets.
+        edge_preset / blur_preset: inference strengths of the edge / vis controls (see controls.py).
+        use_latents: also return `latent` from root/latents (its window replaces the random one).
+        max_bad_fraction: largest share of bad clips tolerated before raising.
+        decode_threads: FFmpeg threads per decode (1 suits many data-loader workers).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        num_frames: int,
+        resolution: Sequence[int] | str,
+        fps: float | None = None,
+        hint_keys: Sequence[str] = ("edge",),
+        seed: int = 0,
+        text_embedding_length: int = 512,
+        text_embedding_dim: int = 1024,
+        text_embedding_folder: str = "t5_xxl",
+        is_train: bool = True,
+        edge_preset: str = "medium",
+        blur_preset: str = "medium",
+        use_latents: bool = False,
+        max_bad_fraction: float = 0.1,
+        decode_threads: int = 1,
+    ):
+        super().__init__()
+        self.root = os.path.abspath(os.path.expanduser(str(root)))
+        if not os.path.isdir(self.root):
+            raise FileNotFoundError(f"dataset folder not found: {self.root}")
+        if num_frames <= 0:
+            raise ValueError(f"num_frames must be positive, got {num_frames}")
+        if not 0.0 <= max_bad_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+        if edge_preset not in C.EDGE_PRESETS:
+            raise ValueError(f"unknown edge_preset {edge_preset!r}; expected one of {list(C.EDGE_PRESETS)}")
+        if blur_preset not in C.BLUR_PRESETS:
+            raise ValueError(f"unknown blur_preset {blur_preset!r}; expected one of {list(C.BLUR_PRESETS)}")
+        if isinstance(hint_keys, str):
+            hint_keys = [hint_keys]
+        self.hint_keys = [C.normalize_hint_key(key) for key in hint_keys]
+        self.num_frames = int(num_frames)
+        self.resolution = resolve_resolution(resolution)
+        self.fps = fps
+        self.seed = int(seed)
+        self.text_embedding_length = int(text_embedding_length)
+        self.text_embedding_dim = int(text_embedding_dim)
+        self.text_embedding_folder = text_embedding_folder
+        self.is_train = is_train
+        self.edge_preset = edge_preset
+        self.blur_preset = blur_preset
+        self.use_latents = use_latents
+        self.max_bad_fraction = max_bad_fraction
+        self.decode_threads = decode_threads
+
+        self.clips, self.bad_files = self._scan()
+        self.num_files = len(self.clips) + len(self.bad_files)
+        self._check_bad_share(len(self.bad_files))
+        if not self.clips:
+            raise ValueError(f"no usable clips in {self.root}")
+        dim = embedding_file_dim(self.clips[0].embedding)
+        if dim != self.text_embedding_dim:
+            raise ValueError(
+                f"text embeddings in {os.path.dirname(self.clips[0].embedding)} have D={dim}, but the dataset is "
+                f"configured with text_embedding_dim={self.text_embedding_dim}"
+            )
+        self._bad_at_runtime: set[int] = set()  # per process: clips found bad while decoding (each warned once)
+
+    # ----------------------------------------------------------------------------------------------- scanning
+    def _scan(self) -> tuple[list[Clip], list[tuple[str, str]]]:
+        video_dir = os.path.join(self.root, "videos")
+        if not os.path.isdir(video_dir):
+            raise FileNotFoundError(f"no videos/ folder in the dataset folder {self.root}")
+        stems = sorted(os.path.splitext(name)[0] for name in os.listdir(video_dir) if name.endswith(".mp4"))
+        if not stems:
+            raise FileNotFoundError(f"no .mp4 files in {video_dir}")
+        clips, bad = [], []
+        for stem in stems:
+            video = os.path.join(video_dir, stem + ".mp4")
+            try:
+                clips.append(self._check_clip(stem, video))
+            except (BadSampleError, VideoReadError) as error:
+                log.warning("skipping clip %s: %s", video, error)
+                bad.append((video, str(error)))
+        return clips, bad
+
+    def _find(self, folder: str, stem: str, suffixes: Sequence[str]) -> str | None:
+        for suffix in suffixes:
+            path = os.path.join(self.root, folder, stem + suffix)
+            if os.path.isfile(path):
+                return path
+        return None
+
+    def _check_clip(self, stem: str, video: str) -> Clip:
+        caption = os.path.join(self.root, "metas", stem + ".txt")
+        if not os.path.isfile(caption) or os.path.getsize(caption) == 0:
+            raise BadSampleError(f"missing or empty caption {caption}")
+        embedding = find_text_embedding(os.path.join(self.root, self.text_embedding_folder), stem)
+        if embedding is None:
+            raise BadSampleError(f"missing text embedding {os.path.join(self.root, self.text_embedding_folder, stem)}"
+                                 f".safetensors (run scripts/prepare_dataset.py)")
+        control_files = {}
+        for key in self.hint_keys:
+            if key in _CONTROL_FILES:
+                path = self._find(key, stem, _CONTROL_FILES[key])
+                if path is None:
+                    raise BadSampleError(f"missing {key} control file {os.path.join(self.root, key, stem)}"
+                                         f"{'|'.join(_CONTROL_FILES[key])}")
+                control_files[key] = path
+        latent = None
+        if self.use_latents:
+            latent = self._find("latents", stem, (".safetensors",))
+            if latent is None:
+                raise BadSampleError(f"missing cached latent {os.path.join(self.root, 'latents', stem)}.safetensors")
+        info = probe_video(video)
+        clip = Clip(stem, video, caption, embedding, info.num_frames, info.fps, info.height, info.width,
+                    control_files, latent)  # fmt: skip
+        fit_frame(clip.height, clip.width, self.resolution)  # raises if the frame cannot be padded
+        if not self.use_latents:
+            stride = frame_stride(clip.fps, self.fps)
+            if window_start_range(clip.num_frames, self.num_frames, stride) == 0:
+                raise BadSampleError(
+                    f"clip has {clip.num_frames} frames at {clip.fps:g} fps; a window of {self.num_frames} frames "
+                    f"every {stride} needs {(self.num_frames - 1) * stride + 1}"
+                )
+        return clip
+
+    def _check_bad_share(self, num_bad: int) -> None:
+        if num_bad > self.max_bad_fraction * self.num_files:
+            examples = "; ".join(f"{path}: {why}" for path, why in self.bad_files[:3])
+            raise RuntimeError(
+                f"{num_bad} of {self.num_files} clips in {self.root} are bad, more than max_bad_fraction="
+                f"{self.max_bad_fraction:g} allows (run scripts/prepare_dataset.py --check {self.root} for the full "
+                f"list). First ones: {examples}"
+            )
+
+    # ------------------------------------------------------------------------------------------------ samples
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, key) -> dict:
+        epoch, index = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (0, int(key))
+        if not 0 <= index < len(self.clips):
+            raise IndexError(f"sample index {index} out of range for {len(self.clips)} clips")
+        candidate = index
+        for attempt in range(_MAX_REPLACEMENTS):
+            rng = np.random.default_rng([self.seed, epoch, index, attempt])
+            if attempt > 0:  # the replacement of a bad clip is drawn from the same (seed, epoch, index) stream
+                candidate = int(rng.integers(len(self.clips)))
+            if candidate in self._bad_at_runtime:
+                continue
+            try:
+                sample = self._load(self.clips[candidate], rng)
+            except (BadSampleError, VideoReadError, ValueError, OSError, KeyError) as error:
+                clip = self.clips[candidate]
+                log.warning("skipping clip %s: %s", clip.video, error)
+                self._bad_at_runtime.add(candidate)
+                self._check_bad_share(len(self.bad_files) + len(self._bad_at_runtime))
+                continue
+            sample["sample_index"] = torch.tensor(index, dtype=torch.int64)
+            sample["num_skipped"] = torch.tensor(attempt, dtype=torch.int64)
+            return sample
+        raise RuntimeError(f"could not load sample {index} of {self.root}: {_MAX_REPLACEMENTS} bad clips in a row")
+
+    def _window(self, clip: Clip, rng: np.random.Generator) -> tuple[list[int], int]:
+        stride = frame_stride(clip.fps, self.fps)
+        starts = window_start_range(clip.num_frames, self.num_frames, stride)
+        start = int(rng.integers(starts)) if self.is_train else 0
+        return window_indices(start, self.num_frames, stride), stride
+
+    def _load(self, clip: Clip, rng: np.random.Generator) -> dict:
+        latent = None
+        if self.use_latents:
+            latent, indices, stride = self._load_latent(clip)
+        else:
+            indices, stride = self._window(clip, rng)
+        fit = fit_frame(clip.height, clip.width, self.resolution)
+        frames = decode_window(clip.video, indices, fit, self.decode_threads)  # [T, h, w, 3]
+
+        sample = {
+            "video": _to_cthw(reflect_pad(frames, fit)),
+            "padding_mask": torch.from_numpy(padding_mask(fit)),
+            "fps": torch.tensor(clip.fps / stride, dtype=torch.float32),
+            "image_size": torch.tensor([fit.height, fit.width, fit.valid_height, fit.valid_width], dtype=torch.float32),
+            "num_frames": torch.tensor(self.num_frames, dtype=torch.int64),
+        }
+        embeddings, mask = pad_text_embedding(load_text_embedding(clip.embedding), self.text_embedding_length)
+        if embeddings.shape[1] != self.text_embedding_dim:
+            raise BadSampleError(f"text embedding {clip.embedding} has D={embeddings.shape[1]}, expected "
+                                 f"{self.text_embedding_dim}")
+        sample["t5_text_embeddings"] = embeddings
+        sample["t5_text_mask"] = mask
+        with open(clip.caption, encoding="utf-8") as file:
+            sample["caption"] = file.read().strip()
+        for key in self.hint_keys:
+            control = self._control(key, clip, frames, indices, fit, rng)
+            sample[f"control_input_{key}"] = _to_cthw(reflect_pad(control, fit))
+        if latent is not None:
+            sample["latent"] = latent
+        return sample
+
+    # ----------------------------------------------------------------------------------------------- controls
+    def _control(self, key, clip: Clip, frames, indices, fit: Fit, rng: np.random.Generator) -> np.ndarray:
+        """The control video of the window, at the frames' valid (unpadded) size: uint8 [T, h, w, 3]."""
+        if key == "edge":
+            lower, upper = C.random_edge_thresholds(rng) if self.is_train else C.EDGE_PRESETS[self.edge_preset]
+            return C.edge_control(frames, lower, upper)
+        if key == "vis":
+            return C.blur_control(frames, rng) if self.is_train else C.blur_control(frames, preset=self.blur_preset)
+        path = clip.controls[key]
+        if key == "depth":
+            info = probe_video(path)
+            if info.num_frames < indices[-1] + 1:
+                raise BadSampleError(f"depth video {path} has {info.num_frames} frames, fewer than the clip's window "
+                                     f"needs ({indices[-1] + 1})")
+            return read_frames(path, indices, size=(fit.valid_height, fit.valid_width), num_threads=self.decode_threads)
+        if key == "seg":
+            return C.colorize_masks(self._seg_masks(path, indices, fit), rng)
+        if key == "keypoint":
+            return C.render_keypoints(self._keypoints(path, indices), fit.valid_height, fit.valid_width)
+        raise ValueError(f"no control named {key!r}")
+
+    def _seg_masks(self, path: str, indices: list[int], fit: Fit) -> np.ndarray:
+        """Binary masks of the window [N, T, h, w] from our label maps or Cosmos' SAM2 RLE pickle."""
+        size = (fit.valid_width, fit.valid_height)
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as data:
+                if "labels" not in data:
+                    raise BadSampleError(f"segmentation file {path} has no 'labels' array")
+                labels = data["labels"]
+            if labels.ndim != 3 or labels.shape[0] <= indices[-1]:
+                raise BadSampleError(f"segmentation {path}: expected labels [T >= {indices[-1] + 1}, H, W], got "
+                                     f"{labels.shape}")
+            window = np.stack([cv2.resize(labels[i].astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
+                               for i in indices])  # fmt: skip
+            ids = [int(i) for i in np.unique(window) if i != 0]
+            return np.stack([window == i for i in ids]) if ids else np.zeros((0,) + window.shape, bool)
+        masks = []
+        for item in _as_list(safe_load(path), path):
+            rle = item["segmentation_mask_rle"]
+            num_frames, height, width = (int(v) for v in rle["mask_shape"])
+            if num_frames <= indices[-1]:
+                raise BadSampleError(f"segmentation {path} covers {num_frames} frames; the window needs "
+                                     f"{indices[-1] + 1}")
+            runs = C.decode_coco_rle_counts(rle["data"]["counts"])
+            frame_size = height * width
+            frames = [C.rle_slice(runs, i * frame_size, (i + 1) * frame_size).reshape(height, width) for i in indices]
+            masks.append(np.stack([cv2.resize(f, size, interpolation=cv2.INTER_NEAREST) for f in frames]))
+        if not masks:
+            return np.zeros((0, len(indices), fit.valid_height, fit.valid_width), bool)
+        return np.stack(masks)
+
+    def _keypoints(self, path: str, indices: list[int]) -> np.ndarray:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as data:
+                if "keypoints" not in data:
+                    raise BadSampleError(f"keypoint file {path} has no 'keypoints' array")
+                keypoints = data["keypoints"]
+            if keypoints.ndim != 4 or keypoints.shape[0] <= indices[-1]:
+                raise BadSampleError(f"keypoints {path}: expected [T >= {indices[-1] + 1}, P, 133, 3], got "
+                                     f"{keypoints.shape}")
+            return keypoints[indices].astype(np.float32)
+        annotations = safe_load(path)
+        if not isinstance(annotations, dict):
+            raise BadSampleError(f"keypoint pickle {path} holds a {type(annotations).__name__}, expected a dict")
+        return C.cosmos_keypoints_to_array(annotations, indices, path)
+
+    def _load_latent(self, clip: Clip) -> tuple[torch.Tensor, list[int], int]:
+        with safe_open(clip.latent, framework="pt") as file:
+            meta = file.metadata() or {}
+            latent = file.get_tensor("latent").float()
+        try:
+            start, stride, count = int(meta["frame_start"]), int(meta["frame_stride"]), int(meta["num_frames"])
+            height, width = int(meta["height"]), int(meta["width"])
+        except (KeyError, ValueError):
+            raise BadSampleError(f"latent {clip.latent} lacks frame_start/frame_stride/num_frames/height/width "
+                                 f"metadata") from None
+        if count != self.num_frames or (height, width) != self.resolution:
+            raise BadSampleError(f"latent {clip.latent} was made for {count} frames at {height}x{width}, the dataset "
+                                 f"wants {self.num_frames} at {self.resolution[0]}x{self.resolution[1]}")
+        return latent, window_indices(start, count, stride), stride
+
+
+def _to_cthw(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> uint8 [3, T, H, W]."""
+    return torch.from_numpy(np.ascontiguousarray(frames.transpose(3, 0, 1, 2)))
+
+
+def _as_list(data, path: str) -> list:
+    if not isinstance(data, (list, tuple)):
+        raise BadSampleError(f"segmentation pickle {path} holds a {type(data).__name__}, expected a list of masks")
+    return list(data)

@@ -1,0 +1,194 @@
+"""Sharded, shuffled sampling with exact resume.
+
+Each epoch the whole dataset is shuffled by (seed, epoch) with the same permutation on every rank, and rank r takes
+every world_size-th entry starting at r, cut to the same length on every rank: ranks never share a sample within an
+epoch. The sampler yields (epoch, index) pairs, so that the dataset can derive each sample's randomness from
+(seed, epoch, index) rather than from which worker happened to load it.
+
+Resume: the position that matters is what the *trainer* has consumed, not how far the DataLoader's workers have
+read ahead. ResumableDataLoader counts the batches it hands out and keeps the sampler's `consumed` up to date, so
+
+    state = loader.state_dict()          # {"epoch": e, "consumed": n, ...}: save with each checkpoint
+    loader.load_state_dict(state)        # after restart: the next batch is the one that would have come next
+
+`build_dataloader(...)` makes such a loader for the current torch.distributed rank (a LazyCall target).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class ResumableDistributedSampler(Sampler):
+    """Yields (epoch, index) pairs: this rank's share of a (seed, epoch)-shuffled epoch, from `consumed` on."""
+
+    def __init__(
+        self,
+        dataset_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        seed: int = 0,
+    ):
+        if dataset_size <= 0:
+            raise ValueError(f"dataset_size must be positive, got {dataset_size}")
+        if world_size <= 0 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not valid for world_size {world_size}")
+        if dataset_size < world_size:
+            raise ValueError(f"dataset of {dataset_size} samples is too small for {world_size} data-parallel ranks")
+        self.dataset_size = dataset_size
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        self.consumed = 0  # samples of this epoch already handed to the trainer on this rank
+
+    @property
+    def samples_per_rank(self) -> int:
+        return self.dataset_size // self.world_size  # the tail is dropped so that no rank repeats a sample
+
+    def epoch_indices(self, epoch: int) -> list[int]:
+        """This rank's indices for `epoch`, in order."""
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.dataset_size, generator=generator).tolist()
+        else:
+            order = list(range(self.dataset_size))
+        return order[self.rank :: self.world_size][: self.samples_per_rank]
+
+    def __len__(self) -> int:
+        return self.samples_per_rank - self.consumed
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        for index in self.epoch_indices(epoch)[self.consumed :]:
+            yield (epoch, index)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.consumed = 0
+
+    def advance(self, num_samples: int) -> None:
+        """Record that the trainer has consumed `num_samples` more samples of the current epoch."""
+        self.consumed += num_samples
+
+    def state_dict(self) -> dict[str, int]:
+        return {
+            "epoch": self.epoch,
+            "consumed": self.consumed,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "dataset_size": self.dataset_size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("seed", "dataset_size", "world_size"):
+            if key in state and int(state[key]) != getattr(self, key):
+                raise ValueError(
+                    f"data-loader state was saved with {key}={state[key]} but this run has {key}={getattr(self, key)}; "
+                    f"exact resume needs the same dataset, seed and number of data-parallel ranks"
+                )
+        self.epoch = int(state["epoch"])
+        self.consumed = int(state["consumed"])
+        if not 0 <= self.consumed <= self.samples_per_rank:
+            raise ValueError(f"data-loader state has consumed={self.consumed}, outside 0..{self.samples_per_rank}")
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a ResumableDistributedSampler that records each batch it hands out.
+
+    Iterating runs through the rest of the current epoch; when an epoch is exhausted the next `iter()` starts the
+    following one. `state_dict()` / `load_state_dict()` save and restore the position exactly.
+    """
+
+    def __init__(self, dataset: Dataset, sampler: ResumableDistributedSampler, **kwargs):
+        if not isinstance(sampler, ResumableDistributedSampler):
+            raise TypeError(f"ResumableDataLoader needs a ResumableDistributedSampler, got {type(sampler).__name__}")
+        kwargs.setdefault("drop_last", True)
+        super().__init__(dataset, sampler=sampler, **kwargs)
+
+    def __iter__(self):
+        sampler: ResumableDistributedSampler = self.sampler
+        usable = sampler.samples_per_rank
+        if self.drop_last:
+            usable -= usable % self.batch_size
+        if sampler.consumed >= usable:
+            sampler.set_epoch(sampler.epoch + 1)  # the previous epoch was used up: start the next one
+        for batch in super().__iter__():
+            sampler.advance(_batch_length(batch))
+            yield batch
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+
+
+def _batch_length(batch) -> int:
+    if isinstance(batch, dict):
+        if "sample_index" in batch:
+            return len(batch["sample_index"])
+        batch = next(iter(batch.values()))
+    if isinstance(batch, (list, tuple)):
+        return len(batch[0]) if batch and hasattr(batch[0], "__len__") else len(batch)
+    return len(batch)
+
+
+def data_parallel_rank_and_size() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def build_dataloader(
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int = 0,
+    shuffle: bool = True,
+    seed: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+    pin_memory: bool = False,
+    persistent_workers: bool = False,
+    prefetch_factor: int | None = None,
+) -> ResumableDataLoader:
+    """A resumable, sharded DataLoader for `dataset`. rank/world_size default to torch.distributed's (0/1 without it)."""
+    if rank is None or world_size is None:
+        dist_rank, dist_world = data_parallel_rank_and_size()
+        rank = dist_rank if rank is None else rank
+        world_size = dist_world if world_size is None else world_size
+    sampler = ResumableDistributedSampler(len(dataset), rank=rank, world_size=world_size, shuffle=shuffle, seed=seed)
+    if sampler.samples_per_rank < batch_size:
+        raise ValueError(
+            f"each of {world_size} ranks gets {sampler.samples_per_rank} samples of the {len(dataset)} in the dataset, "
+            f"fewer than one batch of {batch_size}"
+        )
+    extra = {}
+    if num_workers > 0:
+        extra["persistent_workers"] = persistent_workers
+        if prefetch_factor is not None:
+            extra["prefetch_factor"] = prefetch_factor
+    return ResumableDataLoader(
+        dataset,
+        sampler=sampler,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=True,
+        **extra,
+    )

@@ -1,0 +1,86 @@
+"""Per-clip text embedding files: ours (safetensors) and Cosmos' (`t5_xxl/<stem>.pickle`, read safely).
+
+Our file `<folder>/<stem>.safetensors` holds one tensor `embeddings` [n_tokens, D] with only the caption's real
+tokens (float16 or float32), and string metadata `encoder`, `max_length`, `caption`. Cosmos' pickle holds a list
+with one float16 array [n_tokens, 1024] (or the array itself). Both are padded with zeros to a fixed length L when
+loaded, with a mask that is 1 on real tokens.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from cosmos_transfer.data.safe_pickle import safe_load
+
+EMBEDDING_SUFFIXES = (".safetensors", ".pickle", ".pkl")
+
+
+def save_text_embedding(path: str | os.PathLike, embeddings, *, encoder: str, max_length: int, caption: str) -> None:
+    """Write the real-token embeddings [n, D] of one caption."""
+    tensor = torch.as_tensor(np.asarray(embeddings)).contiguous()
+    if tensor.ndim != 2 or tensor.shape[0] == 0:
+        raise ValueError(f"{path}: expected embeddings shaped [n_tokens > 0, D], got {tuple(tensor.shape)}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    metadata = {"encoder": encoder, "max_length": str(max_length), "caption": caption}
+    save_file({"embeddings": tensor}, str(path), metadata=metadata)
+
+
+def find_text_embedding(folder: str | os.PathLike, stem: str) -> str | None:
+    """The embedding file of a clip in `folder` (safetensors preferred over a Cosmos pickle), or None."""
+    for suffix in EMBEDDING_SUFFIXES:
+        path = os.path.join(folder, stem + suffix)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def text_embedding_dim(path: str | os.PathLike) -> int:
+    """D of an embedding file, reading only the header for safetensors."""
+    if str(path).endswith(".safetensors"):
+        with safe_open(str(path), framework="pt") as file:
+            return int(file.get_slice("embeddings").get_shape()[-1])
+    return int(load_text_embedding(path).shape[-1])
+
+
+def load_text_embedding(path: str | os.PathLike) -> np.ndarray:
+    """Real-token embeddings of one caption -> float32 [n_tokens, D]."""
+    path = str(path)
+    if path.endswith(".safetensors"):
+        with safe_open(path, framework="pt") as file:
+            if "embeddings" not in file.keys():
+                raise ValueError(f"{path}: no 'embeddings' tensor (found {list(file.keys())})")
+            array = file.get_tensor("embeddings").float().numpy()
+    elif path.endswith((".pickle", ".pkl")):
+        data = safe_load(path)
+        if isinstance(data, (list, tuple)):  # Cosmos writes [array] for one caption
+            if len(data) == 0:
+                raise ValueError(f"{path}: empty list, expected one embedding array")
+            data = data[0]
+        if not isinstance(data, np.ndarray):
+            raise ValueError(f"{path}: expected a numpy array or a list holding one, got {type(data).__name__}")
+        array = data.astype(np.float32)
+    else:
+        raise ValueError(f"{path}: unknown embedding file type; expected one of {EMBEDDING_SUFFIXES}")
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise ValueError(f"{path}: expected embeddings shaped [n_tokens, D], got {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{path}: embeddings contain NaN or Inf")
+    return array
+
+
+def pad_text_embedding(embeddings: np.ndarray, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, D] -> (float32 [L, D] zero-padded or truncated, float32 mask [L] with 1 on real tokens)."""
+    n, dim = embeddings.shape
+    n = min(n, length)
+    padded = torch.zeros(length, dim, dtype=torch.float32)
+    padded[:n] = torch.from_numpy(np.ascontiguousarray(embeddings[:n], dtype=np.float32))
+    mask = torch.zeros(length, dtype=torch.float32)
+    mask[:n] = 1.0
+    return padded, mask

@@ -1,0 +1,125 @@
+"""Frame-window and padding arithmetic for training clips, plus the decode step that applies both.
+
+A training sample is a window of `num_frames` frames taken every `stride` frames from a clip, where the stride is
+chosen from the clip's fps so that the window plays at (about) the target fps. Each frame is resized so that it fits
+the target (H, W) with its aspect ratio kept (its longest side, relative to the target's shape, fills the target),
+then reflection-padded, centred, to exactly (H, W). A padding mask marks the padded pixels with 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numpy as np
+
+from cosmos_transfer.video_io import read_frames
+
+# Named training resolutions as (H, W). Both sides are multiples of 16: the tokenizer compresses 8x spatially and the
+# DiT patches 2x2 latents. "720" and "480" are Cosmos' 16:9 sizes; the small ones are for CPU runs and tests.
+RESOLUTIONS: dict[str, tuple[int, int]] = {
+    "720": (704, 1280),
+    "480": (432, 768),
+    "256": (192, 320),
+    "tiny": (64, 64),
+}
+
+
+def resolve_resolution(resolution) -> tuple[int, int]:
+    """A resolution name from RESOLUTIONS or an (H, W) pair -> (H, W)."""
+    if isinstance(resolution, str):
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"unknown resolution {resolution!r}; expected one of {sorted(RESOLUTIONS)} or (H, W)")
+        return RESOLUTIONS[resolution]
+    try:
+        height, width = (int(v) for v in resolution)
+    except (TypeError, ValueError):
+        raise ValueError(f"resolution must be a name or an (H, W) pair, got {resolution!r}") from None
+    if height <= 0 or width <= 0:
+        raise ValueError(f"resolution must be positive, got {(height, width)}")
+    return height, width
+
+
+class BadSampleError(ValueError):
+    """A sample cannot be used (too short, unpaddable, missing files...). The message names the file and why."""
+
+
+def frame_stride(clip_fps: float, target_fps: float | None) -> int:
+    """Take every `stride`-th frame so that the window plays at about target_fps (never faster than the clip)."""
+    if target_fps is None or target_fps <= 0:
+        return 1
+    return max(1, int(round(clip_fps / target_fps)))
+
+
+def window_start_range(num_clip_frames: int, num_frames: int, stride: int) -> int:
+    """How many start positions a window of num_frames at `stride` has in the clip (0 when the clip is too short)."""
+    span = (num_frames - 1) * stride + 1
+    return max(0, num_clip_frames - span + 1)
+
+
+def window_indices(start: int, num_frames: int, stride: int) -> list[int]:
+    return [start + i * stride for i in range(num_frames)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """Where a frame sits inside the padded target: its resized size and the padding on each side."""
+
+    height: int  # target H
+    width: int  # target W
+    valid_height: int  # the resized frame
+    valid_width: int
+    top: int
+    left: int
+
+    @property
+    def bottom(self) -> int:
+        return self.height - self.valid_height - self.top
+
+    @property
+    def right(self) -> int:
+        return self.width - self.valid_width - self.left
+
+
+def fit_frame(frame_height: int, frame_width: int, target: tuple[int, int]) -> Fit:
+    """Resize (aspect kept) to fit inside target, centred; raises BadSampleError if reflection cannot fill the rest.
+
+    Reflection padding mirrors the frame once, so each side's padding must be smaller than the resized frame. A clip
+    whose aspect ratio is far from the target's (e.g. portrait video into a landscape resolution) fails this.
+    """
+    height, width = target
+    if frame_height <= 0 or frame_width <= 0:
+        raise BadSampleError(f"frame size {frame_height}x{frame_width} is empty")
+    scale = min(height / frame_height, width / frame_width)
+    valid_height = min(height, max(1, int(round(frame_height * scale))))
+    valid_width = min(width, max(1, int(round(frame_width * scale))))
+    top = (height - valid_height) // 2
+    left = (width - valid_width) // 2
+    fit = Fit(height, width, valid_height, valid_width, top, left)
+    if max(fit.top, fit.bottom) >= valid_height or max(fit.left, fit.right) >= valid_width:
+        raise BadSampleError(
+            f"frame size {frame_height}x{frame_width} cannot be reflection-padded to {height}x{width}: resized to "
+            f"{valid_height}x{valid_width}, its padding would exceed the frame; use a resolution closer to the clip's "
+            f"aspect ratio"
+        )
+    return fit
+
+
+def reflect_pad(frames: np.ndarray, fit: Fit) -> np.ndarray:
+    """Pad [T, h, w, C] frames (h, w = the fit's valid size) to [T, H, W, C] by mirroring (without repeating the edge)."""
+    if frames.shape[1:3] != (fit.valid_height, fit.valid_width):
+        raise ValueError(f"frames of size {frames.shape[1:3]} do not match the fit {fit.valid_height}x{fit.valid_width}")
+    if fit.valid_height == fit.height and fit.valid_width == fit.width:
+        return frames
+    pad = ((0, 0), (fit.top, fit.bottom), (fit.left, fit.right), (0, 0))
+    return np.pad(frames, pad, mode="reflect")
+
+
+def padding_mask(fit: Fit) -> np.ndarray:
+    """float32 [1, H, W]: 1 on padding, 0 on the video."""
+    mask = np.ones((1, fit.height, fit.width), np.float32)
+    mask[:, fit.top : fit.top + fit.valid_height, fit.left : fit.left + fit.valid_width] = 0.0
+    return mask
+
+
+def decode_window(path, indices: list[int], fit: Fit, num_threads: int = 1) -> np.ndarray:
+    """Decode frames at `indices`, resized to the fit's valid size -> uint8 [T, h, w, 3] (not padded yet)."""
+    return read_frames(path, indices, size=(fit.valid_height, fit.valid_width), num_threads=num_threads)
