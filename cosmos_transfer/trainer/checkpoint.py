@@ -98,7 +98,9 @@ class ModelState(Stateful):
         return get_model_state_dict(self.model)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        set_model_state_dict(self.model, state)
+        # strict=False: the keys are those of the model's own state_dict() (which leaves out frozen encoders such as
+        # the tokenizer), and DCP has already failed if the checkpoint lacked any of them.
+        set_model_state_dict(self.model, state, options=StateDictOptions(strict=False))
 
 
 class OptimizerState(Stateful):

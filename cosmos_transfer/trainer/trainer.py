@@ -1,0 +1,548 @@
+"""The training loop: `train(config)` is what scripts/train.py calls after composing the config.
+
+One iteration, on every rank:
+
+    batch(es) -> model.training_step -> backward (x grad_accum_iter) -> all-reduce the gradients FSDP does not own
+    -> gradient norm and clipping -> NaN/Inf guard (all ranks agree) -> optimizer, scheduler and EMA step
+    -> metrics.jsonl line -> validation every trainer.validation_iter -> checkpoint every checkpoint.save_iter
+    -> preemption check (SIGTERM/SIGUSR1: save and exit 0)
+
+Rerunning the same command resumes from `<job dir>/checkpoints/latest_checkpoint.txt`; with the same world size on
+CPU the losses that follow are bitwise those of an uninterrupted run (model, optimizer, scheduler, EMA, every rank's
+RNG states and the data loader's position are restored; loading a batch never touches the global RNG).
+
+What the trainer needs from the model (docs/ARCHITECTURE.md): `training_step(batch) -> (loss, metrics)`,
+`trainable_parameters()`, `flops_per_step(batch)`; for validation samples `generate_samples(...)` and `decode(...)`;
+transformer blocks in `<network>.blocks` (an nn.ModuleDict) for FSDP2. The EMA, when configured
+(`config.model.ema`), is the model's `ema` attribute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.tensor import DTensor
+
+from cosmos_transfer.trainer import distributed
+from cosmos_transfer.trainer.checkpoint import (
+    Checkpointer,
+    ModelState,
+    OptimizerState,
+    StatefulAdapter,
+    capture_rng_state,
+    load_model_weights,
+    restore_rng_state,
+)
+from cosmos_transfer.trainer.logging import MetricsLogger, device_peak_tflops, peak_memory_gb
+from cosmos_transfer.trainer.parallelize import find_networks, parallelize, replicated_trainable_parameters
+from cosmos_transfer.trainer.signals import PreemptionHandler
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after trainer.max_nan_steps consecutive iterations with a NaN/Inf loss or gradient."""
+
+
+def _option(section: Any, name: str, default: Any) -> Any:
+    """A config field, or `default` when the section does not define it (older configs, plain namespaces)."""
+    value = getattr(section, name, default) if section is not None else default
+    return default if value is None else value
+
+
+def _dtype(name: str | None) -> torch.dtype | None:
+    if name in (None, "", "none"):
+        return None
+    if name not in _DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def instantiate(config: Any, **kwargs: Any) -> Any:
+    """Build a component from its LazyDict config (call-time kwargs override config values).
+
+    A plain callable (e.g. a functools.partial) also works, for using the trainer from Python without configs.
+    """
+    if callable(config):
+        return config(**kwargs)
+    from cosmos_transfer.lazy_config import instantiate as lazy_instantiate
+
+    return lazy_instantiate(config, **kwargs)
+
+
+@contextlib.contextmanager
+def preserved_global_rng() -> Iterator[None]:
+    """Run a block without changing python/numpy/torch-CPU global RNG states (data loading, validation)."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        yield
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return type(batch)(move_to_device(v, device) for v in batch)
+    return batch
+
+
+class DataStream:
+    """Endless batches from a DataLoader, epoch after epoch, without touching the global RNG.
+
+    The DataLoader draws its workers' base seed from the global torch RNG whenever an epoch starts; here that draw
+    (and anything a dataset does in the main process) runs inside `preserved_global_rng`, so the training RNG
+    sequence does not depend on where epochs or restarts fall. Samples' own randomness comes from the data
+    pipeline's (seed, epoch, index).
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.epoch = 0
+        self._iterator: Iterator | None = None
+
+    def next(self) -> Any:
+        with preserved_global_rng():
+            for attempt in range(2):
+                if self._iterator is None:
+                    self._iterator = iter(self.loader)
+                try:
+                    return next(self._iterator)
+                except StopIteration:
+                    self._iterator = None
+                    self.epoch += 1
+                    sampler = getattr(self.loader, "sampler", None)
+                    if not hasattr(self.loader, "state_dict") and hasattr(sampler, "set_epoch"):
+                        sampler.set_epoch(self.epoch)  # a plain DataLoader over e.g. DistributedSampler
+        raise RuntimeError(f"the training data loader yields no batches ({type(self.loader).__name__})")
+
+    def state_dict(self) -> dict[str, Any]:
+        if hasattr(self.loader, "state_dict"):
+            return {"loader": self.loader.state_dict(), "epoch": self.epoch}
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any], same_world_size: bool) -> str | None:
+        """Restore the position; returns a warning when it can only be restored approximately."""
+        self.epoch = int(state.get("epoch", 0))
+        self._iterator = None
+        if "loader" not in state or not hasattr(self.loader, "load_state_dict"):
+            return None
+        if same_world_size:
+            self.loader.load_state_dict(state["loader"])
+            return None
+        epoch = int(state["loader"].get("epoch", 0))
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(epoch)
+        return f"world size changed: the data loader restarts epoch {epoch} from its beginning"
+
+
+def clip_gradients(parameters: list[nn.Parameter], max_norm: float, device: torch.device) -> torch.Tensor:
+    """Global L2 norm of the gradients (FSDP-sharded and replicated alike); scales them to `max_norm` if above.
+
+    max_norm <= 0 only measures. Sharded gradients contribute their local shard and are summed over ranks;
+    replicated ones (already averaged) count once.
+    """
+    sharded_sq = torch.zeros((), dtype=torch.float32, device=device)
+    replicated_sq = torch.zeros((), dtype=torch.float32, device=device)
+    grads = []
+    for p in parameters:
+        if p.grad is None:
+            continue
+        if isinstance(p.grad, DTensor):
+            local = p.grad.to_local()
+            sharded_sq += local.detach().float().pow(2).sum()
+        else:
+            local = p.grad
+            replicated_sq += local.detach().float().pow(2).sum()
+        grads.append(local)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(sharded_sq)
+    total = (sharded_sq + replicated_sq).sqrt()
+    if max_norm > 0:
+        scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        for g in grads:
+            g.mul_(scale.to(g.dtype))
+    return total
+
+
+class Trainer:
+    """Builds everything from a composed config and runs the loop; see the module docstring."""
+
+    def __init__(self, config: Any, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.rank = distributed.rank()
+        self.world_size = distributed.world_size()
+        trainer_cfg, ckpt_cfg = config.trainer, config.checkpoint
+        self.max_iter = int(trainer_cfg.max_iter)
+        self.grad_accum_iter = int(_option(trainer_cfg, "grad_accum_iter", 1))
+        self.clip_grad_norm = float(_option(trainer_cfg, "clip_grad_norm", 1.0))
+        self.max_nan_steps = int(_option(trainer_cfg, "max_nan_steps", 10))
+        self.validation_iter = int(_option(trainer_cfg, "validation_iter", 0))
+        self.logging_iter = int(_option(trainer_cfg, "logging_iter", 1))
+        self.seed = int(_option(trainer_cfg, "seed", 0))
+        self.save_iter = int(_option(ckpt_cfg, "save_iter", 0))
+        self.job_dir = str(config.job.path)
+        if self.grad_accum_iter < 1:
+            raise ValueError(f"trainer.grad_accum_iter must be >= 1, got {self.grad_accum_iter}")
+
+        # Same seed on every rank while building: FSDP2 keeps each rank's slice of identical initial weights.
+        self._seed_everything(self.seed)
+        self.model = self._build_model()
+        # Different streams per rank from here on (noise, sigma, dropout), reproducible per rank.
+        self._seed_everything(self.seed + 1_000_003 * (self.rank + 1))
+
+        self.params = [p for p in self._trainable_parameters()]
+        self.replicated_params = [p for p in replicated_trainable_parameters(self.model) if p.requires_grad]
+        self.optimizer = self._build_optimizer()
+        self.scheduler = instantiate(config.scheduler, optimizer=self.optimizer) if config.scheduler else None
+        self.ema = getattr(self.model, "ema", None)
+        self.data = DataStream(instantiate(config.dataloader_train))
+        val_config = getattr(config, "dataloader_val", None)
+        self.val_loader = instantiate(val_config) if val_config else None
+        # Each validation reads the same first batches: remember where the validation loader starts.
+        self.val_loader_start = self.val_loader.state_dict() if hasattr(self.val_loader, "state_dict") else None
+        self.fixed_batch: dict[str, Any] | None = None  # without a validation loader: the first training batch
+
+        self.checkpointer = Checkpointer(
+            os.path.join(self.job_dir, "checkpoints"),
+            keep_last_k=int(_option(ckpt_cfg, "keep_last_k", 3)),
+            async_save=bool(_option(ckpt_cfg, "async_save", False)),
+        )
+        self.iteration = 0
+        self.skipped_steps = 0
+        self.skipped_samples = 0
+        self.nan_streak = 0
+        self.resumed_from: str | None = None
+        self._load_initial_state()
+        self.peak_tflops = device_peak_tflops(device, _option(trainer_cfg, "peak_tflops", None))
+        self.logger = MetricsLogger(
+            self.job_dir,
+            enabled=self.rank == 0,
+            start_iteration=self.iteration,
+            max_iteration=self.max_iter,
+            tensorboard=bool(_option(trainer_cfg, "tensorboard", True)),
+            wandb_project=_option(trainer_cfg, "wandb_project", None),
+            wandb_name=getattr(config.job, "name", None),
+            progress_bar=bool(_option(trainer_cfg, "progress_bar", True)),
+        )
+
+    # -- building -----------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _build_model(self) -> nn.Module:
+        trainer_cfg = self.config.trainer
+        model = instantiate(self.config.model)
+        model.to(self.device)
+        cuda = self.device.type == "cuda"
+        parallelize(
+            model,
+            device=self.device,
+            activation_checkpointing=_option(trainer_cfg, "activation_checkpointing", "none"),
+            compile_blocks=bool(_option(trainer_cfg, "compile", False)),
+            param_dtype=_dtype(_option(trainer_cfg, "param_dtype", "bfloat16" if cuda else "float32")),
+            reduce_dtype=_dtype(_option(trainer_cfg, "reduce_dtype", "float32")),
+        )
+        return model
+
+    def _trainable_parameters(self) -> list[nn.Parameter]:
+        params = list(self.model.trainable_parameters())
+        if not params:
+            raise ValueError(f"{type(self.model).__name__}.trainable_parameters() returned no parameters")
+        if any(not p.requires_grad for p in params):
+            raise ValueError("trainable_parameters() returned a frozen parameter (requires_grad=False)")
+        return params
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        kwargs: dict[str, Any] = {"params": self.params}
+        target = str(getattr(self.config.optimizer, "_target_", ""))
+        if self.device.type == "cuda" and target.rsplit(".", 1)[-1].rstrip("'>") in ("AdamW", "Adam"):
+            if "fused" not in self.config.optimizer:  # a LazyDict
+                kwargs["fused"] = True  # one kernel for all parameters; supported on DTensors
+        return instantiate(self.config.optimizer, **kwargs)
+
+    def _app_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"model": ModelState(self.model), "optimizer": OptimizerState(self.model, self.optimizer)}
+        if self.ema is not None:
+            state["ema"] = StatefulAdapter(self.ema)
+        return state
+
+    def _rank_state(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "skipped_steps": self.skipped_steps,
+            "skipped_samples": self.skipped_samples,
+            "nan_streak": self.nan_streak,
+            "rng": capture_rng_state(),
+            "data": self.data.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+        }
+
+    def _load_initial_state(self) -> None:
+        """Resume from the job's latest checkpoint, or else initialize the weights from checkpoint.load_path."""
+        ckpt_cfg = self.config.checkpoint
+        latest = self.checkpointer.latest()
+        if latest is None:
+            load_path = _option(ckpt_cfg, "load_path", "")
+            if load_path:
+                keys = load_model_weights(
+                    self.model,
+                    load_path,
+                    strict=bool(_option(ckpt_cfg, "strict_load", True)),
+                    allowed_missing_keys=list(_option(ckpt_cfg, "allowed_missing_keys", [])),
+                    use_ema=bool(_option(ckpt_cfg, "load_ema", False)),
+                )
+                if self.ema is not None and hasattr(self.ema, "reset"):
+                    self.ema.reset()  # the EMA starts from the loaded weights
+                self._print(f"initialized {len(keys)} weights from {load_path}")
+            return
+        state = self.checkpointer.load(latest, self._app_state())
+        self.iteration = int(state["iteration"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.skipped_samples = int(state.get("skipped_samples", 0))
+        self.nan_streak = int(state.get("nan_streak", 0))
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        warning = self.data.load_state_dict(state.get("data", {}), same_world_size=not state["resharded"])
+        if state["resharded"]:
+            # A different world size: weights and optimizer reshard exactly; per-rank RNG streams cannot carry over.
+            self._seed_everything(self.seed + 1_000_003 * (self.rank + 1) + self.iteration)
+            self._print(f"resumed {latest} saved by {state['world_size']} ranks on {self.world_size}; {warning or ''}")
+        else:
+            restore_rng_state(state["rng"])
+            self._print(f"resumed from {latest} at iteration {self.iteration}")
+        self.resumed_from = latest
+
+    def _print(self, message: str) -> None:
+        if self.rank == 0:
+            logger = getattr(self, "logger", None)
+            if logger is not None:
+                logger.write(message)
+            else:
+                print(f"[cosmos_transfer] {message}", flush=True)
+
+    # -- the loop -----------------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        preemption = PreemptionHandler().install()
+        try:
+            if self.iteration >= self.max_iter:
+                self._print(f"nothing to do: iteration {self.iteration} >= trainer.max_iter {self.max_iter}")
+                return
+            self.model.train()
+            while self.iteration < self.max_iter:
+                self.checkpointer.poll()
+                self.train_step()
+                if self.validation_iter > 0 and self.iteration % self.validation_iter == 0:
+                    self.validate()
+                last = self.iteration == self.max_iter
+                if last or (self.save_iter > 0 and self.iteration % self.save_iter == 0):
+                    self.save()
+                if not last and distributed.all_reduce_max_flag(preemption.requested, self.device):
+                    self._print(f"preempted: saving at iteration {self.iteration} and exiting")
+                    self.save()
+                    break
+            self.checkpointer.wait()
+        finally:
+            preemption.restore()
+            self.logger.close()
+
+    def save(self) -> None:
+        self.checkpointer.save(self.iteration, self._app_state(), self._rank_state())
+
+    def _networks_sync_gradients(self, sync: bool) -> None:
+        for _, net in find_networks(self.model):
+            if hasattr(net, "set_requires_gradient_sync"):
+                net.set_requires_gradient_sync(sync)
+
+    def train_step(self) -> None:
+        start = time.perf_counter()
+        data_wait = 0.0
+        flops = 0.0
+        tokens = 0
+        losses, step_metrics = [], []
+        skipped_samples = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        for micro in range(self.grad_accum_iter):
+            wait_start = time.perf_counter()
+            batch = self.data.next()
+            if self.fixed_batch is None and self.val_loader is None:
+                self.fixed_batch = batch
+            if isinstance(batch, dict) and "num_skipped" in batch:  # bad clips the dataset replaced
+                skipped_samples += int(batch["num_skipped"].sum())
+            batch = move_to_device(batch, self.device)
+            data_wait += time.perf_counter() - wait_start
+            # Gradients are reduced across ranks only on the last micro-batch; earlier ones accumulate locally.
+            self._networks_sync_gradients(micro == self.grad_accum_iter - 1)
+            loss, metrics = self.model.training_step(batch)
+            (loss / self.grad_accum_iter).backward()
+            losses.append(loss.detach())
+            step_metrics.append(metrics)
+            flops += self._flops(batch)
+            tokens += self._tokens(batch)
+        for p in self.replicated_params:
+            if p.grad is not None and self.world_size > 1:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.AVG)
+        grad_norm = clip_gradients(self.params, self.clip_grad_norm, self.device)
+        loss = torch.stack(losses).mean()
+        finite = bool(torch.isfinite(loss).item()) and bool(torch.isfinite(grad_norm).item())
+        bad = distributed.all_reduce_max_flag(not finite, self.device)
+        self.iteration += 1
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
+        if bad:
+            self.optimizer.zero_grad(set_to_none=True)  # nothing of this step reaches the weights
+            self.skipped_steps += 1
+            self.nan_streak += 1
+        else:
+            self.nan_streak = 0
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.iteration)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        step_time = time.perf_counter() - start
+        self._log_step(loss, step_metrics, grad_norm, step_time, data_wait, flops, tokens, lr, bad, skipped_samples)
+        if bad:
+            self._print(f"iteration {self.iteration}: non-finite loss or gradient on some rank, step skipped "
+                        f"({self.nan_streak} in a row)")
+            if self.nan_streak >= self.max_nan_steps:
+                self.save()
+                self.checkpointer.wait()
+                raise NonFiniteLossError(
+                    f"{self.nan_streak} consecutive iterations had a NaN/Inf loss or gradient (trainer.max_nan_steps="
+                    f"{self.max_nan_steps}); stopped at iteration {self.iteration} after saving a checkpoint. Lower "
+                    "the learning rate, check the data, or resume from an earlier checkpoint."
+                )
+
+    def _flops(self, batch: Any) -> float:
+        count = getattr(self.model, "flops_per_step", None)
+        return float(count(batch)) if count is not None else 0.0
+
+    def _tokens(self, batch: Any) -> int:
+        count = getattr(self.model, "tokens_per_step", None)
+        return int(count(batch)) if count is not None else 0
+
+    def _log_step(
+        self, loss, step_metrics, grad_norm, step_time, data_wait, flops, tokens, lr: float, skipped: bool, skipped_samples: int
+    ) -> None:
+        local = {"loss": float(loss), "_skipped_samples": float(skipped_samples)}
+        for key in step_metrics[0]:
+            if key != "loss":
+                local[key] = float(sum(float(m[key]) for m in step_metrics) / len(step_metrics))
+        mean = distributed.all_reduce_mean(local, self.device)
+        self.skipped_samples += round(mean.pop("_skipped_samples") * self.world_size)
+        if self.rank != 0:
+            return
+        tflops = flops / step_time / 1e12 if flops else None
+        record = {
+            **mean,
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "step_time_s": step_time,
+            "data_wait_s": data_wait,
+            "skipped_step": skipped,
+            "skipped_steps": self.skipped_steps,
+            "skipped_samples": self.skipped_samples,  # bad clips replaced by the dataset, all ranks, whole run
+            "tokens_per_s": tokens * self.world_size / step_time if tokens else None,
+            "tflops_per_s": tflops,  # per device
+            "mfu": tflops / self.peak_tflops if (tflops and self.peak_tflops) else None,
+            "peak_memory_gb": peak_memory_gb(self.device),
+        }
+        self.logger.log(self.iteration, record)
+        self.logger.update_progress(self.iteration, mean["loss"])
+
+    # -- validation ---------------------------------------------------------------------------------------------------
+    def _ema_weights(self):
+        if self.ema is None:
+            return contextlib.nullcontext()
+        for name in ("swap", "average_parameters", "apply"):
+            if hasattr(self.ema, name):
+                return getattr(self.ema, name)()
+        raise AttributeError(f"{type(self.ema).__name__} has no context manager to swap in EMA weights")
+
+    def validate(self) -> None:
+        """Validation loss and a generated sample, on every rank (each its own batch: no rank waits alone)."""
+        trainer_cfg = self.config.trainer
+        num_batches = int(_option(trainer_cfg, "validation_num_batches", 1))
+        self.model.eval()
+        with preserved_global_rng(), torch.no_grad(), self._ema_weights():
+            self._seed_everything(self.seed + 7919 * (self.rank + 1))  # the same validation noise every time
+            if self.val_loader is None:
+                batches = [self.fixed_batch] if self.fixed_batch is not None else []
+            else:
+                if self.val_loader_start is not None:
+                    self.val_loader.load_state_dict(self.val_loader_start)
+                batches = self.val_loader
+            losses, first_batch = [], None
+            for index, batch in enumerate(batches):
+                if index >= num_batches:
+                    break
+                batch = move_to_device(batch, self.device)
+                first_batch = first_batch if first_batch is not None else batch
+                loss, metrics = self.model.training_step(batch)
+                losses.append({"loss": float(loss), "mse": float(metrics.get("mse", loss))})
+            if losses:
+                local = {k: sum(m[k] for m in losses) / len(losses) for k in losses[0]}
+                self.logger.log(self.iteration, distributed.all_reduce_mean(local, self.device), prefix="val")
+            if first_batch is not None and bool(_option(trainer_cfg, "validation_samples", True)):
+                if hasattr(self.model, "generate_samples") and hasattr(self.model, "decode"):
+                    self._write_samples(first_batch)
+        self.model.train()
+
+    def _write_samples(self, batch: dict[str, Any]) -> None:
+        from cosmos_transfer.video_io import write_gif, write_video
+
+        trainer_cfg = self.config.trainer
+        latent = self.model.generate_samples(
+            batch,
+            num_steps=int(_option(trainer_cfg, "sample_num_steps", 35)),
+            guidance=float(_option(trainer_cfg, "sample_guidance", 0.0)),
+            seed=self.seed,
+        )
+        generated = self.model.decode(latent)
+        if self.rank != 0:
+            return
+        panels = [k for k in sorted(batch) if k.startswith("control_input_")][:1]
+        videos = [batch[k][0] for k in panels]
+        videos.append(((generated[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+        if "video" in batch:
+            videos.append(batch["video"][0])
+        num_frames = min(v.shape[1] for v in videos)
+        frames = [v[:, :num_frames].permute(1, 2, 3, 0).cpu() for v in videos]  # [T,H,W,3] each
+        height = min(f.shape[1] for f in frames)
+        grid = torch.cat([f[:, :height] for f in frames], dim=2).numpy()
+        fps = float(batch["fps"][0]) if "fps" in batch else 8.0
+        folder = os.path.join(self.job_dir, "samples")
+        os.makedirs(folder, exist_ok=True)
+        stem = os.path.join(folder, f"iter_{self.iteration:09d}")
+        write_video(stem + ".mp4", frames[len(panels)].numpy(), fps=fps)
+        write_gif(stem + "_grid.gif", grid, fps=fps)
+        self.logger.add_image("samples/grid_first_frame", grid[0], self.iteration)
+
+
+def train(config: Any) -> None:
+    """Train as `config` says, under torchrun (any number of ranks) or plain python (one rank)."""
+    timeout = float(_option(getattr(config, "trainer", None), "timeout_s", 1800.0))
+    device = distributed.init_distributed(timeout_s=timeout)
+    try:
+        Trainer(config, device).run()
+    finally:
+        distributed.destroy_distributed()
