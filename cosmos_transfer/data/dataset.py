@@ -234,13 +234,22 @@ class VideoDataset(Dataset):
         if not self.clips:
             reasons = "; ".join(f"{path}: {why}" for path, why in self.bad_files[:3])
             raise ValueError(f"no usable clips in {self.root}; first problems: {reasons}")
-        dim = embedding_file_dim(self.clips[0].embedding)
-        if dim != self.text_embedding_dim:
-            raise ValueError(
-                f"text embeddings in {os.path.dirname(self.clips[0].embedding)} have D={dim}, but the dataset is "
-                f"configured with text_embedding_dim={self.text_embedding_dim}"
-            )
+        self._check_embedding_dim()
         self._bad_at_runtime: set[int] = set()  # per process: clips found bad while decoding (each warned once)
+
+    def _check_embedding_dim(self) -> None:
+        """A wrong text_embedding_dim would make every clip bad: say so at once (from the first readable file)."""
+        for clip in self.clips[:8]:
+            try:
+                dim = embedding_file_dim(clip.embedding)
+            except (ValueError, OSError, EOFError, pickle.UnpicklingError):
+                continue  # an unreadable file is one bad clip, found and counted when it is loaded
+            if dim != self.text_embedding_dim:
+                raise ValueError(
+                    f"text embeddings in {os.path.dirname(clip.embedding)} have D={dim}, but the dataset is "
+                    f"configured with text_embedding_dim={self.text_embedding_dim}"
+                )
+            return
 
     def _check_bad_share(self, num_bad: int) -> None:
         if num_bad > self.max_bad_fraction * self.num_files:

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from cosmos_transfer.data.safe_pickle import safe_load
@@ -42,8 +42,11 @@ def find_text_embedding(folder: str | os.PathLike, stem: str) -> str | None:
 def text_embedding_dim(path: str | os.PathLike) -> int:
     """D of an embedding file, reading only the header for safetensors."""
     if str(path).endswith(".safetensors"):
-        with safe_open(str(path), framework="pt") as file:
-            return int(file.get_slice("embeddings").get_shape()[-1])
+        try:
+            with safe_open(str(path), framework="pt") as file:
+                return int(file.get_slice("embeddings").get_shape()[-1])
+        except (SafetensorError, KeyError) as error:
+            raise ValueError(f"{path}: unreadable embedding file: {error}") from error
     return int(load_text_embedding(path).shape[-1])
 
 
@@ -51,10 +54,13 @@ def load_text_embedding(path: str | os.PathLike) -> np.ndarray:
     """Real-token embeddings of one caption -> float32 [n_tokens, D]."""
     path = str(path)
     if path.endswith(".safetensors"):
-        with safe_open(path, framework="pt") as file:
-            if "embeddings" not in file.keys():
-                raise ValueError(f"{path}: no 'embeddings' tensor (found {list(file.keys())})")
-            array = file.get_tensor("embeddings").float().numpy()
+        try:
+            with safe_open(path, framework="pt") as file:
+                if "embeddings" not in file.keys():
+                    raise ValueError(f"{path}: no 'embeddings' tensor (found {list(file.keys())})")
+                array = file.get_tensor("embeddings").float().numpy()
+        except SafetensorError as error:
+            raise ValueError(f"{path}: unreadable safetensors file: {error}") from error
     elif path.endswith((".pickle", ".pkl")):
         data = safe_load(path)
         if isinstance(data, (list, tuple)):  # Cosmos writes [array] for one caption
