@@ -1,0 +1,215 @@
+"""DiffusionModel: the training-model contract, EDM wiring, video2world conditioning, sampling."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cosmos_transfer.diffusion import edm
+from cosmos_transfer.diffusion.conditioner import VideoConditioner
+from cosmos_transfer.diffusion.model import CONDITION_FRAME_SIGMA, DiffusionModel
+
+TEXT_LENGTH, TEXT_DIM = 5, 8
+
+
+class RecordingNet(nn.Module):
+    """Small network with the GeneralDIT forward signature that records its inputs."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.proj = nn.Conv3d(in_channels, out_channels, 1)
+        self.text = nn.Linear(TEXT_DIM, out_channels)
+        self.time = nn.Linear(1, out_channels)
+        self.inputs = []
+
+    def forward(self, x, timesteps, crossattn_emb, crossattn_mask=None, fps=None, padding_mask=None):
+        self.inputs.append({"x": x.detach().clone(), "timesteps": timesteps.detach().clone()})
+        bias = self.text(crossattn_emb.mean(dim=1)) + self.time(timesteps[:, None])
+        return self.proj(x) + bias[:, :, None, None, None]
+
+
+class ShuffleTokenizer(nn.Module):
+    """Stand-in tokenizer: 2x2 pixel unshuffle per frame (3 -> 12 channels), one frozen parameter."""
+
+    latent_channels = 12
+    spatial_compression = 2
+    temporal_compression = 1
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.tensor(2.0))
+
+    def encode(self, video):
+        b, c, t, h, w = video.shape
+        frames = video.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+        latent = nn.functional.pixel_unshuffle(frames, 2) * self.gain
+        return latent.reshape(b, t, 12, h // 2, w // 2).permute(0, 2, 1, 3, 4)
+
+    def decode(self, latent):
+        b, c, t, h, w = latent.shape
+        frames = latent.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w) / self.gain
+        return nn.functional.pixel_shuffle(frames, 2).reshape(b, t, 3, h * 2, w * 2).permute(0, 2, 1, 3, 4)
+
+    def latent_num_frames(self, num_frames):
+        return num_frames
+
+    def pixel_num_frames(self, num_frames):
+        return num_frames
+
+
+def make_batch(batch_size=2, frames=3, height=8, width=8, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "video": torch.randint(0, 256, (batch_size, 3, frames, height, width), generator=generator, dtype=torch.uint8),
+        "padding_mask": torch.zeros(batch_size, 1, height, width),
+        "fps": torch.full((batch_size,), 24.0),
+        "image_size": torch.tensor([[height, width, height, width]] * batch_size, dtype=torch.float32),
+        "num_frames": torch.full((batch_size,), frames),
+        "t5_text_embeddings": torch.randn(batch_size, TEXT_LENGTH, TEXT_DIM, generator=generator),
+        "t5_text_mask": torch.ones(batch_size, TEXT_LENGTH),
+    }
+
+
+def make_model(video2world=False, **kwargs):
+    torch.manual_seed(0)
+    channels = ShuffleTokenizer.latent_channels
+    net = RecordingNet(channels + int(video2world), channels)
+    return DiffusionModel(net, ShuffleTokenizer(), VideoConditioner(), video2world=video2world, **kwargs)
+
+
+def test_training_step_contract_and_gradients():
+    model = make_model().train()
+    loss, metrics = model.training_step(make_batch())
+    assert loss.ndim == 0 and loss.requires_grad
+    assert {"loss", "mse", "edm_loss"} <= set(metrics)
+    for name, value in metrics.items():
+        assert value.ndim == 0 and not value.requires_grad, name
+    assert metrics["mse"].item() >= 0
+    loss.backward()
+    assert model.net.proj.weight.grad is not None and model.logvar[1].weight.grad is not None
+    assert model.tokenizer.gain.grad is None
+
+
+def test_tokenizer_is_frozen_and_outside_state_dict_and_optimizer():
+    model = make_model()
+    assert not any(key.startswith("tokenizer") for key in model.state_dict())
+    expected = {"net." + key for key in model.net.state_dict()} | {"logvar.0.freqs", "logvar.0.phases", "logvar.1.weight"}
+    assert set(model.state_dict()) == expected
+    trainable = {id(p) for p in model.trainable_parameters()}
+    assert id(model.tokenizer.gain) not in trainable and not model.tokenizer.gain.requires_grad
+    assert not model.tokenizer.training
+    model.train()
+    assert not model.tokenizer.training  # model.train() does not reach the tokenizer
+    model.to(torch.float64)  # moves (and casts) the tokenizer along with the model
+    assert model.tokenizer.gain.dtype == torch.float64
+
+
+def test_logvar_head_taken_from_the_net_when_it_has_one():
+    net = RecordingNet(12, 12)
+    net.logvar = edm.build_logvar_head()
+    model = DiffusionModel(net, ShuffleTokenizer())
+    assert model.logvar_head is net.logvar and not hasattr(model, "logvar")
+    assert "net.logvar.1.weight" in model.state_dict()
+
+
+def test_encode_converts_uint8_and_scales_by_sigma_data():
+    model = make_model()
+    video = make_batch()["video"]
+    expected = model.tokenizer.encode(video.float() / 127.5 - 1.0) * 0.5
+    torch.testing.assert_close(model.encode(video), expected)
+    torch.testing.assert_close(model.decode(model.encode(video)), video.float() / 127.5 - 1.0)
+    with pytest.raises(ValueError, match=r"\[B,3,T,H,W\]"):
+        model.encode(torch.zeros(1, 4, 2, 8, 8, dtype=torch.uint8))
+
+
+def test_cached_latent_skips_encoding():
+    model = make_model()
+    batch = make_batch()
+    torch.manual_seed(5)
+    loss_video, _ = model.training_step(batch)
+    cached = dict(batch, latent=model.tokenizer.encode(batch["video"].float() / 127.5 - 1.0))
+    model.tokenizer.encode = None  # encoding would now fail
+    torch.manual_seed(5)
+    loss_cached, _ = model.training_step(cached)
+    torch.testing.assert_close(loss_video, loss_cached)
+
+
+def test_denoise_applies_edm_preconditioning():
+    model = make_model()
+    batch = make_batch()
+    condition = model.conditioner(batch)
+    x = torch.randn(2, 12, 3, 4, 4)
+    sigma = torch.tensor([0.3, 7.0])
+    x0 = model.denoise(x, sigma, condition)
+    c_skip, c_out, c_in, c_noise = (c.view(-1, 1, 1, 1, 1) for c in edm.preconditioning(sigma))
+    seen = model.net.inputs[-1]
+    torch.testing.assert_close(seen["x"], c_in * x)
+    torch.testing.assert_close(seen["timesteps"], c_noise.view(-1))
+    net_output = model.net(c_in * x, c_noise.view(-1), **condition.network_kwargs())
+    torch.testing.assert_close(x0, c_skip * x + c_out * net_output)
+    # scalar sigma (as samplers pass it) broadcasts over the batch
+    torch.testing.assert_close(model.denoise(x, torch.tensor(2.0), condition),
+                               model.denoise(x, torch.tensor([2.0, 2.0]), condition))
+
+
+def test_video_noise_is_adjusted_by_sqrt_latent_frames():
+    for adjust, frames in [(True, 4), (False, 4), (True, 1)]:
+        model = make_model(p_mean=0.0, p_std=0.0, adjust_video_noise=adjust)  # sigma = multiplier exactly
+        model.training_step(make_batch(frames=frames))
+        expected_sigma = math.sqrt(frames) if adjust else 1.0
+        torch.testing.assert_close(model.net.inputs[-1]["timesteps"], torch.full((2,), 0.25 * math.log(expected_sigma)))
+
+
+def test_video2world_conditions_on_clean_first_frames():
+    model = make_model(video2world=True, min_condition_frames=1, max_condition_frames=2)
+    batch = make_batch(batch_size=8, frames=4)
+    x0 = model.encode(batch["video"])
+    condition = model.with_condition_frames(model.conditioner(batch), x0, torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]))
+    x_sigma = x0 + 5.0 * torch.randn_like(x0)
+    x0_pred = model.denoise(x_sigma, torch.tensor(5.0), condition)
+    net_input = model.net.inputs[-1]["x"]
+    assert net_input.shape[1] == 13  # latent channels + condition mask
+    clean_scale = 1.0 / math.sqrt(CONDITION_FRAME_SIGMA**2 + 0.25)
+    c_in = 1.0 / math.sqrt(25.0 + 0.25)
+    for b, k in enumerate([0, 1, 2, 3, 0, 1, 2, 3]):
+        assert torch.all(net_input[b, 12, :k] == 1) and torch.all(net_input[b, 12, k:] == 0)
+        torch.testing.assert_close(net_input[b, :12, :k], clean_scale * x0[b, :, :k])
+        torch.testing.assert_close(net_input[b, :12, k:], c_in * x_sigma[b, :, k:])
+        torch.testing.assert_close(x0_pred[b, :, :k], x0[b, :, :k])  # conditioning frames are kept clean
+    # training draws between min and max conditioning frames per sample, and these frames add no loss
+    torch.manual_seed(0)
+    model.training_step(batch)
+    counts = model.net.inputs[-1]["x"][:, 12, :, 0, 0].sum(dim=1)
+    assert counts.min() >= 1 and counts.max() <= 2
+    # a text2world call of a video2world model: mask channel all zero
+    model.denoise(x_sigma, torch.tensor(5.0), model.conditioner(batch))
+    assert torch.all(model.net.inputs[-1]["x"][:, 12] == 0)
+
+
+def test_subclass_overrides_only_the_network_call():
+    calls = []
+
+    class DoubledModel(DiffusionModel):
+        def _net_forward(self, net_input, timesteps, condition):
+            calls.append(net_input.shape)
+            return 2 * super()._net_forward(net_input, timesteps, condition)
+
+    torch.manual_seed(0)
+    model = DoubledModel(RecordingNet(12, 12), ShuffleTokenizer())
+    loss, metrics = model.training_step(make_batch())
+    assert calls and torch.isfinite(loss) and "mse" in metrics
+
+
+def test_clear_errors_for_bad_inputs():
+    with pytest.raises(TypeError, match="tokenizer"):
+        DiffusionModel(RecordingNet(12, 12), object())
+    with pytest.raises(ValueError, match="min_condition_frames"):
+        DiffusionModel(RecordingNet(12, 12), ShuffleTokenizer(), min_condition_frames=3, max_condition_frames=1)
+    model = make_model()
+    with pytest.raises(KeyError, match="neither 'latent' nor 'video'"):
+        model.training_step({"t5_text_embeddings": torch.zeros(1, 2, TEXT_DIM)})
+    with pytest.raises(ValueError, match="cached 'latent'"):
+        model.training_step(dict(make_batch(), latent=torch.zeros(2, 5, 3, 4, 4)))
+    with pytest.raises(ValueError, match="video2world"):
+        model.with_condition_frames(model.conditioner(make_batch()), torch.zeros(2, 12, 3, 4, 4), torch.ones(2))
