@@ -320,14 +320,18 @@ def load_model_weights(
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, ".metadata")):
             raise ValueError(f"checkpoint.load_path={path} is a folder but not a DCP checkpoint (no .metadata)")
-        source = "ema" if use_ema else "model"
         stored = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
-        prefix = f"{source}."
-        file_keys = [k[len(prefix) :] for k in stored if k.startswith(prefix)]
+        file_keys = [k[len("model.") :] for k in stored if k.startswith("model.")]
         keys = _check_keys(path, model_state, file_keys, strict, allowed_missing)
-        to_load = {prefix + k: model_state[k] for k in keys}
+        to_load = {f"model.{k}": model_state[k] for k in keys}
+        if use_ema:  # trainable parameters from the EMA's shadow ("ema.shadow.<name>", fp32), the rest from the model
+            for k in keys:
+                if f"ema.shadow.{k}" in stored:
+                    to_load[f"ema.shadow.{k}"] = to_load.pop(f"model.{k}")
         dcp.load(to_load, checkpoint_id=path, planner=DefaultLoadPlanner(allow_partial_load=False))
-        set_model_state_dict(model, {k: to_load[prefix + k] for k in keys}, options=StateDictOptions(strict=False))
+        loaded = {k.split(".", 2)[-1] if k.startswith("ema.shadow.") else k[len("model.") :]: v
+                  for k, v in to_load.items()}
+        set_model_state_dict(model, loaded, options=StateDictOptions(strict=False))
         return keys
     weights = _read_weights_file(path, use_ema)
     if not set(weights) & set(model_state):

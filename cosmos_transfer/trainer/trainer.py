@@ -14,7 +14,7 @@ RNG states and the data loader's position are restored; loading a batch never to
 What the trainer needs from the model (docs/ARCHITECTURE.md): `training_step(batch) -> (loss, metrics)`,
 `trainable_parameters()`, `flops_per_step(batch)`; for validation samples `generate_samples(...)` and `decode(...)`;
 transformer blocks in `<network>.blocks` (an nn.ModuleDict) for FSDP2. The EMA, when configured
-(`config.model.ema`), is the model's `ema` attribute.
+(`config.model.ema`, e.g. PowerEMA), is built here around the parallelized model: `instantiate(ema, model=model)`.
 """
 
 from __future__ import annotations
@@ -78,6 +78,19 @@ def instantiate(config: Any, **kwargs: Any) -> Any:
     from cosmos_transfer.lazy_config import instantiate as lazy_instantiate
 
     return lazy_instantiate(config, **kwargs)
+
+
+def split_ema_config(model_config: Any) -> tuple[Any, Any]:
+    """(model config without `ema`, the `ema` config or None): the `ema` group lives at `model.ema` but the EMA is
+    built by the trainer, around the parallelized model, not by the model."""
+    if hasattr(model_config, "keys") and "ema" in model_config:
+        from omegaconf import OmegaConf
+
+        ema_config = model_config["ema"]
+        model_config = OmegaConf.masked_copy(model_config, [k for k in model_config.keys() if k != "ema"]) \
+            if OmegaConf.is_config(model_config) else {k: v for k, v in model_config.items() if k != "ema"}
+        return model_config, ema_config
+    return model_config, None
 
 
 @contextlib.contextmanager
@@ -209,7 +222,8 @@ class Trainer:
         self.replicated_params = [p for p in replicated_trainable_parameters(self.model) if p.requires_grad]
         self.optimizer = self._build_optimizer()
         self.scheduler = instantiate(config.scheduler, optimizer=self.optimizer) if config.scheduler else None
-        self.ema = getattr(self.model, "ema", None)
+        # The EMA follows the sharded parameters, so it is built after parallelize (first update copies the weights).
+        self.ema = instantiate(self.ema_config, model=self.model) if self.ema_config else None
         self.data = DataStream(instantiate(config.dataloader_train))
         val_config = getattr(config, "dataloader_val", None)
         self.val_loader = instantiate(val_config) if val_config else None
@@ -249,7 +263,8 @@ class Trainer:
 
     def _build_model(self) -> nn.Module:
         trainer_cfg = self.config.trainer
-        model = instantiate(self.config.model)
+        model_config, self.ema_config = split_ema_config(self.config.model)
+        model = instantiate(model_config)
         model.to(self.device)
         cuda = self.device.type == "cuda"
         parallelize(
@@ -309,8 +324,6 @@ class Trainer:
                     allowed_missing_keys=list(_option(ckpt_cfg, "allowed_missing_keys", [])),
                     use_ema=bool(_option(ckpt_cfg, "load_ema", False)),
                 )
-                if self.ema is not None and hasattr(self.ema, "reset"):
-                    self.ema.reset()  # the EMA starts from the loaded weights
                 self._print(f"initialized {len(keys)} weights from {load_path}")
             return
         state = self.checkpointer.load(latest, self._app_state())
@@ -415,7 +428,7 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step()
             if self.ema is not None:
-                self.ema.update(self.iteration)
+                self.ema.update()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         step_time = time.perf_counter() - start
@@ -473,10 +486,7 @@ class Trainer:
     def _ema_weights(self):
         if self.ema is None:
             return contextlib.nullcontext()
-        for name in ("swap", "average_parameters", "apply"):
-            if hasattr(self.ema, name):
-                return getattr(self.ema, name)()
-        raise AttributeError(f"{type(self.ema).__name__} has no context manager to swap in EMA weights")
+        return self.ema.swapped_in()
 
     def validate(self) -> None:
         """Validation loss and a generated sample, on every rank (each its own batch: no rank waits alone)."""
