@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 # Control inputs read from files, and the file suffixes each accepts (ours first).
 _CONTROL_FILES = {"depth": (".mp4",), "seg": (".npz", ".pickle", ".pkl"), "keypoint": (".npz", ".pickle", ".pkl")}
 _MAX_REPLACEMENTS = 16
+# What loading a bad clip can raise (a corrupt file, a refused pickle, a missing key in one); anything else is a bug.
+LOAD_ERRORS = (BadSampleError, VideoReadError, ValueError, OSError, KeyError, EOFError, pickle.UnpicklingError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,7 +244,7 @@ class VideoDataset(Dataset):
         for clip in self.clips[:8]:
             try:
                 dim = embedding_file_dim(clip.embedding)
-            except (ValueError, OSError, EOFError, pickle.UnpicklingError):
+            except LOAD_ERRORS:
                 continue  # an unreadable file is one bad clip, found and counted when it is loaded
             if dim != self.text_embedding_dim:
                 raise ValueError(
@@ -277,7 +279,7 @@ class VideoDataset(Dataset):
                 continue
             try:
                 sample = self._load(self.clips[candidate], rng)
-            except (BadSampleError, VideoReadError, ValueError, OSError, KeyError, EOFError, pickle.UnpicklingError) as error:
+            except LOAD_ERRORS as error:
                 clip = self.clips[candidate]
                 log.warning("skipping clip %s: %s", clip.video, error)
                 self._bad_at_runtime.add(candidate)
@@ -287,6 +289,16 @@ class VideoDataset(Dataset):
             sample["num_skipped"] = torch.tensor(attempt, dtype=torch.int64)
             return sample
         raise RuntimeError(f"could not load sample {index} of {self.root}: {_MAX_REPLACEMENTS} bad clips in a row")
+
+    def load_clip(self, clip_index: int, epoch: int = 0) -> dict:
+        """Load clip `clip_index` as sample (epoch, clip_index) would, raising on a bad clip instead of replacing it.
+
+        For checking a dataset (scripts/prepare_dataset.py); training goes through __getitem__.
+        """
+        sample = self._load(self.clips[clip_index], np.random.default_rng([self.seed, epoch, clip_index, 0]))
+        sample["sample_index"] = torch.tensor(clip_index, dtype=torch.int64)
+        sample["num_skipped"] = torch.tensor(0, dtype=torch.int64)
+        return sample
 
     def _window(self, clip: Clip, rng: np.random.Generator) -> tuple[list[int], int]:
         stride = frame_stride(clip.fps, self.fps)

@@ -44,7 +44,7 @@ TEXTURES = ("smooth gradient", "softly striped", "softly checkered")
 
 DEMO_EMBEDDING_FOLDER = "minilm_l6"  # all-MiniLM-L6-v2 embeddings: D = 384
 DEMO_TEXT_EMBEDDING_DIM = 384
-DEMO_TEXT_EMBEDDING_LENGTH = 32
+DEMO_TEXT_EMBEDDING_LENGTH = 40  # the longest demo caption has 34 tokens
 
 
 @dataclasses.dataclass
@@ -160,6 +160,6 @@ def make_demo_dataset(out: str, num_train: int = 48, num_val: int = 8, size: int
     if text_encoder is None:
         from cosmos_transfer.data.text_encoders import TextEncoder, demo_text_encoder_dir
 
-        text_encoder = TextEncoder(demo_text_encoder_dir(), max_length=DEMO_TEXT_EMBEDDING_LENGTH)
+        text_encoder = TextEncoder(demo_text_encoder_dir(), max_length=DEMO_TEXT_EMBEDDING_LENGTH, name="all-MiniLM-L6-v2")
     write_demo_split(os.path.join(out, "train"), num_train, seed * 100_000, size, num_frames, fps, text_encoder)
     write_demo_split(os.path.join(out, "val"), num_val, seed * 100_000 + 50_000, size, num_frames, fps, text_encoder)

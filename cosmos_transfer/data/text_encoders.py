@@ -39,6 +39,7 @@ class TextEncoder:
         max_length: int = 512,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        name: str | None = None,
     ):
         from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
@@ -46,7 +47,7 @@ class TextEncoder:
         if not os.path.isdir(model_dir):
             raise FileNotFoundError(f"text encoder folder not found: {model_dir}")
         config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
-        self.name = f"{config.model_type}:{os.path.basename(os.path.normpath(model_dir))}"
+        self.name = name or os.path.basename(os.path.normpath(model_dir))  # recorded in each embedding file
         self.max_length = max_length
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)

