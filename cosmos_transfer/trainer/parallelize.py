@@ -86,6 +86,16 @@ def apply_activation_checkpointing(block: nn.Module, mode: ActivationCheckpointi
     block.forward = functools.partial(_checkpointed_forward, block.forward, mode)
 
 
+def data_parallel_mesh(device: torch.device, shard_size: int = 0) -> DeviceMesh:
+    """1-D mesh over all ranks (FSDP), or 2-D (replicate, shard) when shard_size divides the world (HSDP)."""
+    world = torch.distributed.get_world_size()
+    if shard_size <= 0 or shard_size >= world:
+        return init_device_mesh(device.type, (world,), mesh_dim_names=("dp_shard",))
+    if world % shard_size:
+        raise ValueError(f"trainer.fsdp_shard_size={shard_size} must divide the number of ranks ({world})")
+    return init_device_mesh(device.type, (world // shard_size, shard_size), mesh_dim_names=("dp_replicate", "dp_shard"))
+
+
 def parallelize(
     model: nn.Module,
     *,
@@ -95,6 +105,7 @@ def parallelize(
     param_dtype: torch.dtype | None = None,
     reduce_dtype: torch.dtype | None = None,
     reshard_after_forward: bool = True,
+    shard_size: int = 0,
     mesh: DeviceMesh | None = None,
 ) -> nn.Module:
     """Shard `model`'s networks with FSDP2 over all ranks (in place) and return the model.
@@ -102,6 +113,8 @@ def parallelize(
     Order per block, innermost first: activation checkpointing, compile, then `fully_shard`, so that FSDP's
     all-gather hooks sit outside the recomputed and compiled region. `param_dtype`/`reduce_dtype` set mixed precision
     (bf16 parameters with fp32 gradient reduction on GPU); None keeps the parameters' dtype (fp32 on CPU).
+    `shard_size` > 0 and below the world size shards within groups of that many ranks and replicates across groups
+    (HSDP: all-gathers stay inside a node).
     """
     networks = find_networks(model)
     if not networks:
@@ -110,7 +123,7 @@ def parallelize(
             "(the contract in docs/ARCHITECTURE.md); nothing to shard"
         )
     if mesh is None:
-        mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),), mesh_dim_names=("dp",))
+        mesh = data_parallel_mesh(device, shard_size)
     mp_policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
     for _, net in networks:
         for block in net.blocks.values():

@@ -176,7 +176,10 @@ def clip_gradients(parameters: list[nn.Parameter], max_norm: float, device: torc
             continue
         if isinstance(p.grad, DTensor):
             local = p.grad.to_local()
-            sharded_sq += local.detach().float().pow(2).sum()
+            # Summing over all ranks counts a shard once per replica (HSDP): divide that back out.
+            mesh, placements = p.grad.device_mesh, p.grad.placements
+            replicas = math.prod(mesh.size(i) for i, placement in enumerate(placements) if placement.is_replicate())
+            sharded_sq += local.detach().float().pow(2).sum() / replicas
         else:
             local = p.grad
             replicated_sq += local.detach().float().pow(2).sum()
@@ -231,6 +234,7 @@ class Trainer:
         self.val_loader_start = self.val_loader.state_dict() if hasattr(self.val_loader, "state_dict") else None
         self.fixed_batch: dict[str, Any] | None = None  # without a validation loader: the first training batch
 
+        self.callbacks = [instantiate(c) for c in dict(_option(trainer_cfg, "callbacks", {})).values() if c]
         self.checkpointer = Checkpointer(
             os.path.join(self.job_dir, "checkpoints"),
             keep_last_k=int(_option(ckpt_cfg, "keep_last_k", 3)),
@@ -274,6 +278,7 @@ class Trainer:
             compile_blocks=bool(_option(trainer_cfg, "compile", False)),
             param_dtype=_dtype(_option(trainer_cfg, "param_dtype", "bfloat16" if cuda else "float32")),
             reduce_dtype=_dtype(_option(trainer_cfg, "reduce_dtype", "float32")),
+            shard_size=int(_option(trainer_cfg, "fsdp_shard_size", 0)),
         )
         return model
 
@@ -359,6 +364,8 @@ class Trainer:
                 self._print(f"nothing to do: iteration {self.iteration} >= trainer.max_iter {self.max_iter}")
                 return
             self.model.train()
+            for callback in self.callbacks:
+                callback.on_train_start(self)
             while self.iteration < self.max_iter:
                 self.checkpointer.poll()
                 self.train_step()
@@ -372,12 +379,16 @@ class Trainer:
                     self.save()
                     break
             self.checkpointer.wait()
+            for callback in self.callbacks:
+                callback.on_train_end(self)
         finally:
             preemption.restore()
             self.logger.close()
 
     def save(self) -> None:
         self.checkpointer.save(self.iteration, self._app_state(), self._rank_state())
+        for callback in self.callbacks:
+            callback.on_save(self, self.iteration)
 
     def _networks_sync_gradients(self, sync: bool) -> None:
         for _, net in find_networks(self.model):
@@ -462,8 +473,6 @@ class Trainer:
                 local[key] = float(sum(float(m[key]) for m in step_metrics) / len(step_metrics))
         mean = distributed.all_reduce_mean(local, self.device)
         self.skipped_samples += round(mean.pop("_skipped_samples") * self.world_size)
-        if self.rank != 0:
-            return
         tflops = flops / step_time / 1e12 if flops else None
         record = {
             **mean,
@@ -481,6 +490,8 @@ class Trainer:
         }
         self.logger.log(self.iteration, record)
         self.logger.update_progress(self.iteration, mean["loss"])
+        for callback in self.callbacks:
+            callback.on_step_end(self, self.iteration, record)
 
     # -- validation ---------------------------------------------------------------------------------------------------
     def _ema_weights(self):
@@ -511,7 +522,10 @@ class Trainer:
                 losses.append({"loss": float(loss), "mse": float(metrics.get("mse", loss))})
             if losses:
                 local = {k: sum(m[k] for m in losses) / len(losses) for k in losses[0]}
-                self.logger.log(self.iteration, distributed.all_reduce_mean(local, self.device), prefix="val")
+                val_metrics = distributed.all_reduce_mean(local, self.device)
+                self.logger.log(self.iteration, val_metrics, prefix="val")
+                for callback in self.callbacks:
+                    callback.on_validation_end(self, self.iteration, val_metrics)
             if first_batch is not None and bool(_option(trainer_cfg, "validation_samples", True)):
                 if hasattr(self.model, "generate_samples") and hasattr(self.model, "decode"):
                     self._write_samples(first_batch)
