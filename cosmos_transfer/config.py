@@ -38,9 +38,18 @@ class FrozenConfigError(AttributeError):
     """Raised when code changes a config after it was frozen for training."""
 
 
+_SECTION_NAMES = {"JobConfig": "job", "TrainerConfig": "trainer", "CheckpointConfig": "checkpoint"}
+
+
+def _label(instance: Any, attribute: "attrs.Attribute") -> str:
+    """'trainer.max_iter': the key a user would override."""
+    section = _SECTION_NAMES.get(type(instance).__name__)
+    return f"{section}.{attribute.name}" if section else f"{type(instance).__name__}.{attribute.name}"
+
+
 def _refuse_when_frozen(instance: Any, attribute: "attrs.Attribute", value: Any) -> Any:
     if getattr(instance, "_frozen", False):
-        raise FrozenConfigError(f"{type(instance).__name__}.{attribute.name} cannot be changed: the config is frozen "
+        raise FrozenConfigError(f"{_label(instance, attribute)} cannot be changed: the config is frozen "
                                 "for training (change it before composing, or with a command-line override)")
     return value
 
@@ -48,7 +57,7 @@ def _refuse_when_frozen(instance: Any, attribute: "attrs.Attribute", value: Any)
 def _one_of(*choices: str):
     def check(instance: Any, attribute: "attrs.Attribute", value: Any) -> None:
         if value not in choices:
-            raise ConfigError(f"{type(instance).__name__}.{attribute.name} is {value!r}; expected one of {list(choices)}")
+            raise ConfigError(f"{_label(instance, attribute)} is {value!r}; expected one of {list(choices)}")
 
     return check
 
@@ -56,7 +65,7 @@ def _one_of(*choices: str):
 def _at_least(minimum: float):
     def check(instance: Any, attribute: "attrs.Attribute", value: Any) -> None:
         if value is not None and value < minimum:
-            raise ConfigError(f"{type(instance).__name__}.{attribute.name} is {value!r}; expected a value >= {minimum}")
+            raise ConfigError(f"{_label(instance, attribute)} is {value!r}; expected a value >= {minimum}")
 
     return check
 
@@ -66,7 +75,7 @@ _DTYPES = (None, "float32", "bfloat16", "float16")
 
 def _dtype_name(instance: Any, attribute: "attrs.Attribute", value: Any) -> None:
     if value not in _DTYPES:
-        raise ConfigError(f"{type(instance).__name__}.{attribute.name} is {value!r}; expected one of {list(_DTYPES)}")
+        raise ConfigError(f"{_label(instance, attribute)} is {value!r}; expected one of {list(_DTYPES)}")
 
 
 def _config_class(cls: type) -> type:
@@ -309,10 +318,9 @@ def _explain_composition_error(error: Exception, overrides: List[str]) -> str:
     if validation is not None:
         full_key = getattr(validation, "full_key", "") or "?"
         value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=", 1)[0] == full_key), None)
-        expected = getattr(validation, "ref_type", None) or getattr(validation, "object_type", None)
-        message = str(validation).splitlines()[0]
+        expected = _field_type_name(full_key)
         return (f"Wrong type for '{full_key}'" + (f": got {value!r}" if value is not None else "") +
-                f". {message}" + (f" (expected {getattr(expected, '__name__', expected)})" if expected else "") + ".")
+                (f", expected {expected}" if expected else "") + f" ({str(validation).splitlines()[0]}).")
 
     missing = next((c for c in causes if isinstance(c, MissingConfigException)), None)
     if missing is not None or "Could not find" in text:
@@ -327,6 +335,25 @@ def _explain_composition_error(error: Exception, overrides: List[str]) -> str:
 
     first = str(error).strip().splitlines()
     return "Could not compose the config: " + " ".join(line.strip() for line in first if line.strip())
+
+
+def _field_type_name(full_key: str) -> str:
+    """'trainer.max_iter' -> 'int': the declared type of an attrs field of Config, or '' if not an attrs field."""
+    cls: Any = Config
+    field_type: Any = None
+    for part in full_key.split("."):
+        if not (isinstance(cls, type) and attrs.has(cls)):
+            return ""
+        fields = attrs.fields_dict(cls)
+        if part not in fields:
+            return ""
+        field_type = fields[part].type
+        cls = field_type
+    if field_type is None:
+        return ""
+    if getattr(field_type, "__origin__", None) is not None:  # List[str], Optional[float], ...
+        return str(field_type).replace("typing.", "")
+    return getattr(field_type, "__name__", None) or str(field_type)
 
 
 def _groups() -> List[str]:

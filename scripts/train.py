@@ -1,0 +1,152 @@
+"""Train (or just compose) a config.
+
+    torchrun --nproc_per_node=8 scripts/train.py --config=configs/train.py -- experiment=NAME optimizer.lr=5e-5
+    python scripts/train.py --config=configs/train.py --dryrun -- experiment=NAME trainer.max_iter=7
+    python scripts/train.py --list-experiments
+
+--config      a Python file defining make_config() -> Config (default: configs/train.py)
+--dryrun      compose, print the resolved config as YAML, write <job dir>/config.yaml, exit without building anything
+--list-experiments   one `name<TAB>file` line per experiment (no experiment file is imported)
+after `--`    Hydra overrides: `experiment=NAME`, group choices (`optimizer=adamw`), values (`trainer.max_iter=7`)
+
+Bad input ends with a one-paragraph message and exit status 2; set COSMOS_TRACEBACK=1 to see the traceback too.
+Works the same under plain python and torchrun; only rank 0 prints and writes files.
+"""
+
+import argparse
+import importlib.util
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # so `configs.*` and `experiments.*` import when run from anywhere
+
+from cosmos_transfer.config import ConfigError, freeze, override, to_yaml  # noqa: E402
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(ConfigError):
+    """A bad command line or --config file."""
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Options before `--`, Hydra overrides after it (overrides before `--` are accepted too)."""
+    if "--" in argv:
+        split = argv.index("--")
+        own, overrides = argv[:split], argv[split + 1:]
+    else:
+        own, overrides = argv, []
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "train.py"),
+                        help="Python file defining make_config() (default: configs/train.py)")
+    parser.add_argument("--dryrun", action="store_true", help="compose and print the config, build nothing")
+    parser.add_argument("--list-experiments", action="store_true", help="print name<TAB>file of every experiment")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides (usually given after --)")
+    args = parser.parse_args(own)
+    return args, list(args.overrides) + overrides
+
+
+def rank() -> int:
+    """Global rank from the torchrun environment (no process group exists yet when composing)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def load_config_module(path: str) -> Any:
+    """Import the --config file and return its make_config(); every failure becomes a UsageError naming the file."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"--config file '{path}' does not exist (expected a Python file defining make_config(), "
+                         f"e.g. --config=configs/train.py)")
+    if file.suffix != ".py":
+        raise UsageError(f"--config file '{path}' is not a Python file (expected a .py file defining make_config())")
+    spec = importlib.util.spec_from_file_location("cosmos_transfer_config_entry", file)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure of a user's config file is reported the same way
+        raise UsageError(f"--config file '{path}' failed to import{_line_in(error, file)}: "
+                         f"{type(error).__name__}: {error}") from error
+    make_config = getattr(module, "make_config", None)
+    if not callable(make_config):
+        raise UsageError(f"--config file '{path}' defines no make_config() function (it must return a Config)")
+    return make_config
+
+
+def _line_in(error: BaseException, file: Path) -> str:
+    if isinstance(error, SyntaxError) and error.lineno:
+        return f" (line {error.lineno})"
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if os.path.abspath(f.filename) == str(file.resolve())]
+    return f" (line {frames[-1].lineno})" if frames else ""
+
+
+def write_config_yaml(config: Any, text: Optional[str] = None) -> str:
+    path = os.path.join(config.job.path, "config.yaml")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text if text is not None else to_yaml(config))
+    return path
+
+
+def main(argv: list[str]) -> int:
+    args, overrides = parse_args(argv)
+    if args.list_experiments:
+        from cosmos_transfer.experiments import list_experiments
+
+        if rank() == 0:
+            try:
+                for name, file in list_experiments():
+                    print(f"{name}\t{file}")
+                sys.stdout.flush()
+            except BrokenPipeError:  # e.g. piped into `head`
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+    make_config = load_config_module(args.config)
+    try:
+        config = make_config()
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise UsageError(f"make_config() in '{args.config}' failed: {type(error).__name__}: {error}") from error
+    config = override(config, overrides)
+    text = to_yaml(config)
+
+    if args.dryrun:
+        if rank() == 0:
+            print(text, end="")
+            path = write_config_yaml(config, text)
+            print(f"# written to {path}", file=sys.stderr)
+        return 0
+
+    freeze(config)
+    if rank() == 0:
+        write_config_yaml(config, text)
+    from cosmos_transfer.trainer.trainer import train  # imported only now: composing needs no torch
+
+    train(config)
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    """main() with bad input turned into a one-paragraph message and exit status 2."""
+    try:
+        return main(argv)
+    except ConfigError as error:
+        if os.environ.get("COSMOS_TRACEBACK"):
+            traceback.print_exc()
+        if rank() == 0:  # composition is the same on every rank: one message is enough
+            print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))
