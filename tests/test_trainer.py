@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "tests" / "trainer_toy_run.py"
-BASE = {"max_iter": 30, "save_iter": 10, "validation_iter": 10, "keep_last_k": 2}
+BASE = {"max_iter": 30, "save_iter": 10, "validation_iter": 10, "keep_last_k": 2, "val_loader": True}
 
 
 def run_toy(options: dict, nproc: int = 2) -> subprocess.CompletedProcess:
@@ -44,6 +44,11 @@ def metrics(job: Path) -> list[dict]:
 
 def losses(job: Path) -> dict[int, float]:
     return {m["iteration"]: m["loss"] for m in metrics(job) if "event" not in m}
+
+
+def val_losses(job: Path) -> dict[int, float]:
+    """Validation runs with the EMA weights: equal values mean the EMA was restored exactly too."""
+    return {m["iteration"]: m["loss"] for m in metrics(job) if m.get("event") == "val"}
 
 
 def latest(job: Path) -> str:
@@ -85,6 +90,7 @@ def test_metrics_jsonl_has_one_line_per_iteration_with_the_promised_fields(runs)
     # lambda_linear warm-up of the toy config: 3 steps from 0.1 x lr to lr
     assert [round(m["lr"] / 3e-3, 6) for m in lines[:4]] == [0.1, 0.4, 0.7, 1.0]
     assert (runs["reference"] / "tensorboard").is_dir()
+    assert "iter 20 | loss" in runs["reference_run"].stderr  # the LossLine callback
 
 
 def test_validation_writes_samples_and_val_loss(runs):
@@ -119,6 +125,7 @@ def test_resume_reproduces_the_uninterrupted_losses_bitwise(runs):
     reference = losses(runs["reference"])
     assert losses(runs["crashed"]) == reference  # resumed at 10 after the crash
     assert losses(runs["preempted"]) == reference  # resumed at 13 after SIGTERM, then saved asynchronously
+    assert val_losses(runs["crashed"]) == val_losses(runs["preempted"]) == val_losses(runs["reference"])
 
 
 def test_sigterm_saves_at_the_step_boundary_and_exits_0(runs):

@@ -53,7 +53,6 @@ class ToyDiffusionModel(nn.Module):
         dim: int = 32,
         num_blocks: int = 2,
         nan_after_steps: int = -1,
-        ema_beta: float | None = None,
     ) -> None:
         super().__init__()
         self.shape = (3, frames, size, size)
@@ -62,8 +61,6 @@ class ToyDiffusionModel(nn.Module):
         self.tokenizer = ToyTokenizer(self.in_dim, 8)
         self.nan_after_steps = nan_after_steps
         self.steps = 0
-        self.ema = None
-        self.ema_beta = ema_beta
 
     def state_dict(self, *args, **kwargs):
         state = super().state_dict(*args, **kwargs)

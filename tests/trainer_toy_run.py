@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from cosmos_transfer.data.sampler import build_dataloader  # noqa: E402
+from cosmos_transfer.lazy_config import LazyCall as L  # noqa: E402
 from cosmos_transfer.trainer import schedulers  # noqa: E402
 from cosmos_transfer.trainer import trainer as trainer_module  # noqa: E402
 from trainer_toy import ToyDiffusionModel, ToyVideoDataset  # noqa: E402
@@ -33,12 +34,17 @@ def make_config(options: dict) -> types.SimpleNamespace:
 
     return types.SimpleNamespace(
         job=types.SimpleNamespace(path=options["job_dir"], name="toy"),
-        model=functools.partial(ToyDiffusionModel, nan_after_steps=options.get("nan_after_steps", -1)),
+        # A LazyDict with the EMA at model.ema, as the config groups compose it (the trainer splits it off).
+        model=L(ToyDiffusionModel)(
+            nan_after_steps=options.get("nan_after_steps", -1),
+            ema=L("cosmos_transfer.ema.PowerEMA")(s=0.1) if options.get("ema", True) else None,
+        ),
         optimizer=functools.partial(torch.optim.AdamW, lr=options.get("lr", 3e-3), weight_decay=0.01),
         scheduler=functools.partial(schedulers.lambda_linear, warm_up_steps=[3], f_start=[0.1]),
         dataloader_train=dataloader,
         dataloader_val=dataloader if options.get("val_loader", False) else None,
         trainer=types.SimpleNamespace(
+            callbacks={"loss_line": L("cosmos_transfer.trainer.callbacks.LossLine")(every=10)},
             max_iter=options["max_iter"],
             validation_iter=options.get("validation_iter", 0),
             sample_num_steps=3,
