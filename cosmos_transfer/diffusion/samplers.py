@@ -1,0 +1,149 @@
+"""Deterministic samplers for EDM-parameterized diffusion models.
+
+Every sampler integrates the probability-flow ODE  dx/dsigma = (x - D(x, sigma)) / sigma  from sigmas[0] down to
+sigmas[-1] == 0, where D is the denoiser (an x0 predictor). They are pure functions of the denoiser: classifier-free
+guidance, conditioning and preconditioning all live inside it (see DiffusionModel.denoise).
+
+Methods
+- "euler": first-order. With an x0 predictor the Euler step x + (t - s) * (x - x0) / s is the exact solution of the
+  ODE under a constant x0 (the DDIM step), so it is also the first step of the exponential integrator below.
+- "heun":  EDM's second-order Heun method (Karras et al. 2022, algorithm 1 without churn): one Euler predictor and a
+  trapezoidal corrector per step, 2 denoiser calls per step except the last one.
+- "res2ab": the second-order "2ab" multistep Refined Exponential Solver (Zhang et al. 2023, arXiv:2308.02157) that
+  Cosmos samples with. In log-time lambda = -log(sigma) the ODE is dx/dlambda = x0(lambda) - x; its linear part is
+  integrated exactly and x0 is extrapolated linearly in lambda from the current and the previous prediction
+  (Adams-Bashforth), so it costs one denoiser call per step, like Euler, but is second-order accurate.
+
+Step into sigma == 0: every method returns the denoiser's prediction at the last non-zero sigma there (the limit of
+each update as t -> 0), which is what Cosmos' final "sample_clean" call does.
+
+Number of denoiser calls for `karras_sigmas(n, ...)` (n non-zero sigmas followed by 0): n for "euler" and "res2ab",
+2n - 1 for "heun".
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+SAMPLER_METHODS = ("res2ab", "euler", "heun")
+
+
+def karras_sigmas(
+    num_steps: int,
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
+    rho: float = 7.0,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """EDM noise levels: `num_steps` values from sigma_max down to sigma_min spaced uniformly in sigma^(1/rho),
+    followed by a final 0. Returns a float64 tensor of length num_steps + 1."""
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"karras_sigmas: num_steps must be an integer >= 1, got {num_steps!r}")
+    if not 0.0 < sigma_min < sigma_max:
+        raise ValueError(f"karras_sigmas: need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    if rho <= 0:
+        raise ValueError(f"karras_sigmas: rho must be > 0, got {rho}")
+    if num_steps == 1:
+        ramp = torch.zeros(1, dtype=torch.float64)
+    else:
+        ramp = torch.linspace(0.0, 1.0, num_steps, dtype=torch.float64)
+    inv_rho_max = sigma_max ** (1.0 / rho)
+    inv_rho_min = sigma_min ** (1.0 / rho)
+    sigmas = (inv_rho_max + ramp * (inv_rho_min - inv_rho_max)) ** rho
+    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)]).to(device)
+
+
+def _check_sigmas(sigmas: torch.Tensor) -> None:
+    if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
+        raise ValueError("sample: sigmas must be a 1-D tensor with at least 2 values (e.g. karras_sigmas(...))")
+    if not torch.isfinite(sigmas).all():
+        raise ValueError(f"sample: sigmas must be finite, got {sigmas.tolist()}")
+    if sigmas[-1].item() != 0.0:
+        raise ValueError(f"sample: sigmas must end in 0, got last value {sigmas[-1].item()}")
+    if not (sigmas[:-1] > 0).all() or not (sigmas[1:] < sigmas[:-1]).all():
+        raise ValueError(f"sample: sigmas must be positive and strictly decreasing before the final 0, got {sigmas.tolist()}")
+
+
+@torch.no_grad()
+def sample(
+    denoiser: Denoiser,
+    x_T: torch.Tensor,
+    *,
+    sigmas: torch.Tensor,
+    method: str = "res2ab",
+    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Integrate from noise x_T (already scaled: x_T ~ N(0, sigmas[0]^2) around the data) to a clean sample.
+
+    denoiser(x, sigma) -> x0 prediction; it receives x in x_T's dtype and sigma as a [B] tensor of that dtype.
+    sigmas: decreasing 1-D tensor ending in 0. The solver state is kept in at least float32 (float64 stays float64).
+    callback(step_index, x, x0_pred), if given, is called after each step (for progress bars / previews).
+    """
+    if method not in SAMPLER_METHODS:
+        raise ValueError(f"sample: unknown method {method!r}; expected one of {SAMPLER_METHODS}")
+    if not isinstance(x_T, torch.Tensor) or x_T.ndim < 1:
+        raise ValueError("sample: x_T must be a tensor with a leading batch dimension")
+    _check_sigmas(sigmas)
+
+    model_dtype = x_T.dtype
+    state_dtype = torch.promote_types(model_dtype, torch.float32)
+    sigmas = sigmas.to(device=x_T.device, dtype=torch.float64)
+    ones = torch.ones(x_T.shape[0], device=x_T.device, dtype=model_dtype)
+
+    def x0_of(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return denoiser(x.to(model_dtype), sigma.to(model_dtype) * ones).to(state_dtype)
+
+    step = {"euler": _euler_step, "heun": _heun_step, "res2ab": _res2ab_step}[method]
+    x = x_T.to(state_dtype)
+    previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (x0 prediction, sigma) of the last step (res2ab)
+    for i in range(sigmas.numel() - 1):
+        x, x0, previous = step(x0_of, x, sigmas[i], sigmas[i + 1], previous)
+        if callback is not None:
+            callback(i, x, x0)
+    return x.to(model_dtype)
+
+
+def _euler_step(x0_of, x, sigma, sigma_next, previous):
+    x0 = x0_of(x, sigma)
+    return _x0_euler(x, x0, sigma, sigma_next), x0, None
+
+
+def _x0_euler(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+    # x + (sigma_next - sigma) * (x - x0) / sigma, written so that sigma_next == 0 gives x0 exactly.
+    ratio = (sigma_next / sigma).item()
+    return x0 + ratio * (x - x0)
+
+
+def _heun_step(x0_of, x, sigma, sigma_next, previous):
+    x0 = x0_of(x, sigma)
+    x_euler = _x0_euler(x, x0, sigma, sigma_next)
+    if sigma_next.item() == 0.0:
+        return x_euler, x0, None  # EDM: no corrector into sigma = 0 (the slope there is undefined)
+    slope = (x - x0) / sigma.item()
+    x0_next = x0_of(x_euler, sigma_next)
+    slope_next = (x_euler - x0_next) / sigma_next.item()
+    x_next = x + (sigma_next - sigma).item() * 0.5 * (slope + slope_next)
+    return x_next, x0_next, None
+
+
+def _res2ab_step(x0_of, x, sigma, sigma_next, previous):
+    x0 = x0_of(x, sigma)
+    if previous is None or sigma_next.item() == 0.0:
+        # First step (no history yet) and the final step into sigma = 0 are exponential-Euler steps.
+        return _x0_euler(x, x0, sigma, sigma_next), x0, (x0, sigma)
+    x0_prev, sigma_prev = previous
+    # Log-time: lambda = -log(sigma). h > 0 is this step, c2 < 0 places the previous prediction behind it.
+    h = (torch.log(sigma) - torch.log(sigma_next)).item()
+    c2 = (torch.log(sigma) - torch.log(sigma_prev)).item() / h
+    phi1 = -torch.expm1(torch.tensor(-h, dtype=torch.float64)).item() / h  # (1 - e^-h) / h
+    phi2 = (1.0 - phi1) / h  # (e^-h - 1 + h) / h^2
+    # x0(lambda) ~ x0 + (lambda - lambda_s) * (x0 - x0_prev) / (lambda_s - lambda_prev), integrated exactly:
+    # x_next = e^-h x + h * [(phi1 - phi2 / c2) x0 + (phi2 / c2) x0_prev]
+    weight_prev = h * phi2 / c2
+    weight_now = h * phi1 - weight_prev
+    x_next = (sigma_next / sigma).item() * x + weight_now * x0 + weight_prev * x0_prev
+    return x_next, x0, (x0, sigma)
