@@ -1,0 +1,17 @@
+"""Shared test set-up: the repository root on sys.path (for `configs.*`, `experiments.*`), and caches/outputs kept
+out of the user's home and the checkout."""
+
+import os
+import sys
+import tempfile
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+# Set once for the whole session (before any test runs) so subprocesses inherit them too. Tests that need their own
+# values use monkeypatch.setenv.
+_SESSION_DIR = tempfile.mkdtemp(prefix="cosmos_transfer_tests_")
+os.environ["COSMOS_CACHE_DIR"] = os.path.join(_SESSION_DIR, "cache")
+os.environ["OUTPUT_ROOT"] = os.path.join(_SESSION_DIR, "outputs")
+os.environ.pop("COSMOS_EXPERIMENT_PATH", None)
