@@ -1,0 +1,679 @@
+"""GeneralDIT: the Cosmos-1.0 diffusion transformer (base network of Cosmos-Transfer1-7B), top to bottom.
+
+    x [B,C,T,H,W] (+ padding-mask channel) --patchify+Linear--> tokens [B,T',H'*W',D]
+    timesteps --sinusoid--> emb (RMSNorm'd "affline" embedding) + AdaLN-LoRA term [B,3D]
+    for each block: + extra learnable abs. position embedding, then three AdaLN-modulated, gated sub-blocks:
+        FA  self-attention (per-head RMSNorm on q, k; 3D RoPE)
+        CA  cross-attention to the text embeddings
+        MLP GELU feed-forward
+    final AdaLN layer -> Linear -> unpatchify -> [B,C_out,T,H,W]
+
+Parameter names are those of the official checkpoints (e.g. `blocks.block0.blocks.0.block.attn.to_q.0.weight`,
+`to_q.1` being the q RMSNorm), so an official state dict (without its `net.` prefix, see checkpoint_convert.py)
+loads with strict=True. The EDM uncertainty head `logvar` is NOT part of the net: official files keep it beside the
+net (`net.*` and `logvar.0.freqs`, `logvar.0.phases`, `logvar.1.weight`), which is exactly the layout of our
+DiffusionModel's state dict (it builds `logvar` itself when the net has none).
+
+Internally tokens are kept as [B, T', S, D] (S = H'*W'): LayerNorm/Linear act on the last dim, attention views the
+sequence as [B, T'*S, ...] without copies, and per-frame modulation ([B,T'] timesteps) broadcasts over S.
+
+The network can also be run in pieces (used by the ControlNet branch):
+    inputs = net.forward_before_blocks(x, timesteps, crossattn_emb, ...)
+    tokens = net.forward_blocks(inputs.x, inputs, block_residuals={"block0": r0, ...})
+    out = net.decode_output(tokens, inputs)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cosmos_transfer.networks import te_backend
+
+ATTENTION_BACKENDS = ("torch", "te")
+
+
+# ----------------------------------------------------------------------------------------------------- small parts
+class RMSNorm(nn.Module):
+    """RMSNorm with a learned scale (`weight`, the name TE's RMSNorm uses in official checkpoints)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        # Low precision: normalize in float32 for stability, as TE does.
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
+
+
+class Patchify(nn.Module):
+    """[B,C,T,H,W] -> [B, T/pt, (H/ps)*(W/ps), C*pt*ps*ps] with features ordered (c, t, h, w) as in Cosmos."""
+
+    def __init__(self, patch_spatial: int, patch_temporal: int):
+        super().__init__()
+        self.patch_spatial = patch_spatial
+        self.patch_temporal = patch_temporal
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, T, H, W = x.shape
+        pt, ps = self.patch_temporal, self.patch_spatial
+        x = x.reshape(B, C, T // pt, pt, H // ps, ps, W // ps, ps)
+        x = x.permute(0, 2, 4, 6, 1, 3, 5, 7)  # B T' H' W' C pt ps ps
+        return x.reshape(B, T // pt, (H // ps) * (W // ps), C * pt * ps * ps)
+
+
+class PatchEmbed(nn.Module):
+    """Patchify + Linear (no bias). `proj.0` is parameter-free, so the weight is `x_embedder.proj.1.weight`."""
+
+    def __init__(self, in_channels: int, model_channels: int, patch_spatial: int, patch_temporal: int):
+        super().__init__()
+        self.proj = nn.Sequential(
+            Patchify(patch_spatial, patch_temporal),
+            nn.Linear(in_channels * patch_spatial * patch_spatial * patch_temporal, model_channels, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class Timesteps(nn.Module):
+    """Sinusoidal timestep features [N] -> [N, num_channels], ordered [cos, sin] (Cosmos / SDXL)."""
+
+    def __init__(self, num_channels: int):
+        super().__init__()
+        self.num_channels = num_channels
+
+    def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
+        half = self.num_channels // 2
+        exponent = -math.log(10000) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half
+        angles = timesteps.float()[:, None] * torch.exp(exponent)[None, :]
+        return torch.cat([angles.cos(), angles.sin()], dim=-1).to(timesteps.dtype)
+
+
+class TimestepEmbedding(nn.Module):
+    """MLP on the sinusoid. With AdaLN-LoRA it returns (sinusoid, lora term [N,3D]); otherwise (MLP output, None)."""
+
+    def __init__(self, channels: int, use_adaln_lora: bool):
+        super().__init__()
+        self.use_adaln_lora = use_adaln_lora
+        self.linear_1 = nn.Linear(channels, channels, bias=not use_adaln_lora)
+        self.activation = nn.SiLU()
+        self.linear_2 = nn.Linear(channels, 3 * channels if use_adaln_lora else channels, bias=not use_adaln_lora)
+
+    def forward(self, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = self.linear_2(self.activation(self.linear_1(sample)))
+        if self.use_adaln_lora:
+            return sample, out
+        return out, None
+
+
+class RopePosition3D(nn.Module):
+    """3D rotary embedding: head dim split into (t, h, w) parts, each with its own NTK-scaled base.
+
+    Returns (cos, sin), each [B or 1, T'*S, head_dim] in float32, for the "rotate half" convention
+    (the head dim is [first half | second half], both halves holding the (t, h, w) frequencies).
+    `seq` is a persistent buffer only because official checkpoints carry it (`pos_embedder.seq`).
+    """
+
+    def __init__(
+        self,
+        head_dim: int,
+        len_h: int,
+        len_w: int,
+        len_t: int,
+        h_extrapolation_ratio: float = 1.0,
+        w_extrapolation_ratio: float = 1.0,
+        t_extrapolation_ratio: float = 1.0,
+        base_fps: float = 24.0,
+    ):
+        super().__init__()
+        self.register_buffer("seq", torch.arange(max(len_h, len_w, len_t), dtype=torch.float32))
+        self.max_h, self.max_w, self.max_t = len_h, len_w, len_t
+        self.base_fps = base_fps
+        self.dim_h = self.dim_w = head_dim // 6 * 2
+        self.dim_t = head_dim - 2 * self.dim_h
+        if min(self.dim_h, self.dim_t) < 4:
+            raise ValueError(f"RopePosition3D: head_dim {head_dim} too small for 3D RoPE (need >= 12)")
+        # NTK-aware scaling: stretching the base by ratio^(d/(d-2)) extrapolates the axis by `ratio`.
+        self.h_ntk_factor = h_extrapolation_ratio ** (self.dim_h / (self.dim_h - 2))
+        self.w_ntk_factor = w_extrapolation_ratio ** (self.dim_w / (self.dim_w - 2))
+        self.t_ntk_factor = t_extrapolation_ratio ** (self.dim_t / (self.dim_t - 2))
+
+    @staticmethod
+    def _freqs(dim: int, ntk_factor: float, device: torch.device) -> torch.Tensor:
+        theta = 10000.0 * ntk_factor
+        return 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device=device)[: dim // 2] / dim)
+
+    def forward(self, T: int, H: int, W: int, fps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if H > self.max_h or W > self.max_w or T > self.max_t:
+            raise ValueError(
+                f"GeneralDIT: token grid (T={T}, H={H}, W={W}) exceeds the maximum "
+                f"(T={self.max_t}, H={self.max_h}, W={self.max_w}) set by max_frames/max_img_h/max_img_w"
+            )
+        device = self.seq.device
+        seq = self.seq.float()
+        half_h = torch.outer(seq[:H], self._freqs(self.dim_h, self.h_ntk_factor, device))  # [H, dh/2]
+        half_w = torch.outer(seq[:W], self._freqs(self.dim_w, self.w_ntk_factor, device))  # [W, dw/2]
+        t_freqs = self._freqs(self.dim_t, self.t_ntk_factor, device)
+        if fps is None:  # no frame-rate scaling (images, or video at the base rate)
+            half_t = torch.outer(seq[:T], t_freqs)[None]  # [1, T, dt/2]
+        else:  # time in units of base-rate frames, per sample
+            positions = seq[:T][None, :] / fps.float().reshape(-1, 1).to(device) * self.base_fps
+            half_t = positions[..., None] * t_freqs  # [B, T, dt/2]
+        n = half_t.shape[0]
+        angles = torch.cat(
+            [
+                half_t[:, :, None, None, :].expand(n, T, H, W, -1),
+                half_h[None, None, :, None, :].expand(n, T, H, W, -1),
+                half_w[None, None, None, :, :].expand(n, T, H, W, -1),
+            ],
+            dim=-1,
+        ).reshape(n, T * H * W, -1)
+        angles = torch.cat([angles, angles], dim=-1)
+        return angles.cos(), angles.sin()
+
+
+class LearnablePosEmbAxis(nn.Module):
+    """Extra absolute position embedding: per-axis learned tables, summed and RMS-normalized: [1, T', S, D]."""
+
+    def __init__(self, model_channels: int, len_h: int, len_w: int, len_t: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.pos_emb_h = nn.Parameter(torch.zeros(len_h, model_channels))
+        self.pos_emb_w = nn.Parameter(torch.zeros(len_w, model_channels))
+        self.pos_emb_t = nn.Parameter(torch.zeros(len_t, model_channels))
+        for table in (self.pos_emb_h, self.pos_emb_w, self.pos_emb_t):
+            nn.init.trunc_normal_(table, std=0.02, a=-2.0, b=2.0)
+
+    def forward(self, T: int, H: int, W: int) -> torch.Tensor:
+        if H > len(self.pos_emb_h) or W > len(self.pos_emb_w) or T > len(self.pos_emb_t):
+            raise ValueError(
+                f"GeneralDIT: token grid (T={T}, H={H}, W={W}) exceeds the extra position embedding tables "
+                f"(T={len(self.pos_emb_t)}, H={len(self.pos_emb_h)}, W={len(self.pos_emb_w)})"
+            )
+        emb = self.pos_emb_t[:T, None, None] + self.pos_emb_h[None, :H, None] + self.pos_emb_w[None, None, :W]
+        rms = torch.linalg.vector_norm(emb, dim=-1, keepdim=True, dtype=torch.float32) / math.sqrt(emb.shape[-1])
+        emb = emb / (rms + self.eps).to(emb.dtype)
+        return emb.reshape(1, T, H * W, -1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, L, heads, hd] by (cos, sin) [B|1, L, hd] ("rotate half" convention, as TE / diffusers)."""
+    cos, sin = cos[:, :, None, :].to(x.dtype), sin[:, :, None, :].to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return torch.addcmul(x * cos, rotated, sin)
+
+
+# ----------------------------------------------------------------------------------------------------- attention
+class Attention(nn.Module):
+    """Multi-head attention; self-attention when context_dim is None (then RoPE applies).
+
+    Official names: to_q = (Linear, RMSNorm per head), to_k = (Linear, RMSNorm), to_v = (Linear, Identity),
+    to_out = (Linear, Dropout).
+    """
+
+    def __init__(self, query_dim: int, context_dim: int | None, num_heads: int, backend: str = "torch"):
+        super().__init__()
+        if query_dim % num_heads:
+            raise ValueError(f"Attention: model_channels {query_dim} is not divisible by num_heads {num_heads}")
+        self.is_selfattn = context_dim is None
+        self.num_heads = num_heads
+        self.head_dim = query_dim // num_heads
+        context_dim = query_dim if context_dim is None else context_dim
+        self.to_q = nn.Sequential(nn.Linear(query_dim, query_dim, bias=False), RMSNorm(self.head_dim, eps=1e-6))
+        self.to_k = nn.Sequential(nn.Linear(context_dim, query_dim, bias=False), RMSNorm(self.head_dim, eps=1e-6))
+        self.to_v = nn.Sequential(nn.Linear(context_dim, query_dim, bias=False), nn.Identity())
+        self.to_out = nn.Sequential(nn.Linear(query_dim, query_dim, bias=False), nn.Dropout(0.0))
+        self.backend = backend
+        # The TE kernel holds no weights; it is kept out of the module tree so that its `_extra_state` never enters
+        # our state dict (official checkpoints load strictly with either backend).
+        te_attention = te_backend.make_dot_product_attention(num_heads, self.head_dim) if backend == "te" else None
+        object.__setattr__(self, "te_attention", te_attention)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """x [B, ..., D] (flattened to a sequence), context [B, M, Dc] | None, mask bool [B,1,1,M] | None."""
+        shape = x.shape
+        B = shape[0]
+        x = x.reshape(B, -1, shape[-1])
+        context = x if context is None else context
+        q = self.to_q[1](self.to_q[0](x).view(B, -1, self.num_heads, self.head_dim))
+        k = self.to_k[1](self.to_k[0](context).view(B, -1, self.num_heads, self.head_dim))
+        v = self.to_v[0](context).view(B, -1, self.num_heads, self.head_dim)
+        use_te = self.te_attention is not None and q.is_cuda
+        if self.is_selfattn and rope is not None:
+            if use_te and rope[0].shape[0] == 1:
+                q, k = te_backend.apply_rope(q, rope), te_backend.apply_rope(k, rope)
+            else:
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if use_te and mask is None:
+            out = self.te_attention(q, k, v)  # [B, L, heads*hd], "bshd"
+        else:
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)
+            out = out.transpose(1, 2).reshape(B, -1, shape[-1])
+        return self.to_out(out).view(shape)
+
+
+class AttentionBlock(nn.Module):
+    """Holds `attn` only so that parameter names match the official `...block.attn.to_q...`."""
+
+    def __init__(self, query_dim: int, context_dim: int | None, num_heads: int, backend: str):
+        super().__init__()
+        self.attn = Attention(query_dim, context_dim, num_heads, backend)
+
+    def forward(self, x, context=None, mask=None, rope=None) -> torch.Tensor:
+        return self.attn(x, context, mask, rope)
+
+
+class FeedForward(nn.Module):
+    """GELU MLP; official names layer1 / layer2."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.layer1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.activation = nn.GELU()
+        self.layer2 = nn.Linear(hidden_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer2(self.activation(self.layer1(x)))
+
+
+def adaln_modulation(channels: int, chunks: int, use_adaln_lora: bool, adaln_lora_dim: int) -> nn.Sequential:
+    """SiLU -> Linear (-> Linear through the LoRA bottleneck), no biases, as in the official checkpoints."""
+    if use_adaln_lora:
+        return nn.Sequential(
+            nn.SiLU(),
+            nn.Linear(channels, adaln_lora_dim, bias=False),
+            nn.Linear(adaln_lora_dim, chunks * channels, bias=False),
+        )
+    return nn.Sequential(nn.SiLU(), nn.Linear(channels, chunks * channels, bias=False))
+
+
+class AdaLNSubBlock(nn.Module):
+    """x + gate * block(LayerNorm(x) * (1 + scale) + shift), the modulation coming from the time embedding."""
+
+    def __init__(self, block_type: str, channels: int, context_dim: int, num_heads: int, mlp_ratio: float,
+                 use_adaln_lora: bool, adaln_lora_dim: int, backend: str):
+        super().__init__()
+        self.block_type = block_type
+        if block_type == "fa":
+            self.block = AttentionBlock(channels, None, num_heads, backend)
+        elif block_type == "ca":
+            self.block = AttentionBlock(channels, context_dim, num_heads, backend)
+        elif block_type == "mlp":
+            self.block = FeedForward(channels, int(channels * mlp_ratio))
+        else:
+            raise ValueError(f"AdaLNSubBlock: unknown block type {block_type!r}; expected 'fa', 'ca' or 'mlp'")
+        self.norm_state = nn.LayerNorm(channels, elementwise_affine=False, eps=1e-6)
+        self.adaLN_modulation = adaln_modulation(channels, 3, use_adaln_lora, adaln_lora_dim)
+
+    def forward(self, x, emb, crossattn_emb, crossattn_mask, rope, adaln_lora) -> torch.Tensor:
+        modulation = self.adaLN_modulation(emb)  # [B, Tm, 3D], Tm = 1 or T'
+        if adaln_lora is not None:
+            modulation = modulation + adaln_lora
+        shift, scale, gate = modulation.unsqueeze(2).chunk(3, dim=-1)  # [B, Tm, 1, D] each
+        h = torch.addcmul(shift, self.norm_state(x), 1 + scale)
+        if self.block_type == "fa":
+            h = self.block(h, rope=rope)
+        elif self.block_type == "ca":
+            h = self.block(h, crossattn_emb, crossattn_mask)
+        else:
+            h = self.block(h)
+        return torch.addcmul(x, gate, h)
+
+
+class TransformerBlock(nn.Module):
+    """One DiT block `blockN`: adds the extra position embedding, then FA -> CA -> MLP (`blocks.0..2`)."""
+
+    def __init__(self, channels: int, context_dim: int, num_heads: int, mlp_ratio: float, use_adaln_lora: bool,
+                 adaln_lora_dim: int, backend: str):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            AdaLNSubBlock(t, channels, context_dim, num_heads, mlp_ratio, use_adaln_lora, adaln_lora_dim, backend)
+            for t in ("fa", "ca", "mlp")
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        emb: torch.Tensor,
+        crossattn_emb: torch.Tensor,
+        crossattn_mask: torch.Tensor | None = None,
+        rope_cos: torch.Tensor | None = None,
+        rope_sin: torch.Tensor | None = None,
+        adaln_lora: torch.Tensor | None = None,
+        extra_pos_emb: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        # Plain tensor arguments (no containers) so that FSDP2 casting and activation checkpointing see them all.
+        if extra_pos_emb is not None:
+            x = x + extra_pos_emb
+        rope = (rope_cos, rope_sin) if rope_cos is not None else None
+        for block in self.blocks:
+            x = block(x, emb, crossattn_emb, crossattn_mask, rope, adaln_lora)
+        return x
+
+
+class FinalLayer(nn.Module):
+    """AdaLN (shift, scale) final norm and the Linear to patch pixels."""
+
+    def __init__(self, channels: int, out_features: int, use_adaln_lora: bool, adaln_lora_dim: int):
+        super().__init__()
+        self.channels = channels
+        self.norm_final = nn.LayerNorm(channels, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(channels, out_features, bias=False)
+        self.adaLN_modulation = adaln_modulation(channels, 2, use_adaln_lora, adaln_lora_dim)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, adaln_lora: torch.Tensor | None) -> torch.Tensor:
+        modulation = self.adaLN_modulation(emb)
+        if adaln_lora is not None:
+            modulation = modulation + adaln_lora[..., : 2 * self.channels]
+        shift, scale = modulation.unsqueeze(2).chunk(2, dim=-1)
+        return self.linear(torch.addcmul(shift, self.norm_final(x), 1 + scale))
+
+
+# ----------------------------------------------------------------------------------------------------- the network
+@dataclass
+class BlockInputs:
+    """Everything the transformer blocks need besides the tokens, from `forward_before_blocks`.
+
+    x: tokens [B, T', S, D]; emb: normalized time embedding [B, 1 or T', D]; adaln_lora: [B, 1 or T', 3D] | None;
+    crossattn_emb [B, M, Dc]; crossattn_mask: bool [B,1,1,M] | None; rope_cos/rope_sin: [B|1, T'*S, head_dim];
+    extra_pos_emb: [1, T', S, D] | None; input_shape: (B, C, T, H, W) of the network input.
+    """
+
+    x: torch.Tensor
+    emb: torch.Tensor
+    adaln_lora: torch.Tensor | None
+    crossattn_emb: torch.Tensor
+    crossattn_mask: torch.Tensor | None
+    rope_cos: torch.Tensor
+    rope_sin: torch.Tensor
+    extra_pos_emb: torch.Tensor | None
+    input_shape: tuple[int, int, int, int, int]
+
+    def block_kwargs(self) -> dict:
+        return dict(
+            emb=self.emb,
+            crossattn_emb=self.crossattn_emb,
+            crossattn_mask=self.crossattn_mask,
+            rope_cos=self.rope_cos,
+            rope_sin=self.rope_sin,
+            adaln_lora=self.adaln_lora,
+            extra_pos_emb=self.extra_pos_emb,
+        )
+
+
+class GeneralDIT(nn.Module):
+    """Cosmos-1.0 GeneralDIT ("FA-CA-MLP" blocks, 3D RoPE, AdaLN-LoRA), built from plain arguments.
+
+    Args:
+        max_img_h, max_img_w, max_frames: largest latent size (sets the RoPE/position tables; 7B: 240, 240, 128).
+        in_channels: latent channels entering the net (16; 17 for video2world, whose condition-mask channel the
+            diffusion model concatenates). The padding-mask channel is added here when concat_padding_mask.
+        out_channels: predicted channels (16).
+        patch_spatial, patch_temporal: patch size (2, 1).
+        model_channels, num_blocks, num_heads, mlp_ratio: width, depth, heads, MLP expansion.
+        crossattn_emb_channels: text embedding width (T5-XXL: 1024).
+        use_cross_attn_mask: mask padded text tokens in cross-attention. Off in the official models (they attend to
+            the zero-padded T5 embeddings); turn on only for networks trained with it.
+        use_adaln_lora, adaln_lora_dim: AdaLN-LoRA (official: True, 256).
+        affline_emb_norm: RMSNorm on the time embedding (official: True; `affline` is the official spelling).
+        rope_{h,w,t}_extrapolation_ratio: NTK factors of the 3D RoPE (7B: 1, 1, 2).
+        extra_per_block_abs_pos_emb: learnable per-axis absolute position embedding added in every block.
+        extra_{h,w,t}_extrapolation_ratio: accepted for config compatibility; the learnable embedding crops.
+        base_fps: frame rate at which RoPE time positions are frame indices (24).
+        attention_backend: "torch" (SDPA, any device) or "te" (Transformer Engine kernels on CUDA tensors).
+    """
+
+    def __init__(
+        self,
+        max_img_h: int,
+        max_img_w: int,
+        max_frames: int,
+        in_channels: int,
+        out_channels: int,
+        patch_spatial: int = 2,
+        patch_temporal: int = 1,
+        concat_padding_mask: bool = True,
+        model_channels: int = 4096,
+        num_blocks: int = 28,
+        num_heads: int = 32,
+        mlp_ratio: float = 4.0,
+        crossattn_emb_channels: int = 1024,
+        use_cross_attn_mask: bool = False,
+        use_adaln_lora: bool = True,
+        adaln_lora_dim: int = 256,
+        affline_emb_norm: bool = True,
+        rope_h_extrapolation_ratio: float = 1.0,
+        rope_w_extrapolation_ratio: float = 1.0,
+        rope_t_extrapolation_ratio: float = 1.0,
+        extra_per_block_abs_pos_emb: bool = True,
+        extra_h_extrapolation_ratio: float = 1.0,
+        extra_w_extrapolation_ratio: float = 1.0,
+        extra_t_extrapolation_ratio: float = 1.0,
+        base_fps: float = 24.0,
+        attention_backend: str = "torch",
+    ):
+        super().__init__()
+        for name, value in dict(
+            max_img_h=max_img_h, max_img_w=max_img_w, max_frames=max_frames, in_channels=in_channels,
+            out_channels=out_channels, patch_spatial=patch_spatial, patch_temporal=patch_temporal,
+            model_channels=model_channels, num_blocks=num_blocks, num_heads=num_heads,
+            crossattn_emb_channels=crossattn_emb_channels,
+        ).items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"GeneralDIT: {name} must be a positive integer, got {value!r}")
+        if model_channels % num_heads:
+            raise ValueError(f"GeneralDIT: model_channels {model_channels} not divisible by num_heads {num_heads}")
+        if attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"GeneralDIT: attention_backend must be one of {ATTENTION_BACKENDS}, "
+                             f"got {attention_backend!r}")
+        if attention_backend == "te":
+            te_backend.require()  # clear message when Transformer Engine is absent
+        del extra_h_extrapolation_ratio, extra_w_extrapolation_ratio, extra_t_extrapolation_ratio
+        self.max_img_h, self.max_img_w, self.max_frames = max_img_h, max_img_w, max_frames
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.patch_spatial = patch_spatial
+        self.patch_temporal = patch_temporal
+        self.concat_padding_mask = concat_padding_mask
+        self.model_channels = model_channels
+        self.num_blocks = num_blocks
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.crossattn_emb_channels = crossattn_emb_channels
+        self.use_cross_attn_mask = use_cross_attn_mask
+        self.use_adaln_lora = use_adaln_lora
+        self.attention_backend = attention_backend
+        len_h, len_w, len_t = max_img_h // patch_spatial, max_img_w // patch_spatial, max_frames // patch_temporal
+
+        self.x_embedder = PatchEmbed(
+            in_channels + int(concat_padding_mask), model_channels, patch_spatial, patch_temporal
+        )
+        self.pos_embedder = RopePosition3D(
+            model_channels // num_heads, len_h, len_w, len_t,
+            rope_h_extrapolation_ratio, rope_w_extrapolation_ratio, rope_t_extrapolation_ratio, base_fps,
+        )
+        self.extra_pos_embedder = (
+            LearnablePosEmbAxis(model_channels, len_h, len_w, len_t) if extra_per_block_abs_pos_emb else None
+        )
+        self.t_embedder = nn.Sequential(Timesteps(model_channels), TimestepEmbedding(model_channels, use_adaln_lora))
+        self.blocks = nn.ModuleDict(
+            {
+                f"block{i}": TransformerBlock(
+                    model_channels, crossattn_emb_channels, num_heads, mlp_ratio, use_adaln_lora, adaln_lora_dim,
+                    attention_backend,
+                )
+                for i in range(num_blocks)
+            }
+        )
+        self.final_layer = FinalLayer(
+            model_channels, patch_spatial * patch_spatial * patch_temporal * out_channels, use_adaln_lora,
+            adaln_lora_dim,
+        )
+        self.affline_norm = RMSNorm(model_channels, eps=1e-6) if affline_emb_norm else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Official initialization: xavier Linears, N(0, 0.02) time MLP, zero AdaLN output (blocks start as identity)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear) and module.weight.device.type != "meta":
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        if self.x_embedder.proj[1].weight.device.type == "meta":
+            return
+        time_mlp = self.t_embedder[1]
+        for linear in (time_mlp.linear_1, time_mlp.linear_2):
+            nn.init.normal_(linear.weight, std=0.02)
+            if linear.bias is not None:
+                nn.init.zeros_(linear.bias)
+        for block in self.blocks.values():
+            for sub_block in block.blocks:
+                nn.init.zeros_(sub_block.adaLN_modulation[-1].weight)
+
+    # ------------------------------------------------------------------------------------------------ pieces
+    def prepare_embedded_sequence(
+        self, x: torch.Tensor, fps: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        """x [B,C,T,H,W] -> (tokens [B,T',S,D], (rope_cos, rope_sin), extra_pos_emb [1,T',S,D] | None)."""
+        if x.ndim != 5:
+            raise ValueError(f"GeneralDIT: x must be [B,C,T,H,W], got shape {tuple(x.shape)}")
+        B, C, T, H, W = x.shape
+        if C != self.in_channels:
+            raise ValueError(f"GeneralDIT: x has {C} channels, the net was built with in_channels={self.in_channels}")
+        if T % self.patch_temporal or H % self.patch_spatial or W % self.patch_spatial:
+            raise ValueError(
+                f"GeneralDIT: x size (T={T}, H={H}, W={W}) must be divisible by the patch size "
+                f"(t={self.patch_temporal}, h=w={self.patch_spatial})"
+            )
+        if self.concat_padding_mask:
+            x = torch.cat([x, self.resize_padding_mask(padding_mask, x)], dim=1)
+        tokens = self.x_embedder(x)
+        grid = (T // self.patch_temporal, H // self.patch_spatial, W // self.patch_spatial)
+        rope = self.pos_embedder(*grid, fps=fps)
+        extra_pos_emb = None
+        if self.extra_pos_embedder is not None:
+            extra_pos_emb = self.extra_pos_embedder(*grid).to(tokens.dtype)
+        return tokens, rope, extra_pos_emb
+
+    @staticmethod
+    def resize_padding_mask(padding_mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """Padding mask [B|1,1,H_px,W_px] (pixel size) -> [B,1,T,H,W] at the latent size (nearest), zeros if None."""
+        B, _, T, H, W = x.shape
+        if padding_mask is None:
+            return x.new_zeros(B, 1, T, H, W)
+        if padding_mask.ndim == 3:
+            padding_mask = padding_mask[:, None]
+        if padding_mask.ndim != 4 or padding_mask.shape[1] != 1 or padding_mask.shape[0] not in (1, B):
+            raise ValueError(f"GeneralDIT: padding_mask must be [B,1,H,W] (B={B}), got {tuple(padding_mask.shape)}")
+        if padding_mask.shape[-2:] != (H, W):
+            padding_mask = F.interpolate(padding_mask.float(), size=(H, W), mode="nearest")
+        return padding_mask.to(x.dtype)[:, :, None].expand(B, 1, T, H, W)
+
+    def embed_timesteps(self, timesteps: torch.Tensor, num_token_frames: int, batch: int
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """timesteps [B] or [B,T'] -> (emb [B, 1|T', D] after affline_norm, adaln_lora [B, 1|T', 3D] | None)."""
+        if timesteps.ndim == 2 and timesteps.shape[1] == 1:
+            timesteps = timesteps[:, 0]
+        if timesteps.ndim == 1 and timesteps.shape[0] == batch:
+            frames = 1
+        elif timesteps.ndim == 2 and timesteps.shape == (batch, num_token_frames):
+            frames = num_token_frames
+        else:
+            raise ValueError(
+                f"GeneralDIT: timesteps must be [B] or [B,T'] with B={batch}, T'={num_token_frames}, "
+                f"got shape {tuple(timesteps.shape)}"
+            )
+        emb, adaln_lora = self.t_embedder(timesteps.flatten())
+        emb = self.affline_norm(emb).view(batch, frames, -1)
+        if adaln_lora is not None:
+            adaln_lora = adaln_lora.view(batch, frames, -1)
+        return emb, adaln_lora
+
+    def forward_before_blocks(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        crossattn_emb: torch.Tensor,
+        crossattn_mask: torch.Tensor | None = None,
+        fps: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
+    ) -> BlockInputs:
+        """Embed the input, the time and the positions: everything the blocks need."""
+        B = x.shape[0]
+        if crossattn_emb.ndim != 3 or crossattn_emb.shape[0] != B or crossattn_emb.shape[2] != self.crossattn_emb_channels:
+            raise ValueError(
+                f"GeneralDIT: crossattn_emb must be [B={B}, L, {self.crossattn_emb_channels}], "
+                f"got {tuple(crossattn_emb.shape)}"
+            )
+        tokens, (rope_cos, rope_sin), extra_pos_emb = self.prepare_embedded_sequence(x, fps, padding_mask)
+        emb, adaln_lora = self.embed_timesteps(timesteps, tokens.shape[1], B)
+        mask = None
+        if self.use_cross_attn_mask and crossattn_mask is not None:
+            if crossattn_mask.shape != crossattn_emb.shape[:2]:
+                raise ValueError(f"GeneralDIT: crossattn_mask must be [B, L] = {tuple(crossattn_emb.shape[:2])}, "
+                                 f"got {tuple(crossattn_mask.shape)}")
+            mask = crossattn_mask.bool()[:, None, None, :]
+        return BlockInputs(
+            x=tokens, emb=emb, adaln_lora=adaln_lora, crossattn_emb=crossattn_emb.to(tokens.dtype),
+            crossattn_mask=mask, rope_cos=rope_cos, rope_sin=rope_sin, extra_pos_emb=extra_pos_emb,
+            input_shape=tuple(x.shape),
+        )
+
+    def forward_blocks(
+        self,
+        x: torch.Tensor,
+        inputs: BlockInputs,
+        block_residuals: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Run the blocks on tokens x [B,T',S,D]; `block_residuals[name]` ([B,T',S,D]) is added after block `name`."""
+        kwargs = inputs.block_kwargs()
+        for name, block in self.blocks.items():
+            x = block(x, **kwargs)
+            if block_residuals is not None and name in block_residuals:
+                x = x + block_residuals[name]
+        return x
+
+    def decode_output(self, x: torch.Tensor, inputs: BlockInputs) -> torch.Tensor:
+        """Final AdaLN layer and unpatchify: tokens [B,T',S,D] -> [B, C_out, T, H, W]."""
+        B, _, T, H, W = inputs.input_shape
+        pt, ps = self.patch_temporal, self.patch_spatial
+        x = self.final_layer(x, inputs.emb, inputs.adaln_lora)  # [B, T', S, ps*ps*pt*C]
+        x = x.reshape(B, T // pt, H // ps, W // ps, ps, ps, pt, self.out_channels)
+        x = x.permute(0, 7, 1, 6, 2, 4, 3, 5)  # B C T' pt H' ps W' ps
+        return x.reshape(B, self.out_channels, T, H, W)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        crossattn_emb: torch.Tensor,
+        crossattn_mask: torch.Tensor | None = None,
+        fps: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
+        block_residuals: dict[str, torch.Tensor] | None = None,
+        image_size: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x [B,C,T,H,W], timesteps [B] or [B,T'], crossattn_emb [B,L,Dc] -> [B,C_out,T,H,W].
+
+        `block_residuals` ({"blockN": [B,T',S,D]}) are added after the named blocks (ControlNet injection).
+        `image_size` is accepted and unused, as in the official Cosmos-1.0 networks.
+        """
+        del image_size
+        inputs = self.forward_before_blocks(x, timesteps, crossattn_emb, crossattn_mask, fps, padding_mask)
+        tokens = self.forward_blocks(inputs.x, inputs, block_residuals)
+        return self.decode_output(tokens, inputs)
