@@ -245,6 +245,7 @@ class Trainer:
         self.skipped_samples = 0
         self.nan_streak = 0
         self.resumed_from: str | None = None
+        self._flops_unavailable = False
         self._load_initial_state()
         self.peak_tflops = device_peak_tflops(device, _option(trainer_cfg, "peak_tflops", None))
         self.logger = MetricsLogger(
@@ -457,12 +458,27 @@ class Trainer:
                 )
 
     def _flops(self, batch: Any) -> float:
+        """The model's FLOP count of a training step on `batch` (0 when it cannot count: MFU is then not reported)."""
         count = getattr(self.model, "flops_per_step", None)
-        return float(count(batch)) if count is not None else 0.0
+        if count is None or self._flops_unavailable:
+            return 0.0
+        try:
+            return float(count(batch))
+        except (ImportError, NotImplementedError) as error:
+            self._flops_unavailable = True
+            self._print(f"FLOP counter unavailable ({error}); TFLOP/s and MFU are not reported")
+            return 0.0
 
     def _tokens(self, batch: Any) -> int:
+        """Transformer tokens of `batch`: the model's own count, or latent shape / patch size of the DiT."""
         count = getattr(self.model, "tokens_per_step", None)
-        return int(count(batch)) if count is not None else 0
+        if count is not None:
+            return int(count(batch))
+        latent_shape, net = getattr(self.model, "latent_shape", None), getattr(self.model, "net", None)
+        if latent_shape is None or not hasattr(net, "patch_spatial"):
+            return 0
+        b, _, t, h, w = latent_shape(batch)
+        return b * (t // getattr(net, "patch_temporal", 1)) * (h // net.patch_spatial) * (w // net.patch_spatial)
 
     def _log_step(
         self, loss, step_metrics, grad_norm, step_time, data_wait, flops, tokens, lr: float, skipped: bool, skipped_samples: int
