@@ -394,11 +394,6 @@ def scan_source(source: str, path: str = "<string>") -> dict[str, Any]:
             "error": None}
 
 
-def _may_define_experiments(data: bytes) -> bool:
-    """Cheap pre-filter: a file that never says `store` nor declares names cannot define an experiment."""
-    return b"store" in data or DECLARATION_NAME.encode() in data
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # The index and its cache
 # ----------------------------------------------------------------------------------------------------------------------
@@ -514,11 +509,7 @@ def build_index(folders: Optional[list[Path]] = None, use_cache: bool = True) ->
             entry = cached.get(path)
             if entry is None or entry.get("mtime_ns") != stat.st_mtime_ns or entry.get("size") != stat.st_size:
                 with open(path, "rb") as f:
-                    data = f.read()
-                if _may_define_experiments(data):
-                    entry = scan_source(data.decode("utf-8", errors="replace"), path)
-                else:
-                    entry = {"names": [], "unresolved": [], "error": None}
+                    entry = scan_source(f.read().decode("utf-8", errors="replace"), path)
                 entry.update(mtime_ns=stat.st_mtime_ns, size=stat.st_size)
                 changed = True
             entries[path] = entry
