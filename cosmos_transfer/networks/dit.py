@@ -614,6 +614,8 @@ class GeneralDIT(nn.Module):
         padding_mask: torch.Tensor | None = None,
     ) -> BlockInputs:
         """Embed the input, the time and the positions: everything the blocks need."""
+        if x.ndim != 5:
+            raise ValueError(f"GeneralDIT: x must be [B,C,T,H,W], got shape {tuple(x.shape)}")
         B = x.shape[0]
         if crossattn_emb.ndim != 3 or crossattn_emb.shape[0] != B or crossattn_emb.shape[2] != self.crossattn_emb_channels:
             raise ValueError(
