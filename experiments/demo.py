@@ -37,14 +37,14 @@ DEMO_EDGE_TINY = LazyDict(
         optimizer=dict(lr=1e-3, weight_decay=0.01),
         scheduler=dict(warm_up_steps=[20], f_start=[0.1]),
         trainer=dict(
-            max_iter=300,
-            validation_iter=100,
+            max_iter=1000,
+            validation_iter=250,
             validation_num_batches=2,
             sample_num_steps=12,
             sample_guidance=0.0,
             seed=0,
         ),
-        checkpoint=dict(save_iter=100, keep_last_k=2),
+        checkpoint=dict(save_iter=250, keep_last_k=2),
     )
 )
 ConfigStore.instance().store(group="experiment", package="_global_", name="demo_edge_tiny", node=DEMO_EDGE_TINY)
