@@ -15,6 +15,7 @@ Files are read with torch.load(weights_only=True): never unpickle arbitrary obje
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 
@@ -93,12 +94,18 @@ def net_state_dict(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return net
 
 
+def torch_load_weights(path: str) -> object:
+    """torch.load(weights_only=True), also accepting the io.BytesIO objects in which older Transformer Engine
+    releases stored `_extra_state` (a harmless container of bytes; nothing else outside tensors is allowed)."""
+    with torch.serialization.safe_globals([io.BytesIO]):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
 def load_official(path: str, use_ema: bool = False) -> Conversion:
     """Read an official `.pt` (weights_only=True) and convert it to our weights."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"official checkpoint {path} does not exist")
-    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return official_to_ours(unwrap(saved, use_ema=use_ema, source=path))
+    return official_to_ours(unwrap(torch_load_weights(path), use_ema=use_ema, source=path))
 
 
 def load_weights_file(path: str) -> dict[str, torch.Tensor]:
@@ -109,7 +116,7 @@ def load_weights_file(path: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path, device="cpu")
-    return unwrap(torch.load(path, map_location="cpu", weights_only=True, mmap=True), source=path)
+    return unwrap(torch_load_weights(path), source=path)
 
 
 def save_weights_file(state: dict[str, torch.Tensor], path: str, dtype: torch.dtype | None = None) -> None:
