@@ -1,12 +1,18 @@
-"""Option group `ema` (package `model.ema`). The trainer builds it around the parallelized model (`model=`)."""
+"""Option group `ema` (package `model.ema`). The trainer builds it around the parallelized model (`model=`).
+
+    power        PowerEMA (EDM2), s = 0.1 (Cosmos' setting; gamma ~ 6.94)
+    power_s005   PowerEMA with a shorter averaging profile, s = 0.05
+"""
 
 from hydra.core.config_store import ConfigStore
 
 from cosmos_transfer.lazy_config import LazyCall as L
 
 POWER_EMA = L("cosmos_transfer.ema.PowerEMA")(s=0.1)
+POWER_EMA_S005 = L("cosmos_transfer.ema.PowerEMA")(s=0.05)
 
 
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(group="ema", package="model.ema", name="power", node=POWER_EMA)
+    cs.store(group="ema", package="model.ema", name="power_s005", node=POWER_EMA_S005)

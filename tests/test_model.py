@@ -18,6 +18,7 @@ class RecordingNet(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
         self.proj = nn.Conv3d(in_channels, out_channels, 1)
         self.text = nn.Linear(TEXT_DIM, out_channels)
         self.time = nn.Linear(1, out_channels)
@@ -206,6 +207,8 @@ def test_clear_errors_for_bad_inputs():
         DiffusionModel(RecordingNet(12, 12), object())
     with pytest.raises(ValueError, match="min_condition_frames"):
         DiffusionModel(RecordingNet(12, 12), ShuffleTokenizer(), min_condition_frames=3, max_condition_frames=1)
+    with pytest.raises(ValueError, match="model.net.in_channels=13"):
+        DiffusionModel(RecordingNet(12, 12), ShuffleTokenizer(), video2world=True)
     model = make_model()
     with pytest.raises(KeyError, match="neither 'latent' nor 'video'"):
         model.training_step({"t5_text_embeddings": torch.zeros(1, 2, TEXT_DIM)})
@@ -292,3 +295,22 @@ def test_generate_samples_video2world_keeps_the_given_frames():
         model.generate_samples(batch, num_steps=2, condition_latent=previous[:, :5])
     with pytest.raises(ValueError, match="video2world"):
         make_dit_model().generate_samples(batch, num_steps=2, condition_latent=previous)
+
+
+def test_model_config_options_build_the_model():
+    from configs.train import make_config
+    from cosmos_transfer.config import override
+    from cosmos_transfer.lazy_config import instantiate
+
+    config = override(make_config(), ["model=video2world", "net=tiny", "conditioner=video", "ema=power",
+                                      "model.net.in_channels=13", "model.net.out_channels=12",
+                                      "model.net.crossattn_emb_channels=8", "model.net.max_img_h=8",
+                                      "model.net.max_img_w=8", "model.net.max_frames=4"])
+    model_config = {k: v for k, v in config.model.items() if k not in ("ema", "tokenizer")}
+    model = instantiate(model_config, tokenizer=ShuffleTokenizer())
+    assert isinstance(model, DiffusionModel) and model.video2world and model.max_condition_frames == 2
+    assert model.conditioner.text_dropout_rate == 0.2 and model.sigma_data == 0.5
+    loss, _ = model.training_step(make_batch(frames=2))
+    assert torch.isfinite(loss)
+    ema = instantiate(config.model.ema, model=model)
+    assert ema.s == 0.1 and "net.x_embedder.proj.1.weight" in ema.shadow

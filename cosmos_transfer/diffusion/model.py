@@ -88,6 +88,19 @@ class DiffusionModel(nn.Module):
                 f"DiffusionModel: need sigma_data > 0 and 0 < sigma_min < sigma_max, got sigma_data={sigma_data}, "
                 f"sigma_min={sigma_min}, sigma_max={sigma_max}"
             )
+        expected_in = tokenizer.latent_channels + int(video2world)
+        if getattr(net, "in_channels", expected_in) != expected_in:
+            raise ValueError(
+                f"DiffusionModel: the net takes in_channels={net.in_channels} but the tokenizer gives "
+                f"{tokenizer.latent_channels} latent channels" + (" plus 1 condition-mask channel (video2world)"
+                                                                  if video2world else "")
+                + f"; set the net's in_channels={expected_in} (e.g. model.net.in_channels={expected_in})"
+            )
+        if getattr(net, "out_channels", tokenizer.latent_channels) != tokenizer.latent_channels:
+            raise ValueError(
+                f"DiffusionModel: the net predicts out_channels={net.out_channels} but the tokenizer has "
+                f"{tokenizer.latent_channels} latent channels; set model.net.out_channels={tokenizer.latent_channels}"
+            )
         self.net = net
         self.conditioner = conditioner if conditioner is not None else VideoConditioner()
         if getattr(net, "logvar", None) is None:
