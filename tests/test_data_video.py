@@ -74,3 +74,12 @@ def test_resolutions():
     assert all(h % 16 == 0 and w % 16 == 0 for h, w in RESOLUTIONS.values())
     with pytest.raises(ValueError, match="unknown resolution '1080'"):
         resolve_resolution("1080")
+
+
+@pytest.mark.parametrize("frame, target", [((4, 6), (4, 10)), ((6, 4), (10, 4)), ((5, 7), (9, 11)), ((2, 2), (2, 3)),
+                                           ((2, 2), (3, 2)), ((9, 5), (9, 13)), ((20, 10), (40, 30))])  # fmt: skip
+def test_reflect_pad_matches_numpy(frame, target):
+    fit = fit_frame(*frame, target)
+    frames = np.random.default_rng(0).integers(0, 255, (2, fit.valid_height, fit.valid_width, 3), dtype=np.uint8)
+    expected = np.pad(frames, ((0, 0), (fit.top, fit.bottom), (fit.left, fit.right), (0, 0)), mode="reflect")
+    np.testing.assert_array_equal(reflect_pad(frames, fit), expected)

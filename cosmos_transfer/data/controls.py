@@ -1,4 +1,4 @@
-"""Control inputs (the `hint_key` group): each turns a clip window into a uint8 RGB video [T, h, w, 3].
+"""Control inputs (the `hint_key` group): each turns a clip window into a uint8 video [T, h, w, 3] (edge: [T, h, w, 1]).
 
 - `edge`: Canny edges of the frames. Training draws random thresholds (Cosmos: lower in [20, 100), upper = lower +
   [50, 150), at most 255); inference uses a named preset (EDGE_PRESETS).
@@ -53,9 +53,14 @@ def random_edge_thresholds(rng: np.random.Generator) -> tuple[int, int]:
 
 
 def edge_control(frames: np.ndarray, lower: int, upper: int) -> np.ndarray:
-    """Canny edges of uint8 RGB frames [T, h, w, 3] -> uint8 [T, h, w, 3] with 0 or 255 in all three channels."""
-    edges = np.stack([cv2.Canny(frame, lower, upper) for frame in frames])
-    return np.repeat(edges[..., None], 3, axis=-1)
+    """Canny edges of uint8 RGB frames [T, h, w, 3] -> uint8 [T, h, w, 1], 0 or 255.
+
+    One channel: the dataset pads it and then shows it as RGB without copying (all three channels equal).
+    """
+    edges = np.empty(frames.shape[:3], np.uint8)
+    for frame, out in zip(frames, edges):
+        cv2.Canny(frame, lower, upper, edges=out)  # written in place: no per-frame arrays to stack
+    return edges[..., None]
 
 
 # ------------------------------------------------------------------------------------------------------------ vis

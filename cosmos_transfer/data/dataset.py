@@ -47,7 +47,7 @@ from cosmos_transfer.data.text_embeddings import (
 from cosmos_transfer.data.video import (
     BadSampleError,
     Fit,
-    decode_window,
+    decode_padded,
     fit_frame,
     frame_stride,
     padding_mask,
@@ -56,7 +56,7 @@ from cosmos_transfer.data.video import (
     window_indices,
     window_start_range,
 )
-from cosmos_transfer.video_io import VideoReadError, probe_video, read_frames
+from cosmos_transfer.video_io import VideoReadError, probe_video
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class VideoDataset(Dataset):
         edge_preset / blur_preset: inference strengths of the edge / vis controls (see controls.py).
         use_latents: also return `latent` from root/latents (its window replaces the random one).
         max_bad_fraction: largest share of bad clips tolerated before raising.
-        decode_threads: FFmpeg threads per decode (1 suits many data-loader workers).
+        decode_threads: FFmpeg threads per decode (2, as Cosmos gives decord; 0 lets FFmpeg choose).
     """
 
     def __init__(
@@ -195,7 +195,7 @@ class VideoDataset(Dataset):
         blur_preset: str = "medium",
         use_latents: bool = False,
         max_bad_fraction: float = 0.1,
-        decode_threads: int = 1,
+        decode_threads: int = 2,
     ):
         super().__init__()
         self.root = os.path.abspath(os.path.expanduser(str(root)))
@@ -313,10 +313,10 @@ class VideoDataset(Dataset):
         else:
             indices, stride = self._window(clip, rng)
         fit = fit_frame(clip.height, clip.width, self.resolution)
-        frames = decode_window(clip.video, indices, fit, self.decode_threads)  # [T, h, w, 3]
+        video = decode_padded(clip.video, indices, fit, self.decode_threads)  # [T, H, W, 3], reflection-padded
 
         sample = {
-            "video": _to_cthw(reflect_pad(frames, fit)),
+            "video": _to_cthw(video),
             "padding_mask": torch.from_numpy(padding_mask(fit)),
             "fps": torch.tensor(clip.fps / stride, dtype=torch.float32),
             "image_size": torch.tensor([fit.height, fit.width, fit.valid_height, fit.valid_width], dtype=torch.float32),
@@ -331,31 +331,35 @@ class VideoDataset(Dataset):
         with open(clip.caption, encoding="utf-8") as file:
             sample["caption"] = file.read().strip()
         for key in self.hint_keys:
-            control = self._control(key, clip, frames, indices, fit, rng)
-            sample[f"control_input_{key}"] = _to_cthw(reflect_pad(control, fit))
+            sample[f"control_input_{key}"] = _to_cthw(self._control(key, clip, video, indices, fit, rng))
         if latent is not None:
             sample["latent"] = latent
         return sample
 
     # ----------------------------------------------------------------------------------------------- controls
-    def _control(self, key, clip: Clip, frames, indices, fit: Fit, rng: np.random.Generator) -> np.ndarray:
-        """The control video of the window, at the frames' valid (unpadded) size: uint8 [T, h, w, 3]."""
+    def _control(self, key, clip: Clip, video, indices, fit: Fit, rng: np.random.Generator) -> np.ndarray:
+        """The control video of the window, padded like the video: uint8 [T, H, W, 3] (edge: [T, H, W, 1]).
+
+        Edge and blur are computed on the padded video itself, so the control matches exactly what the model sees
+        (the mirrored padding has mirrored edges and no seam: reflection without edge repeat is smooth).
+        Controls from files are read at the video's inside size and padded the same way.
+        """
         if key == "edge":
             lower, upper = C.random_edge_thresholds(rng) if self.is_train else C.EDGE_PRESETS[self.edge_preset]
-            return C.edge_control(frames, lower, upper)
+            return C.edge_control(video, lower, upper)
         if key == "vis":
-            return C.blur_control(frames, rng) if self.is_train else C.blur_control(frames, preset=self.blur_preset)
+            return C.blur_control(video, rng) if self.is_train else C.blur_control(video, preset=self.blur_preset)
         path = clip.controls[key]
-        if key == "depth":
-            info = probe_video(path)
-            if info.num_frames < indices[-1] + 1:
-                raise BadSampleError(f"depth video {path} has {info.num_frames} frames, fewer than the clip's window "
-                                     f"needs ({indices[-1] + 1})")
-            return read_frames(path, indices, size=(fit.valid_height, fit.valid_width), num_threads=self.decode_threads)
+        if key == "depth":  # a video aligned frame by frame with the clip: read the same frames, fitted the same way
+            num_depth_frames = probe_video(path).num_frames
+            if num_depth_frames < indices[-1] + 1:
+                raise BadSampleError(f"depth video {path} has {num_depth_frames} frames, fewer than the clip's "
+                                     f"window needs ({indices[-1] + 1})")  # fmt: skip
+            return decode_padded(path, indices, fit, self.decode_threads)
         if key == "seg":
-            return C.colorize_masks(self._seg_masks(path, indices, fit), rng)
+            return reflect_pad(C.colorize_masks(self._seg_masks(path, indices, fit), rng), fit)
         if key == "keypoint":
-            return C.render_keypoints(self._keypoints(path, indices), fit.valid_height, fit.valid_width)
+            return reflect_pad(C.render_keypoints(self._keypoints(path, indices), fit.valid_height, fit.valid_width), fit)
         raise ValueError(f"no control named {key!r}")
 
     def _seg_masks(self, path: str, indices: list[int], fit: Fit) -> np.ndarray:
@@ -420,8 +424,9 @@ class VideoDataset(Dataset):
 
 
 def _to_cthw(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> uint8 [3, T, H, W]."""
-    return torch.from_numpy(np.ascontiguousarray(frames.transpose(3, 0, 1, 2)))
+    """uint8 [T, H, W, C] -> uint8 [3, T, H, W] as a view (C = 1 is repeated): collate makes the one copy needed."""
+    tensor = torch.from_numpy(frames).permute(3, 0, 1, 2)
+    return tensor.expand(3, -1, -1, -1) if tensor.shape[0] == 1 else tensor
 
 
 def _as_list(data, path: str) -> list:

@@ -104,13 +104,59 @@ def fit_frame(frame_height: int, frame_width: int, target: tuple[int, int]) -> F
 
 
 def reflect_pad(frames: np.ndarray, fit: Fit) -> np.ndarray:
-    """Pad [T, h, w, C] frames (h, w = the fit's valid size) to [T, H, W, C] by mirroring (without repeating the edge)."""
-    if frames.shape[1:3] != (fit.valid_height, fit.valid_width):
+    """Pad [T, h, w, C] frames (h, w = the fit's valid size) to [T, H, W, C] by mirroring (without repeating the edge).
+
+    The same result as np.pad(mode="reflect"), written with slices into one preallocated array: several times
+    faster on 720p clips, where this runs for every sample.
+    """
+    num_frames, valid_h, valid_w, channels = frames.shape
+    if (valid_h, valid_w) != (fit.valid_height, fit.valid_width):
         raise ValueError(f"frames of size {frames.shape[1:3]} do not match the fit {fit.valid_height}x{fit.valid_width}")
-    if fit.valid_height == fit.height and fit.valid_width == fit.width:
+    if (valid_h, valid_w) == (fit.height, fit.width):
         return frames
-    pad = ((0, 0), (fit.top, fit.bottom), (fit.left, fit.right), (0, 0))
-    return np.pad(frames, pad, mode="reflect")
+    out = np.empty((num_frames, fit.height, fit.width, channels), frames.dtype)
+    inside(out, fit)[:] = frames
+    fill_reflection(out, fit)
+    return out
+
+
+def inside(padded: np.ndarray, fit: Fit) -> np.ndarray:
+    """The view of the video inside padded frames [T, H, W, C]."""
+    return padded[:, fit.top : fit.top + fit.valid_height, fit.left : fit.left + fit.valid_width]
+
+
+def fill_reflection(padded: np.ndarray, fit: Fit) -> None:
+    """Fill the padding of [T, H, W, C] frames, in place, by mirroring the inside (as np.pad's "reflect")."""
+    top, bottom, left, right = fit.top, fit.bottom, fit.left, fit.right
+    valid_h, valid_w = fit.valid_height, fit.valid_width
+    cols = slice(left, left + valid_w)
+    if top:
+        padded[:, top - 1 :: -1][:, :top, cols] = padded[:, top + 1 : 2 * top + 1, cols]
+    if bottom:
+        end = top + valid_h
+        padded[:, end:, cols] = padded[:, _backward(end - 2, end - 2 - bottom), cols]
+    if left:  # columns last, over the full height, so that corners mirror the padded rows as np.pad does
+        padded[:, :, :left] = padded[:, :, _backward(2 * left, left)]
+    if right:
+        end = left + valid_w
+        padded[:, :, end:] = padded[:, :, _backward(end - 2, end - 2 - right)]
+
+
+def decode_padded(path, indices: list[int], fit: Fit, num_threads: int = 2) -> np.ndarray:
+    """Decode frames at `indices`, resized into the inside of a padded array, then mirror -> uint8 [T, H, W, 3].
+
+    Decoding straight into the padded array saves a copy of the whole window (300 MB for 121 frames at 720p).
+    """
+    padded = np.empty((len(indices), fit.height, fit.width, 3), np.uint8)
+    read_frames(path, indices, size=(fit.valid_height, fit.valid_width), num_threads=num_threads,
+                out=inside(padded, fit))  # fmt: skip
+    fill_reflection(padded, fit)
+    return padded
+
+
+def _backward(start: int, stop: int) -> slice:
+    """start, start - 1, ..., stop + 1 (a stop of -1 must be None, or Python reads it as the last element)."""
+    return slice(start, stop if stop >= 0 else None, -1)
 
 
 def padding_mask(fit: Fit) -> np.ndarray:
@@ -118,8 +164,3 @@ def padding_mask(fit: Fit) -> np.ndarray:
     mask = np.ones((1, fit.height, fit.width), np.float32)
     mask[:, fit.top : fit.top + fit.valid_height, fit.left : fit.left + fit.valid_width] = 0.0
     return mask
-
-
-def decode_window(path, indices: list[int], fit: Fit, num_threads: int = 1) -> np.ndarray:
-    """Decode frames at `indices`, resized to the fit's valid size -> uint8 [T, h, w, 3] (not padded yet)."""
-    return read_frames(path, indices, size=(fit.valid_height, fit.valid_width), num_threads=num_threads)
