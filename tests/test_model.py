@@ -314,3 +314,13 @@ def test_model_config_options_build_the_model():
     assert torch.isfinite(loss)
     ema = instantiate(config.model.ema, model=model)
     assert ema.s == 0.1 and "net.x_embedder.proj.1.weight" in ema.shadow
+
+
+def test_flops_per_step_counts_the_network_on_the_batch_latents():
+    from cosmos_transfer import flops
+
+    model = make_dit_model()
+    batch = make_batch(frames=2)
+    expected = flops.dit_training_step_flops(model.net, (2, 12, 2, 4, 4), TEXT_LENGTH)
+    assert model.flops_per_step(batch) == expected > 0
+    assert model.flops_per_step(dict(batch, latent=torch.zeros(2, 12, 2, 4, 4))) == expected

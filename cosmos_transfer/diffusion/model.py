@@ -372,10 +372,8 @@ class DiffusionModel(nn.Module):
         """FLOPs of one training step (forward + backward) of the network on `batch`, for MFU."""
         from cosmos_transfer import flops
 
-        b, _, t, h, w = self.latent_shape(batch)
         text_length = batch["t5_text_embeddings"].shape[1]
-        return float(flops.training_step_flops(self.net, batch_size=b, latent_frames=t, latent_height=h,
-                                               latent_width=w, text_length=text_length))
+        return float(flops.dit_training_step_flops(self.net, self.latent_shape(batch), text_length))
 
     def extra_repr(self) -> str:
         return (f"sigma_data={self.sigma_data}, p_mean={self.p_mean}, p_std={self.p_std}, "
