@@ -17,6 +17,8 @@ are given clean; the prediction on them is replaced by the truth, so they add no
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -247,7 +249,7 @@ class DiffusionModel(nn.Module):
             if frames is None:  # text2world with a video2world net: nothing is conditioned
                 frames = x_sigma.new_zeros(batch_size, 1, x_sigma.shape[2], 1, 1)
             else:
-                clean_scale = edm.preconditioning(torch.tensor(CONDITION_FRAME_SIGMA), self.sigma_data)[2].item()
+                clean_scale = 1.0 / math.sqrt(CONDITION_FRAME_SIGMA**2 + self.sigma_data**2)  # c_in of that sigma
                 net_input = frames * (clean_scale * condition.condition_latent.float()) + (1 - frames) * net_input
             mask_channel = frames.expand(batch_size, 1, *x_sigma.shape[2:])
             net_input = torch.cat([net_input, mask_channel], dim=1)
