@@ -4,6 +4,8 @@ The runs are shared between assertions (a module-scoped fixture) to keep the num
   reference  30 uninterrupted iterations, checkpoints every 10, validation every 10, keep the last 2
   crashed    same job, rank 1 dies while writing the checkpoint of iteration 20; then rerun to the end
   preempted  same job, SIGTERM at iteration 13 (exit 0, checkpoint); then rerun to the end with async saves
+  async_20   a copy of "preempted" rewound to its asynchronously written iteration-20 checkpoint, rerun to the end
+  recompute  10 iterations with selective activation checkpointing
 """
 
 from __future__ import annotations
@@ -70,6 +72,17 @@ def runs(tmp_path_factory):
     out["preempt_run"] = run_toy({**BASE, "job_dir": str(jobs["preempted"]), "signal_at": 13})
     out["preempt_latest"] = latest(jobs["preempted"])
     out["preempt_resume_run"] = check(run_toy({**BASE, "job_dir": str(jobs["preempted"]), "async_save": True}))
+
+    # Training went on (parameters changed in place) while iteration 20 was written in the background: resuming
+    # from it must still give the reference losses, i.e. the async save captured the state of iteration 20.
+    out["async_20"] = root / "async_20"
+    shutil.copytree(jobs["preempted"], out["async_20"])
+    shutil.rmtree(out["async_20"] / "checkpoints" / "iter_000000030")
+    (out["async_20"] / "checkpoints" / "latest_checkpoint.txt").write_text("iter_000000020\n")
+    check(run_toy({**BASE, "job_dir": str(out["async_20"])}))
+
+    out["recompute"] = root / "recompute"
+    check(run_toy({**BASE, "job_dir": str(out["recompute"]), "max_iter": 10, "activation_checkpointing": "selective"}))
     return out
 
 
@@ -126,6 +139,16 @@ def test_resume_reproduces_the_uninterrupted_losses_bitwise(runs):
     assert losses(runs["crashed"]) == reference  # resumed at 10 after the crash
     assert losses(runs["preempted"]) == reference  # resumed at 13 after SIGTERM, then saved asynchronously
     assert val_losses(runs["crashed"]) == val_losses(runs["preempted"]) == val_losses(runs["reference"])
+
+
+def test_an_async_checkpoint_holds_the_state_of_its_own_iteration(runs):
+    assert losses(runs["async_20"]) == losses(runs["reference"])
+    assert val_losses(runs["async_20"]) == val_losses(runs["reference"])
+
+
+def test_activation_checkpointing_recomputes_the_same_numbers(runs):
+    reference = losses(runs["reference"])
+    assert losses(runs["recompute"]) == {i: reference[i] for i in range(1, 11)}
 
 
 def test_sigterm_saves_at_the_step_boundary_and_exits_0(runs):

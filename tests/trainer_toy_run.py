@@ -53,6 +53,7 @@ def make_config(options: dict) -> types.SimpleNamespace:
             max_nan_steps=options.get("max_nan_steps", 3),
             seed=5,
             progress_bar=False,
+            activation_checkpointing=options.get("activation_checkpointing", "none"),
         ),
         checkpoint=types.SimpleNamespace(
             save_iter=options.get("save_iter", 10),
