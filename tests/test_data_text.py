@@ -10,29 +10,9 @@ import torch
 from cosmos_transfer.data.dataset import VideoDataset
 from cosmos_transfer.data.text_embeddings import load_text_embedding
 from cosmos_transfer.data.text_encoders import TextEncoder
-from cosmos_transfer.data.testing import make_tiny_dataset
+from cosmos_transfer.data.testing import make_tiny_dataset, make_tiny_t5
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORDS = "a red green blue square circle moves left right up down over the background clip b c".split()
-
-
-def make_tiny_t5(folder) -> str:
-    """A randomly initialized 1-layer T5 encoder (d_model 16) with a word-level tokenizer, saved like a hub model."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    fast.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = T5Config(vocab_size=len(vocab), d_model=16, d_kv=4, num_heads=4, d_ff=32, num_layers=1)
-    T5EncoderModel(config).save_pretrained(folder)
-    return str(folder)
-
-
 def test_t5_encoder_path_with_a_tiny_random_t5(tmp_path):
     folder = make_tiny_t5(tmp_path / "t5")
     encoder = TextEncoder(folder, max_length=6)

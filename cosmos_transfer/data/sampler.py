@@ -188,7 +188,7 @@ def build_dataloader(
         sampler=sampler,
         batch_size=batch_size,
         num_workers=num_workers,
-        pin_memory=pin_memory,
+        pin_memory=pin_memory and torch.cuda.is_available(),  # pinning needs an accelerator
         drop_last=True,
         **extra,
     )
