@@ -1,0 +1,91 @@
+"""Tokenizer interface and the light PixelTokenizer: frame arithmetic, exact round trip, chunking, frozen state."""
+
+import pytest
+import torch
+
+from cosmos_transfer.tokenizers import PixelTokenizer
+
+
+def _video(b=2, t=17, h=16, w=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, t, h, w, generator=g) * 2 - 1
+
+
+def test_pixel_shapes_and_exact_round_trip():
+    tok = PixelTokenizer(spatial_compression=4)
+    video = _video()
+    latent = tok.encode(video)
+    assert latent.shape == (2, 48, 17, 4, 6) and latent.dtype == torch.float32
+    assert tok.latent_channels == 48 and tok.spatial_compression == 4 and tok.temporal_compression == 1
+    torch.testing.assert_close(tok.decode(latent), video, rtol=0, atol=1e-6)
+    # one latent pixel holds exactly its 4x4 patch, (pixel - mean) / std
+    torch.testing.assert_close(latent[0, 0, 3, 1, 2], video[0, 0, 3, 4, 8] / 0.5)
+    torch.testing.assert_close(latent[0, 3 * 16 - 1, 3, 1, 2], video[0, 2, 3, 7, 11] / 0.5)
+
+
+def test_pixel_channel_padding_and_causal_temporal_factor():
+    tok = PixelTokenizer(spatial_compression=2, temporal_compression=2, latent_channels=32)
+    video = _video(t=9)
+    latent = tok.encode(video)
+    assert latent.shape == (2, 32, 5, 8, 12)
+    assert torch.all(latent[:, 24:] == 0)
+    torch.testing.assert_close(tok.decode(latent), video, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="latent_channels must be an int >= 3\\*t\\*s\\*s = 24"):
+        PixelTokenizer(spatial_compression=2, temporal_compression=2, latent_channels=16)
+
+
+def test_frame_arithmetic_and_errors():
+    tok = PixelTokenizer(spatial_compression=8, temporal_compression=8)
+    assert [tok.latent_num_frames(n) for n in (1, 9, 121, 242, 251)] == [1, 2, 16, 32, 34]
+    assert [tok.pixel_num_frames(m) for m in (1, 2, 16, 32, 34)] == [1, 9, 121, 242, 251]
+    for bad in (0, 8, 10, 16, 125, 250):
+        with pytest.raises(ValueError, match=f"cannot tokenize {bad} frames: expected 1 \\+ 8k frames"):
+            tok.latent_num_frames(bad)
+    with pytest.raises(ValueError, match="cannot tokenize 16 frames"):
+        tok.encode(torch.zeros(1, 3, 16, 8, 8))
+    with pytest.raises(ValueError, match="not a multiple of 8"):
+        tok.encode(torch.zeros(1, 3, 9, 12, 8))
+    with pytest.raises(ValueError, match="expected a float video"):
+        tok.encode(torch.zeros(1, 3, 9, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"expected a video tensor \[B,3,T,H,W\], got \(1, 4, 9, 8, 8\)"):
+        tok.encode(torch.zeros(1, 4, 9, 8, 8))
+    with pytest.raises(ValueError, match=r"expected a latent tensor \[B,1536,T',H',W'\]"):
+        tok.decode(torch.zeros(1, 16, 2, 1, 1))
+    with pytest.raises(ValueError, match="pixel_chunk_duration must be 1 \\+ 8k"):
+        PixelTokenizer(temporal_compression=8, pixel_chunk_duration=120)
+
+
+def test_chunked_equals_one_pass():
+    # temporal factor 2, chunks of 5 frames -> 3 latent frames; a 13-frame video = 2 whole chunks + a 3-frame tail
+    video = _video(b=3, t=13, h=8, w=8)
+    one = PixelTokenizer(spatial_compression=2, temporal_compression=2, pixel_chunk_duration=5)
+    small = PixelTokenizer(
+        spatial_compression=2, temporal_compression=2, pixel_chunk_duration=5, max_enc_batch_size=1, max_dec_batch_size=1
+    )
+    latent = small.encode(video)
+    assert latent.shape[2] == one.latent_num_frames(13) == 3 + 3 + 2
+    # reference: every chunk encoded on its own, in one batch
+    chunks = [video[:, :, 0:5], video[:, :, 5:10], video[:, :, 10:13]]
+    expected = torch.cat([one.encode(c) for c in chunks], dim=2)
+    torch.testing.assert_close(latent, expected, rtol=0, atol=0)
+    torch.testing.assert_close(small.decode(latent), one.decode(latent), rtol=0, atol=0)
+    torch.testing.assert_close(small.decode(latent), video, rtol=0, atol=1e-6)
+
+
+def test_frozen_no_grads_eval_even_after_train():
+    tok = PixelTokenizer()
+    parent = torch.nn.Sequential(torch.nn.Linear(2, 2), tok)
+    parent.train()
+    assert not tok.training
+    assert all(not p.requires_grad for p in tok.parameters())
+    video = _video(t=1).requires_grad_(True)
+    assert not tok.encode(video).requires_grad
+
+
+def test_pixel_config_option_instantiates():
+    from cosmos_transfer.lazy_config import instantiate
+    from configs.tokenizer import PIXEL_TOKENIZER
+
+    tok = instantiate(PIXEL_TOKENIZER)
+    assert isinstance(tok, PixelTokenizer)
+    assert tok.encode(_video(t=17, h=64, w=64)).shape == (2, tok.latent_channels, 17, 16, 16)
