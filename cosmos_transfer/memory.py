@@ -9,6 +9,7 @@ Rules (PyTorch AdamW with FSDP2 or no sharding):
   parameter's dtype) and `optimizer_states` tensors of the same dtype (AdamW: exp_avg, exp_avg_sq);
 - a frozen parameter (requires_grad False) holds its weights only: no gradient, no optimizer state, and no fp32
   master copy when it is stored in bf16;
+- an EMA (PowerEMA) keeps one fp32 copy of the trainable parameters (`ema=True`);
 - buffers are counted apart; the tokenizer, which the diffusion models keep outside their module tree, is counted
   as frozen (it is on the GPU during the step).
 Activations are not counted: they depend on the batch, the resolution and activation checkpointing, and are what a
@@ -40,11 +41,12 @@ class MemoryReport:
     optimizer_state_bytes: int
     buffer_bytes: int
     tokenizer_bytes: int
+    ema_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
         return (self.trainable_parameter_bytes + self.frozen_parameter_bytes + self.gradient_bytes
-                + self.optimizer_state_bytes + self.buffer_bytes + self.tokenizer_bytes)
+                + self.optimizer_state_bytes + self.buffer_bytes + self.tokenizer_bytes + self.ema_bytes)
 
     def as_dict(self) -> dict[str, int]:
         return {**dataclasses.asdict(self), "total_bytes": self.total_bytes}
@@ -58,6 +60,7 @@ class MemoryReport:
             ("optimizer state", "", self.optimizer_state_bytes),
             ("buffers", "", self.buffer_bytes),
             ("tokenizer (frozen)", "", self.tokenizer_bytes),
+            ("EMA (fp32 copy of the trainable parameters)", "", self.ema_bytes),
             ("total (without activations)", "", self.total_bytes),
         ]
         lines = [f"| {title} | parameters | GiB |", "| --- | ---: | ---: |"]
@@ -76,6 +79,7 @@ def model_memory(
     optimizer_states: int = 2,
     optimizer_state_dtype: torch.dtype | None = None,
     gradient_dtype: torch.dtype | None = None,
+    ema: bool = False,
 ) -> MemoryReport:
     """Memory of `model`'s parameters, gradients and optimizer state.
 
@@ -83,6 +87,7 @@ def model_memory(
         model: any module; parameters with requires_grad are trainable, the rest frozen.
         optimizer_states: state tensors per trainable parameter (AdamW 2, SGD with momentum 1, SGD 0).
         optimizer_state_dtype / gradient_dtype: None = the parameter's own dtype (what PyTorch and FSDP2 do).
+        ema: count an fp32 EMA copy of the trainable parameters.
     """
     if optimizer_states < 0:
         raise ValueError(f"model_memory: optimizer_states must be >= 0, got {optimizer_states}")
@@ -111,6 +116,7 @@ def model_memory(
         optimizer_state_bytes=optimizer_bytes,
         buffer_bytes=buffer_bytes,
         tokenizer_bytes=tokenizer_bytes,
+        ema_bytes=trainable * 4 if ema else 0,
     )
 
 
@@ -118,15 +124,16 @@ def model_memory_from_config(model_config: Any, *, optimizer_states: int = 2, **
     """Build `model_config` (a LazyDict such as `config.model`) on the meta device and account its memory.
 
     Nothing is allocated and no weights are read, so this works for the 7B on any machine. Call-time kwargs replace
-    config values (e.g. `tokenizer=` a light stand-in when the configured tokenizer reads files when built). An
-    `ema` entry of the model config (built by the trainer, not the model) is left out.
+    config values (e.g. `tokenizer=` a light stand-in when the configured tokenizer reads files when built). The
+    `ema` entry of the model config (built by the trainer, not the model) is counted as an fp32 copy of the
+    trainable parameters.
     """
     from cosmos_transfer.lazy_config import instantiate
     from cosmos_transfer.trainer.trainer import split_ema_config
 
-    model_config, _ = split_ema_config(model_config)
+    model_config, ema_config = split_ema_config(model_config)
     with torch.device("meta"):
         model = instantiate(model_config, **instantiate_kwargs)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model_memory_from_config: the config built a {type(model).__name__}, not an nn.Module")
-    return model_memory(model, optimizer_states=optimizer_states)
+    return model_memory(model, optimizer_states=optimizer_states, ema=ema_config is not None)

@@ -227,17 +227,17 @@ class ControlDiffusionModel(DiffusionModel):
         return self.net(net_input, timesteps, **base_kwargs, block_residuals=residuals)
 
     def flops_per_step(self, batch: dict) -> float:
-        """Training-step FLOPs: base forward + backward to its inputs (2x forward when frozen, 3x when trained),
-        plus forward + backward (3x forward) of every branch."""
+        """Training-step FLOPs: the base's forward and its backward to the inputs (2x forward when frozen, 3x when
+        fine-tuned), plus forward and backward (3x forward) of every branch."""
         from cosmos_transfer import flops
 
-        b, _, t, h, w = self.latent_shape(batch)
-        shape = dict(batch_size=b, latent_frames=t, latent_height=h, latent_width=w,
-                     text_length=batch["t5_text_embeddings"].shape[1])
-        base = flops.training_step_flops(self.net, **shape)
+        shape = self.latent_shape(batch)
+        text_length = batch["t5_text_embeddings"].shape[1]
+        base = flops.dit_training_step_flops(self.net, shape, text_length)
         if not self.finetune_base:
             base = base * 2 / 3  # no weight gradients for the frozen base
-        return float(base + sum(flops.training_step_flops(branch, **shape) for branch in self.net_ctrl.values()))
+        branches = sum(flops.dit_training_step_flops(branch, shape, text_length) for branch in self.net_ctrl.values())
+        return float(base + branches)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, hint_keys={self.hint_keys}, finetune_base={self.finetune_base}, "

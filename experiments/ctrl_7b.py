@@ -1,0 +1,122 @@
+"""Control post-training experiments: Cosmos-Transfer1-7B control branches, one per hint key, and a tiny one for tests.
+
+    ctrl_7b_<key>_posttrain    key in edge, vis, depth, seg, keypoint: a new 3-block branch on the frozen 7B base
+                               (video2world, 121 frames at 1280x704), bf16 base, activation checkpointing
+    ctrl_7b_joint_posttrain    edge + vis + depth branches trained together, each hint dropped with probability 0.3
+    ctrl_tiny                  the same model at CPU size (tiny net, pixel tokenizer, demo data): tests and demo
+
+Starting weights (see docs/TRAINING.md): convert the official base once, giving the branch copies of its weights,
+    python scripts/convert_checkpoint.py --control-from-base base_model.pt --hint-keys edge --num-control-blocks 3 \
+        --output checkpoints/ctrl_7b_edge_init.safetensors
+then run with checkpoint.load_path=<that file> (the branch's own new layers are in allowed_missing_keys below).
+To continue from an official control file instead, convert it with --control edge=edge_control.pt.
+
+Data: a folder in the dataset layout of docs (videos/, metas/, t5_xxl/), `dataloader_train.dataset.root=...`.
+"""
+
+from hydra.core.config_store import ConfigStore
+
+from configs.hint_key import hint_key_node
+from cosmos_transfer.lazy_config import LazyDict
+
+cs = ConfigStore.instance()
+
+CONTROL_MODEL = "cosmos_transfer.diffusion.model_ctrl.ControlDiffusionModel"
+# The branch's own layers, absent from a base checkpoint (net_ctrl.K.* copied from the base is present).
+NEW_BRANCH_KEYS = ["net_ctrl.*.x_embedder2.*", "net_ctrl.*.input_hint_block.*", "net_ctrl.*.zero_blocks.*"]
+
+
+def _dataset(split: str, hint_keys: list, is_train: bool) -> dict:
+    return dict(
+        _target_="cosmos_transfer.data.sampler.build_dataloader",
+        dataset=dict(
+            _target_="cosmos_transfer.data.dataset.VideoDataset",
+            root=f"datasets/transfer_posttrain/{split}",
+            num_frames=121,
+            resolution="720",  # 704 x 1280
+            hint_keys=hint_keys,
+            is_train=is_train,
+        ),
+        batch_size=1,
+        num_workers=4,
+        shuffle=is_train,
+    )
+
+
+def ctrl_7b_experiment(name: str, hint_keys: list, hint_dropout_rate: float = 0.0) -> LazyDict:
+    """The 7B control post-training of `hint_keys` (one branch each) on the frozen video2world base."""
+    return LazyDict(
+        dict(
+            defaults=[
+                {"override /net": "cosmos_7b"},
+                {"override /net_ctrl": "cosmos_7b"},
+                {"override /tokenizer": "cosmos_cv8x8x8"},
+                {"override /optimizer": "fusedadamw"},
+                {"override /scheduler": "lambdalinear"},
+                "_self_",
+            ],
+            job=dict(project="cosmos_transfer", group="ctrl_7b", name=name),
+            model=dict(
+                _target_=CONTROL_MODEL,
+                video2world=True,
+                min_condition_frames=0,
+                max_condition_frames=2,
+                hint_keys=hint_keys,
+                hint_dropout_rate=hint_dropout_rate,
+                finetune_base=False,
+                base_dtype="bfloat16",
+                net=dict(in_channels=17),  # + condition-mask channel; the branch follows model.net
+            ),
+            dataloader_train=_dataset("train", hint_keys, True),
+            dataloader_val=_dataset("val", hint_keys, False),
+            optimizer=dict(lr=2 ** (-14.3), weight_decay=0.1, betas=[0.9, 0.99], eps=1e-10),  # Cosmos: ~5e-5
+            trainer=dict(
+                max_iter=10_000,
+                logging_iter=50,
+                activation_checkpointing="full",
+                clip_grad_norm=1.0,
+            ),
+            checkpoint=dict(save_iter=1000, allowed_missing_keys=NEW_BRANCH_KEYS),
+        )
+    )
+
+
+HINT_KEYS = ["edge", "vis", "depth", "seg", "keypoint"]
+for hint_key in HINT_KEYS:
+    cs.store(
+        group="experiment",
+        package="_global_",
+        name=f"ctrl_7b_{hint_key}_posttrain",
+        node=ctrl_7b_experiment(f"ctrl_7b_{hint_key}_posttrain", [hint_key]),
+    )
+
+# Several branches trained in one run (Cosmos trains each alone): each sample drops each hint with probability 0.3.
+cs.store(
+    group="experiment",
+    package="_global_",
+    name="ctrl_7b_joint_posttrain",
+    node=ctrl_7b_experiment("ctrl_7b_joint_posttrain", ["edge", "vis", "depth"], hint_dropout_rate=0.3),
+)
+
+# CPU-sized control training (tests, demo): tiny base + 1-block branch, pixel tokenizer, demo data, edge control.
+CTRL_TINY = LazyDict(
+    dict(
+        defaults=[
+            {"override /net": "tiny"},
+            {"override /net_ctrl": "tiny"},
+            {"override /tokenizer": "pixel"},
+            {"override /data_train": "demo"},
+            {"override /data_val": "demo"},
+            {"override /scheduler": "constant"},
+            "_self_",
+        ],
+        job=dict(project="cosmos_transfer", group="ctrl_tiny", name="ctrl_tiny"),
+        # The pixel tokenizer folds 4x4 pixel patches into 48 channels.
+        model=dict(_target_=CONTROL_MODEL, hint_keys=["edge"], net=dict(in_channels=48, out_channels=48, max_frames=24)),
+        **{k: v for k, v in hint_key_node("edge").items() if k != "model"},
+        optimizer=dict(lr=1e-4),
+        trainer=dict(max_iter=20, logging_iter=5),
+        checkpoint=dict(save_iter=10),
+    )
+)
+cs.store(group="experiment", package="_global_", name="ctrl_tiny", node=CTRL_TINY)
