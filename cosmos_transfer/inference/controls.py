@@ -65,7 +65,7 @@ def computed_control(key: str, frames: np.ndarray, canny_threshold: str, blur_st
         if canny_threshold not in control_ops.EDGE_PRESETS:
             raise SpecError(f"unknown canny_threshold {canny_threshold!r}; expected one of {list(control_ops.EDGE_PRESETS)}")
         lower, upper = control_ops.EDGE_PRESETS[canny_threshold]
-        return _rgb(control_ops.edge_control(frames, lower, upper))
+        return _rgb(control_ops.edge_control(np.ascontiguousarray(frames), lower, upper))
     if key == "vis":
         if blur_strength not in control_ops.BLUR_PRESETS:
             raise SpecError(f"unknown blur_strength {blur_strength!r}; expected one of {list(control_ops.BLUR_PRESETS)}")
@@ -122,15 +122,13 @@ def prepare_inputs(
     except ValueError as error:
         raise SpecError(f"{source}: {error}") from error
 
+    padded_input = _fit_frames(input_frames[:num_frames], fit) if input_frames is not None else None
     controls: dict[str, np.ndarray] = {}
     for key in spec.controls:
         if key in raw_controls:
             controls[key] = _fit_frames(raw_controls[key][:num_frames], fit)
-        else:
-            valid = _fit_frames(input_frames[:num_frames], fit)
-            valid = valid[:, fit.top : fit.top + fit.valid_height, fit.left : fit.left + fit.valid_width]
-            # Computed at the valid size and padded afterwards, as the dataset does.
-            controls[key] = reflect_pad(computed_control(key, valid, canny_threshold, blur_strength), fit)
+        else:  # computed on the padded video, as the training dataset does
+            controls[key] = computed_control(key, padded_input, canny_threshold, blur_strength)
     # A weight video has one frame per frame of the full input (before max_frames cuts it).
     full_length = reference.shape[0]
     weights: dict[str, float | np.ndarray] = {}
@@ -142,7 +140,7 @@ def prepare_inputs(
     return GenerationInputs(
         fit=fit,
         fps=float(fps) if fps else 24.0,
-        input_video=_fit_frames(input_frames[:num_frames], fit) if input_frames is not None else None,
+        input_video=padded_input,
         controls=controls,
         weights=weights,
         padding_mask=padding_mask(fit),

@@ -1,0 +1,131 @@
+"""Building the generation model from a training config and loading its weights.
+
+The model is the training model (same code): the experiment's `model` config is instantiated and its weights come
+from one of
+- our training checkpoints: a DCP folder `iter_*`, a job's `checkpoints/` folder or the job folder itself (latest
+  checkpoint); EMA weights by default (`use_ema`), the plain ones when the run had no EMA;
+- a `.safetensors` (or `.pt`) file of ours (scripts/export_checkpoint.py, scripts/convert_checkpoint.py);
+- official Cosmos files: a base model `.pt` (converted on the fly) plus, for each hint key, an official control
+  file such as `edge_control.pt` (`control_checkpoints={"edge": path}`).
+All files are read with weights_only=True.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def compose_config(experiment: str, overrides: list[str] | None = None, config_file: str | None = None) -> Any:
+    """The training config of `experiment` with Hydra `overrides`, as scripts/train.py composes it."""
+    import importlib.util
+
+    from cosmos_transfer.config import override
+
+    if config_file is None:
+        from configs.train import make_config
+    else:
+        spec = importlib.util.spec_from_file_location("cosmos_transfer_inference_config", config_file)
+        if spec is None or not os.path.isfile(config_file):
+            raise FileNotFoundError(f"config file {config_file} does not exist")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        make_config = module.make_config
+    return override(make_config(), [f"experiment={experiment}", *(overrides or [])])
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A weights file or DCP folder named by `path`: itself, or the latest checkpoint of a job or checkpoints folder."""
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if os.path.isfile(os.path.join(path, ".metadata")):
+        return path
+    for folder in (path, os.path.join(path, "checkpoints")):
+        latest = os.path.join(folder, "latest_checkpoint.txt")
+        if os.path.isfile(latest):
+            with open(latest, encoding="utf-8") as file:
+                return os.path.join(folder, file.read().strip())
+    raise FileNotFoundError(
+        f"{path} is neither a weights file, a DCP checkpoint (no .metadata) nor a job/checkpoints folder with "
+        "latest_checkpoint.txt"
+    )
+
+
+def build_model(config: Any) -> nn.Module:
+    """Instantiate the config's model (without its EMA, which only training keeps) in eval mode."""
+    from cosmos_transfer.trainer.trainer import instantiate, split_ema_config
+
+    model_config, _ = split_ema_config(config.model)
+    model = instantiate(model_config)
+    return model.eval()
+
+
+def load_weights(
+    model: nn.Module,
+    checkpoint: str,
+    *,
+    use_ema: bool = True,
+    control_checkpoints: dict[str, str] | None = None,
+) -> list[str]:
+    """Load `checkpoint` (ours or an official base file) and official control files into `model`; returns the
+    loaded keys. Every key of the model must be provided by one of the files."""
+    from cosmos_transfer.trainer.checkpoint import load_model_weights
+
+    control_checkpoints = dict(control_checkpoints or {})
+    allowed_missing = [f"net_ctrl.{key}.*" for key in control_checkpoints]
+    if control_checkpoints:
+        allowed_missing.append("logvar.*")  # the control files carry the uncertainty head of the control model
+    path = resolve_checkpoint(checkpoint)
+    loaded = load_model_weights(model, path, strict=True, allowed_missing_keys=allowed_missing, use_ema=use_ema)
+    for key, control_path in control_checkpoints.items():
+        loaded += load_official_control(model, key, control_path)
+    return loaded
+
+
+def load_official_control(model: nn.Module, hint_key: str, path: str) -> list[str]:
+    """Load an official control file (`edge_control.pt`, ...) into the model's branch for `hint_key`."""
+    from cosmos_transfer.checkpoint_convert import unwrap
+    from cosmos_transfer.networks.dit_ctrl import official_control_to_ours
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"control checkpoint {path} (for '{hint_key}') does not exist")
+    branches = getattr(model, "net_ctrl", None)
+    if branches is None or hint_key not in branches:
+        have = sorted(branches.keys()) if branches is not None else []
+        raise ValueError(f"control checkpoint {path}: the model has no '{hint_key}' branch (its branches: {have})")
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    weights, _ = official_control_to_ours(unwrap(saved, source=path), hint_key)
+    weights = {k: v for k, v in weights.items() if not k.startswith("net.")}  # the base comes from the base file
+    own = model.state_dict()
+    expected = {k for k in own if k.startswith(f"net_ctrl.{hint_key}.")}
+    missing = sorted(expected - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"control checkpoint {path} does not match the model's '{hint_key}' branch: {len(missing)} missing keys "
+            f"{missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
+        )
+    for key, value in weights.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise ValueError(f"control checkpoint {path}: {key} has shape {tuple(value.shape)}, the model expects "
+                             f"{tuple(own[key].shape)}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()}, strict=False)
+    return sorted(weights)
+
+
+def prepare_for_inference(model: nn.Module, device: str | torch.device, dtype: str | None = None) -> nn.Module:
+    """Move the model to `device` and cast its networks (not the tokenizer) to `dtype` ("bfloat16" for the 7B)."""
+    model.to(device)
+    if dtype is not None:
+        if dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+        for child in model.children():  # the tokenizer is not a child (DiffusionModel keeps it aside)
+            child.to(_DTYPES[dtype])
+    return model.eval().requires_grad_(False)

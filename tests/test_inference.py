@@ -1,0 +1,178 @@
+"""Generation pipeline end to end on CPU at tiny size: a real (tiny) ControlDiffusionModel, windows, weights, seeds."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cosmos_transfer.data.text_embeddings import save_text_embedding
+from cosmos_transfer.diffusion.conditioner import VideoConditioner
+from cosmos_transfer.diffusion.model_ctrl import ControlDiffusionModel
+from cosmos_transfer.inference.controls import prepare_inputs
+from cosmos_transfer.inference.pipeline import SamplingOptions, encode_text, generate_video
+from cosmos_transfer.inference.spec import SpecError, parse_spec
+from cosmos_transfer.networks.dit import GeneralDIT
+from cosmos_transfer.networks.dit_ctrl import GeneralDITControl
+from cosmos_transfer.video_io import write_video
+
+TEXT_DIM = 8
+
+
+class CausalPairTokenizer(nn.Module):
+    """Stand-in causal tokenizer: frame 0 alone, then pairs of frames averaged (1 + 2k -> 1 + k), 2x2 unshuffle."""
+
+    latent_channels = 12
+    spatial_compression = 2
+    temporal_compression = 2
+
+    def latent_num_frames(self, n):
+        if (n - 1) % 2:
+            raise ValueError(f"cannot tokenize {n} frames")
+        return 1 + (n - 1) // 2
+
+    def pixel_num_frames(self, k):
+        return 1 + 2 * (k - 1)
+
+    def encode(self, video):
+        b, c, t, h, w = video.shape
+        rest = video[:, :, 1:].reshape(b, c, (t - 1) // 2, 2, h, w).mean(3)
+        frames = torch.cat([video[:, :, :1], rest], dim=2)
+        flat = frames.permute(0, 2, 1, 3, 4).reshape(-1, c, h, w)
+        latent = nn.functional.pixel_unshuffle(flat, 2)
+        return latent.reshape(b, -1, 12, h // 2, w // 2).permute(0, 2, 1, 3, 4)
+
+    def decode(self, latent):
+        b, _, k, h, w = latent.shape
+        flat = latent.permute(0, 2, 1, 3, 4).reshape(b * k, 12, h, w)
+        frames = nn.functional.pixel_shuffle(flat, 2).reshape(b, k, 3, h * 2, w * 2).permute(0, 2, 1, 3, 4)
+        return torch.cat([frames[:, :, :1], frames[:, :, 1:].repeat_interleave(2, dim=2)], dim=2)
+
+
+def make_model(video2world=True, seed=0):
+    torch.manual_seed(seed)
+    net_kwargs = dict(max_img_h=16, max_img_w=16, max_frames=8, in_channels=12 + int(video2world), out_channels=12,
+                      model_channels=32, num_blocks=2, num_heads=2, crossattn_emb_channels=TEXT_DIM,
+                      adaln_lora_dim=8)
+    net = GeneralDIT(**net_kwargs)
+    control = GeneralDITControl(num_control_blocks=1, hint_channels=12, **net_kwargs)
+    model = ControlDiffusionModel(net, CausalPairTokenizer(), VideoConditioner(), net_ctrl=control,
+                                  hint_keys=["edge"], video2world=video2world, max_condition_frames=1)
+    with torch.no_grad():  # the zero-initialized control layers would make the control invisible: wake them up
+        for parameter in model.net_ctrl.parameters():
+            if parameter.abs().sum() == 0:
+                parameter.normal_(0, 0.3)
+    return model.eval()
+
+
+def _input_video(num_frames, size=16):
+    frames = np.full((num_frames, size, size, 3), 60, np.uint8)
+    for t in range(num_frames):
+        frames[t, 4:12, 2 + t % 6 : 8 + t % 6] = 230
+    return frames
+
+
+@pytest.fixture
+def spec_files(tmp_path):
+    paths = {"input": str(tmp_path / "input.mp4"), "prompt": str(tmp_path / "prompt.safetensors"),
+             "negative": str(tmp_path / "negative.safetensors"), "zeros": str(tmp_path / "zeros.mp4")}
+    write_video(paths["input"], _input_video(12), fps=8, crf=0)
+    write_video(paths["zeros"], np.zeros((12, 16, 16, 3), np.uint8), fps=8, crf=0)
+    rng = np.random.default_rng(0)
+    save_text_embedding(paths["prompt"], rng.normal(size=(3, TEXT_DIM)).astype(np.float32), encoder="test",
+                        max_length=6, caption="a box")
+    save_text_embedding(paths["negative"], rng.normal(size=(2, TEXT_DIM)).astype(np.float32), encoder="test",
+                        max_length=6, caption="blurry")
+    return paths
+
+
+def _prepare(files, weight=1.0, negative=False):
+    data = {"prompt_embedding": files["prompt"], "input_video_path": files["input"], "edge": {"control_weight": weight}}
+    if negative:
+        data["negative_prompt_embedding"] = files["negative"]
+    spec = parse_spec(data)
+    return prepare_inputs(spec, (16, 16)), encode_text(spec, length=6)
+
+
+def test_long_video_windows_are_conditioned_on_the_previous_window(spec_files):
+    model = make_model()
+    inputs, text = _prepare(spec_files)
+    decoded, conditions = [], []
+    original_decode, original_generate = model.decode, model.generate_samples
+
+    def recording_decode(latent):
+        video = original_decode(latent)
+        decoded.append(video.clone())
+        return video
+
+    def recording_generate(batch, **kwargs):
+        conditions.append(kwargs["condition_latent"])
+        assert batch["control_input_edge"].shape == (1, 3, 5, 16, 16)
+        return original_generate(batch, **kwargs)
+
+    model.decode, model.generate_samples = recording_decode, recording_generate
+    video = generate_video(model, inputs, text, window_frames=5,
+                           options=SamplingOptions(num_steps=3, guidance=0.0, seed=3))
+    # 12 frames in windows of 5 overlapping by 1: frames 0-4, 4-8, 8-12 (the last padded past the end)
+    assert video.shape == (12, 16, 16, 3) and video.dtype == np.uint8
+    assert len(decoded) == 3
+    assert conditions[0] is None and all(c.shape == (1, 12, 1, 8, 8) for c in conditions[1:])
+    for previous, following in zip(decoded, decoded[1:]):
+        # no seam: the next window starts exactly on the previous window's last frame
+        torch.testing.assert_close(following[:, :, 0].clamp(-1, 1), previous[:, :, -1].clamp(-1, 1),
+                                   atol=1e-5, rtol=0)
+    # the output is each window's new frames, in order
+    expected = torch.cat([decoded[0][0, :, :5], decoded[1][0, :, 1:5], decoded[2][0, :, 1:4]], dim=1)
+    expected = ((expected.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    np.testing.assert_array_equal(video, expected)
+
+
+def test_seed_weights_and_guidance(spec_files):
+    model = make_model()
+    options = SamplingOptions(num_steps=2, guidance=0.0, seed=5)
+
+    def run(weight=1.0, negative=False, **changes):
+        inputs, text = _prepare(spec_files, weight=weight, negative=negative)
+        inputs.controls = {k: v[:5] for k, v in inputs.controls.items()}  # one window
+        inputs.weights = {k: (w[:5] if isinstance(w, np.ndarray) else w) for k, w in inputs.weights.items()}
+        fields = {**options.__dict__, **changes}
+        return generate_video(model, inputs, text, window_frames=5, options=SamplingOptions(**fields))
+
+    base = run()
+    np.testing.assert_array_equal(base, run())  # a seed gives the same video
+    assert not np.array_equal(base, run(seed=6))
+    off = run(weight=0.0)
+    assert not np.array_equal(base, off)  # the control acts
+    np.testing.assert_array_equal(off, run(weight=spec_files["zeros"]))  # an all-black weight video = weight 0
+    guided = run(guidance=3.0, negative=True, sampler="heun")
+    assert guided.shape == base.shape and not np.array_equal(guided, base)
+
+
+def test_model_without_video2world_generates_windows_independently(spec_files):
+    model = make_model(video2world=False)
+    inputs, text = _prepare(spec_files)
+    notes = []
+    video = generate_video(model, inputs, text, window_frames=5, options=SamplingOptions(num_steps=2, guidance=0),
+                           progress=notes.append)
+    assert video.shape == (12, 16, 16, 3)
+    assert any("not video2world" in note for note in notes)
+    assert sum(note.startswith("window") for note in notes) == 3  # 0-4, 5-9, 10-14
+
+
+def test_spec_controls_must_match_the_model(spec_files, tmp_path):
+    model = make_model()
+    depth = tmp_path / "depth.mp4"
+    write_video(depth, _input_video(12), fps=8, crf=0)
+    spec = parse_spec({"prompt_embedding": spec_files["prompt"], "input_video_path": spec_files["input"],
+                       "depth": {"input_control": str(depth)}}, source="spec.json")
+    inputs, text = prepare_inputs(spec, (16, 16)), encode_text(spec, length=6)
+    with pytest.raises(SpecError, match=r"takes \['edge'\], the spec gives \['depth'\]"):
+        generate_video(model, inputs, text, window_frames=5)
+    with pytest.raises(ValueError, match="window_frames=4 does not map to whole latent frames"):
+        inputs, text = _prepare(spec_files)
+        generate_video(model, inputs, text, window_frames=4)
+
+
+def test_text_prompt_needs_an_encoder(spec_files):
+    spec = parse_spec({"prompt": "a box", "input_video_path": spec_files["input"], "edge": {}}, source="spec.json")
+    with pytest.raises(SpecError, match="no text encoder was given"):
+        encode_text(spec, length=6)
