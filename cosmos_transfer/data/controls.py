@@ -4,7 +4,8 @@
   [50, 150), at most 255); inference uses a named preset (EDGE_PRESETS).
 - `vis`: a blurred copy. Training draws a bilateral and/or Gaussian blur (probabilities 0.5 / 0.3 / 0.2 for
   bilateral / Gaussian / both, after an optional 1-4x downscale) and then a bicubic down-up resampling by 4-16x;
-  inference uses a named preset strength (BLUR_PRESETS). Kernel sizes are Cosmos' 720p values scaled with the frame.
+  inference uses a named preset strength (BLUR_PRESETS). Kernel sizes are Cosmos' 720p values scaled with the frame;
+  the bilateral filter runs at a resolution where it is at most 9 pixels wide (same footprint, bounded cost).
 - `depth`: a precomputed depth video aligned frame by frame with the clip (decoded by the dataset).
 - `seg`: precomputed masks, each painted in its own colour (colours drawn per sample), largest first.
 - `keypoint`: precomputed COCO-WholeBody keypoints (133 per person) drawn as a skeleton on black.
@@ -35,6 +36,7 @@ BLUR_PRESETS: dict[str, int] = {"none": 1, "very_low": 4, "low": 4, "medium": 10
 
 # Cosmos' blur parameters are chosen for 704-pixel-high frames; smaller frames get proportionally smaller kernels.
 _REFERENCE_SIZE = 704.0
+_MAX_BILATERAL_DIAMETER = 9
 
 
 def normalize_hint_key(key: str) -> str:
@@ -113,13 +115,19 @@ def blur_control(frames: np.ndarray, rng: np.random.Generator | None = None, pre
         work = _resize_all(frames, max(4, width // prescale), max(4, height // prescale), cv2.INTER_AREA)
     work_scale = scale * work.shape[1] / height
     if combination in (0, 2):
-        work = _bilateral(
-            work,
-            diameter=_odd(rng.integers(15, 51) * work_scale),
-            sigma_color=float(rng.integers(100, 301)),
-            sigma_space=max(1.0, float(rng.integers(50, 151)) * work_scale),
-            iterations=int(rng.integers(1, 5)),
-        )
+        diameter = float(rng.integers(15, 51)) * work_scale
+        sigma_color = float(rng.integers(100, 301))
+        sigma_space = float(rng.integers(50, 151)) * work_scale
+        iterations = int(rng.integers(1, 5))
+        # A bilateral filter costs diameter^2 per pixel: 50 pixels wide at 720p is seconds per frame. Run it where its
+        # diameter is at most _MAX_BILATERAL_DIAMETER pixels instead; its footprint on the frame stays the same.
+        shrink = max(1.0, diameter / _MAX_BILATERAL_DIAMETER)
+        work_h, work_w = work.shape[1:3]
+        small = work
+        if shrink > 1:
+            small = _resize_all(work, max(4, int(work_w / shrink)), max(4, int(work_h / shrink)), cv2.INTER_AREA)
+        small = _bilateral(small, _odd(diameter / shrink), sigma_color, max(1.0, sigma_space / shrink), iterations)
+        work = small if shrink == 1 else _resize_all(small, work_w, work_h, cv2.INTER_LINEAR)
     if combination in (1, 2):
         work = _gaussian(work, _odd(rng.integers(21, 30) * work_scale), max(0.5, rng.uniform(10.5, 14.5) * work_scale))
     if prescale > 1:
