@@ -127,3 +127,24 @@ def test_malicious_embedding_pickle_is_a_skipped_clip(tmp_path):
     sample = ds[1]  # clip b is refused at load time and replaced by another clip
     assert sample["num_skipped"].item() >= 1
     assert 1 in ds._bad_at_runtime
+
+
+def test_cached_latents_fix_the_window(tmp_path):
+    from safetensors.torch import save_file
+
+    root = make_clip_folder(tmp_path, num_frames=12)
+    os.makedirs(os.path.join(root, "latents"))
+    for stem in ("a", "b", "c"):
+        meta = {"frame_start": "4", "frame_stride": "2", "num_frames": "3", "height": "32", "width": "64"}
+        latent = torch.full((4, 1, 4, 8), float(ord(stem)))
+        save_file({"latent": latent}, os.path.join(root, "latents", stem + ".safetensors"), metadata=meta)
+    ds = dataset(root, num_frames=3, use_latents=True)
+    sample = ds[(7, 1)]
+    assert sample["latent"].shape == (4, 1, 4, 8) and sample["latent"][0, 0, 0, 0] == ord("b")
+    # Frames 4, 6, 8: the square's left edge is at column 4 + 2t (+ 8 columns of padding).
+    red = sample["video"][0, :, 14].numpy()
+    assert [int(np.nonzero(row > 150)[0][0]) for row in red] == [8 + 4 + 2 * t for t in (4, 6, 8)]
+    assert sample["fps"].item() == 5.0
+    wrong = dataset(root, num_frames=4, use_latents=True, max_bad_fraction=1.0)
+    with pytest.raises(ValueError, match="made for 3 frames"):
+        wrong.load_clip(0)
