@@ -47,6 +47,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -394,6 +395,99 @@ def scan_source(source: str, path: str = "<string>") -> dict[str, Any]:
             "error": None}
 
 
+_STORE_CALL = re.compile(r"store\s*\(")  # a literal prefix: a fast search (the word boundary is checked by hand)
+# String literals and comments (skipped while matching brackets), and brackets.
+_CALL_TOKENS = re.compile(r"""[rRbBuUfF]{0,2}(?:\"\"\"[\s\S]*?\"\"\"|'\'\'[\s\S]*?'\'\'|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*')"""
+                          r"|#[^\n]*|[()\[\]{}]")
+
+
+def _call_text(text: str, start: int) -> Optional[str]:
+    """The source of the call whose `store(` starts at `start`, up to its matching `)`; None if it never closes."""
+    depth = 0
+    for match in _CALL_TOKENS.finditer(text, text.index("(", start)):
+        token = match.group()
+        if token in "([{":
+            depth += 1
+        elif token in ")]}":
+            depth -= 1
+            if depth == 0:
+                return text[start:match.end()]
+    return None
+
+
+def fast_scan(text: str) -> Optional[dict[str, Any]]:
+    """The common case without a full parse: every `store(...)` call names a literal group and name.
+
+    Returns None (read the file in full with scan_source) when any call needs more: names from loops or constants,
+    an EXPERIMENT_NAMES declaration, or a call that does not parse. Calls in comments and docstrings are skipped.
+    """
+    if DECLARATION_NAME in text:
+        return None
+    names: dict[str, int] = {}
+    no_names = _Evaluator({})
+    for match in _STORE_CALL.finditer(text):
+        start = match.start()
+        if start and (text[start - 1].isalnum() or text[start - 1] == "_"):
+            continue  # e.g. `restore(`
+        line_start = text.rfind("\n", 0, start) + 1
+        if "#" in text[line_start:start] or text.count('"""', 0, start) % 2 or text.count("'''", 0, start) % 2:
+            continue  # a comment or inside a docstring
+        call_text = _call_text(text, start)
+        if call_text is None:
+            return None
+        try:
+            call = ast.parse(call_text, mode="eval").body
+        except SyntaxError:
+            return None
+        if not isinstance(call, ast.Call):
+            return None
+        group = next((k.value for k in call.keywords if k.arg == "group"), None)
+        if group is None and len(call.args) >= 3:
+            group = call.args[2]
+        if group is None:
+            continue  # not a group store (e.g. `def store(self, ...)`)
+        group_value = no_names(group)
+        if group_value is UNKNOWN:
+            return None
+        if group_value != "experiment":
+            continue
+        name_node = _store_name(call)
+        name = no_names(name_node) if name_node is not None else UNKNOWN
+        if not (isinstance(name, str) and name):
+            return None
+        names.setdefault(name, text.count("\n", 0, start) + 1)
+    return {"names": [[name, line] for name, line in names.items()], "unresolved": [], "error": None}
+
+
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\s*(?::[^=\n]*)?=[^=]")
+_LONG_CHUNK = 2000  # characters
+
+
+def reduced_scan(text: str, path: str = "<string>") -> Optional[dict[str, Any]]:
+    """scan_source on the file with its long module-level assignments that never mention `store` blanked out.
+
+    Those are the big LazyDict literals, most of the parsing cost and never part of a name. Line numbers are kept.
+    Returns None (read the file in full) if the reduced file leaves a name unknown or does not parse.
+    """
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line[:1] and not line[0].isspace() and line[0] not in "#)]}\"'"]
+    starts.append(len(lines))
+    blanked = False
+    for begin, end in zip(starts, starts[1:]):
+        if not _ASSIGNMENT.match(lines[begin]):
+            continue
+        chunk = "".join(lines[begin:end])
+        if len(chunk) > _LONG_CHUNK and "store" not in chunk and DECLARATION_NAME not in chunk:
+            lines[begin:end] = ["\n"] * (end - begin)
+            blanked = True
+    if not blanked:
+        return None
+    entry = scan_source("".join(lines), path)
+    if entry["error"] is not None or entry["unresolved"]:
+        return None
+    return entry
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The index and its cache
 # ----------------------------------------------------------------------------------------------------------------------
@@ -509,7 +603,9 @@ def build_index(folders: Optional[list[Path]] = None, use_cache: bool = True) ->
             entry = cached.get(path)
             if entry is None or entry.get("mtime_ns") != stat.st_mtime_ns or entry.get("size") != stat.st_size:
                 with open(path, "rb") as f:
-                    entry = scan_source(f.read().decode("utf-8", errors="replace"), path)
+                    text = f.read().decode("utf-8", errors="replace")
+                # Cheapest reading that is complete: literal calls only; the file without its big literals; all of it.
+                entry = fast_scan(text) or reduced_scan(text, path) or scan_source(text, path)
                 entry.update(mtime_ns=stat.st_mtime_ns, size=stat.st_size)
                 changed = True
             entries[path] = entry
@@ -579,6 +675,8 @@ def _import_file(path: Path, folder: Optional[Path]) -> None:
 def _failure_location(error: BaseException, path: Path) -> str:
     frames = [f for f in traceback.extract_tb(error.__traceback__) if os.path.abspath(f.filename) == str(path)]
     if isinstance(error, SyntaxError) and error.filename and error.lineno:
+        if os.path.abspath(error.filename) == str(path):
+            return f" (line {error.lineno})"
         return f" ({error.filename} line {error.lineno})"
     return f" (line {frames[-1].lineno})" if frames else ""
 
@@ -600,7 +698,8 @@ def load_experiment(name: str) -> Path:
         raise
     except Exception as error:  # noqa: BLE001 - an experiment file may raise anything; report it in one paragraph
         raise ExperimentError(f"Importing experiment file {path} for experiment '{name}' failed"
-                              f"{_failure_location(error, path)}: {type(error).__name__}: {error}") from error
+                              f"{_failure_location(error, path)}: {type(error).__name__}: "
+                              f"{error.msg if isinstance(error, SyntaxError) else error}") from error
     _imported[path_text] = mtime
     if not _registered(name):
         raise ExperimentError(f"{_where(path_text, line)} was expected to register experiment '{name}' "

@@ -1,6 +1,8 @@
 """Example experiments: a literal one, and a family generated in a loop (both read by the index without importing).
 
     python scripts/train.py --config=configs/train.py --dryrun -- experiment=example_tiny trainer.max_iter=7
+
+See docs/CONFIG.md for writing your own, in this folder or in a folder of your own named in COSMOS_EXPERIMENT_PATH.
 """
 
 from hydra.core.config_store import ConfigStore
@@ -29,28 +31,23 @@ EXAMPLE_TINY = LazyDict(
 cs.store(group="experiment", package="_global_", name="example_tiny", node=EXAMPLE_TINY)
 
 
-# The Cosmos way of generating a family: one experiment per hint key and stage. The index reads these names from the
-# literals below (no import); the job name interpolates the experiment's own settings.
-HINT_KEYS = ["edge", "vis", "depth", "seg", "keypoint"]
-STAGES = {"pretrain": 1e-4, "posttrain": 2e-5}
+# A family generated the Cosmos way, one experiment per stage and scheduler. The index reads these names from the
+# literals below without importing this file (STAGES' values may be anything; only its keys make names).
+STAGES = {"pretrain": dict(lr=1e-4, max_iter=40), "posttrain": dict(lr=2e-5, max_iter=20)}
+SCHEDULERS = ["constant", "lambdalinear"]
 
-for hint_key in HINT_KEYS:
-    for stage, lr in STAGES.items():
+for stage, settings in STAGES.items():
+    for scheduler in SCHEDULERS:
         cs.store(
             group="experiment",
             package="_global_",
-            name=f"example_tiny_ctrl_{hint_key}_{stage}",
+            name=f"example_tiny_{stage}_{scheduler}",
             node=LazyDict(
                 dict(
-                    defaults=[
-                        {"override /net": "tiny"},
-                        {"override /net_ctrl": "tiny"},
-                        {"override /hint_key": f"control_input_{hint_key}"},
-                        "_self_",
-                    ],
-                    job=dict(group="examples", name=f"example_tiny_ctrl_{hint_key}_{stage}"),
-                    optimizer=dict(lr=lr),
-                    trainer=dict(max_iter=20),
+                    defaults=[{"override /net": "tiny"}, {"override /scheduler": scheduler}, "_self_"],
+                    job=dict(group="examples", name=f"example_tiny_{stage}_{scheduler}"),
+                    optimizer=dict(lr=settings["lr"]),
+                    trainer=dict(max_iter=settings["max_iter"]),
                 )
             ),
         )

@@ -114,10 +114,10 @@ def test_run_without_experiment_builds_no_index(user_folder, monkeypatch):
 def test_cache_is_used_and_invalidated_on_edit(user_folder, monkeypatch):
     path = _write(user_folder, "mine.py", _experiment("cached_v1", 1))
     reads = []
-    original = experiments.scan_source
-    monkeypatch.setattr(experiments, "scan_source", lambda source, p="": reads.append(p) or original(source, p))
+    original = experiments.fast_scan
+    monkeypatch.setattr(experiments, "fast_scan", lambda source: reads.append(source) or original(source))
     assert "cached_v1" in build_index().names()
-    assert str(path) in reads
+    assert any("cached_v1" in source for source in reads)
     reads.clear()
     assert "cached_v1" in build_index().names()
     assert reads == []  # nothing changed: nothing re-read
@@ -126,7 +126,7 @@ def test_cache_is_used_and_invalidated_on_edit(user_folder, monkeypatch):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     names = build_index().names()
     assert "cached_v2" in names and "cached_v1" not in names
-    assert reads == [str(path)]
+    assert len(reads) == 1 and "cached_v2" in reads[0]
     assert override(make_config(), ["experiment=cached_v2"]).trainer.max_iter == 2
 
 
@@ -144,6 +144,56 @@ def test_syntax_error_names_file_and_line(user_folder):
     with pytest.raises(ExperimentError, match="syntax error") as info:
         override(make_config(), ["experiment=example_tiny"])
     assert f"{path} line" in str(info.value)
+
+
+def test_syntax_error_outside_store_calls_is_reported_on_import_only(user_folder):
+    path = _write(user_folder, "half_edited.py", _experiment("half_edited", 1) + "x = (\n")
+    _write(user_folder, "fine.py", _experiment("fine", 5))
+    assert override(make_config(), ["experiment=fine"]).trainer.max_iter == 5  # an unrelated file does not block
+    with pytest.raises(ExperimentError, match=f"{path} for experiment 'half_edited' failed \\(line 7\\): SyntaxError: '\\(' was never closed"):
+        override(make_config(), ["experiment=half_edited"])
+
+
+FAST_CASES = {
+    "literal": STORE + 'cs.store(group="experiment", package="_global_", name="lit", node={})\n',
+    "multiline": STORE + 'cs.store(\n    group="experiment",\n    name="multi",  # comment (\n    node=dict(a=")"),\n)\n',
+    "comment_docstring": '"""Example:\n    cs.store(group="experiment", name="in_docstring", node={})\n"""\n'
+                         + STORE + '# cs.store(group="experiment", name="in_comment", node={})\n'
+                         + 'def restore(x): pass\ncs.store(group="net", name="a_net", node={})\n'
+                         + 'cs.store(group="experiment", name="real", node={})\n',
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAST_CASES))
+def test_fast_reading_agrees_with_the_full_reading(case):
+    source = FAST_CASES[case]
+    fast = experiments.fast_scan(source)
+    assert fast is not None
+    assert sorted(fast["names"]) == sorted(scan_source(source)["names"])
+
+
+def test_fast_reading_defers_to_the_full_reading_when_needed():
+    loop = STORE + 'for k in ["a", "b"]:\n    cs.store(group="experiment", name=f"x_{k}", node={})\n'
+    assert experiments.fast_scan(loop) is None
+    assert experiments.fast_scan("EXPERIMENT_NAMES = ['a']\n") is None
+    assert experiments.fast_scan(STORE + "cs.store(group='experiment', name='x', node={}\n") is None
+
+
+def test_reduced_reading_skips_big_literals_but_keeps_names_and_lines():
+    big = "BIG = LazyDict(dict(\n" + "".join(f"    key_{i}=dict(a={i}, b=[1, 2, 3]),\n" for i in range(200)) + "))\n"
+    source = STORE + "KEYS = ['edge', 'vis']\n" + big + textwrap.dedent("""
+    for key in KEYS:
+        cs.store(group="experiment", name=f"reduced_{key}", node=BIG)
+    """)
+    reduced = experiments.reduced_scan(source)
+    assert reduced is not None
+    assert sorted(reduced["names"]) == sorted(scan_source(source)["names"])
+    assert [name for name, _ in reduced["names"]] == ["reduced_edge", "reduced_vis"]
+    # A name that depends on a long literal is not guessed: the reduced reading gives up.
+    long_names = "NAMES = [" + ", ".join(f"'name_{i:04d}_with_some_length'" for i in range(100)) + "]\n"
+    source = STORE + long_names + "for n in NAMES:\n    cs.store(group='experiment', name=n, node={})\n"
+    assert experiments.reduced_scan(source) is None
+    assert len(scan_source(source)["names"]) == 100
 
 
 def test_unknown_experiment_suggests_and_says_where(user_folder):

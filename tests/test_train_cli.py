@@ -94,11 +94,13 @@ def test_unknown_experiment_and_broken_experiment_file(tmp_path, capsys, monkeyp
     assert "Did you mean: example_tiny" in capsys.readouterr().err
     folder = tmp_path / "mine"
     folder.mkdir()
-    (folder / "broken.py").write_text("a = 1\nb = (\n")
+    (folder / "broken.py").write_text("from hydra.core.config_store import ConfigStore\n"
+                                      "ConfigStore.instance().store(group='experiment', name='user_broken', node={})\n"
+                                      "a = 1\nb = (\n")
     monkeypatch.setenv("COSMOS_EXPERIMENT_PATH", str(folder))
-    assert module.run([f"--config={CONFIG}", "--dryrun", "--", "experiment=example_tiny"]) == 2
+    assert module.run([f"--config={CONFIG}", "--dryrun", "--", "experiment=user_broken"]) == 2
     err = capsys.readouterr().err
-    assert f"{folder / 'broken.py'} line 2" in err
+    assert f"{folder / 'broken.py'} for experiment 'user_broken' failed (line 4): SyntaxError" in err
 
 
 def test_training_run_freezes_writes_config_and_calls_the_trainer(tmp_path, monkeypatch):
