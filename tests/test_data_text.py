@@ -61,17 +61,25 @@ def test_prepare_dataset_embeds_and_checks(tmp_path):
     # Fixed: the check passes once the caption is back; the dataset then yields contract batches from the folder.
     with open(os.path.join(root, "metas", "d.txt"), "w") as file:
         file.write("a blue circle moves left\n")
-    result = _run("prepare_dataset.py", root, "--encoder", t5, "--max-length", 12, "--num-frames", 5,
-                  "--resolution", "32x48")  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
+    main = _prepare_dataset_main()  # in this process this time: quicker
+    assert main([root, "--encoder", t5, "--max-length", "12", "--num-frames", "5", "--resolution", "32x48"]) == 0
     ds = VideoDataset(root, num_frames=5, resolution=(32, 48), text_embedding_length=12, text_embedding_dim=16)
     sample = ds[3]
     assert sample["t5_text_embeddings"].shape == (12, 16) and sample["t5_text_mask"].sum() == 6  # 5 words + </s>
 
 
-def test_prepare_dataset_missing_folder(tmp_path):
-    result = _run("prepare_dataset.py", tmp_path / "nowhere", "--check-only")
-    assert result.returncode == 2 and f"dataset folder not found: {tmp_path / 'nowhere'}" in result.stderr
+def test_prepare_dataset_missing_folder(tmp_path, capsys):
+    assert _prepare_dataset_main()([str(tmp_path / "nowhere"), "--check-only"]) == 2
+    assert f"dataset folder not found: {tmp_path / 'nowhere'}" in capsys.readouterr().err
+
+
+def _prepare_dataset_main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("prepare_dataset", os.path.join(REPO, "scripts", "prepare_dataset.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
 
 
 def test_demo_dataset_has_learnable_edges(tmp_path):
