@@ -207,7 +207,8 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
         stream.thread_type = "AUTO"
         fps = _stream_fps(stream, path)
         try:
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+            reformatter = VideoReformatter()
+            frames = [_to_rgb(frame, None, reformatter) for frame in container.decode(stream)]
         except av.FFmpegError as error:
             raise VideoReadError(f"corrupt video {path}: {error}") from error
     if not frames:
