@@ -220,15 +220,18 @@ def test_clear_errors_for_bad_inputs():
 
 # ------------------------------------------------------------------------------------- with the real GeneralDIT
 def make_dit_model(video2world=False, **kwargs):
+    """The real pieces at tiny size: GeneralDIT and the light pixel tokenizer (2x2 patches -> 12 channels)."""
     from cosmos_transfer.networks.dit import GeneralDIT
+    from cosmos_transfer.tokenizers.pixel import PixelTokenizer
 
     torch.manual_seed(0)
-    channels = ShuffleTokenizer.latent_channels
+    tokenizer = PixelTokenizer(spatial_compression=2)
+    channels = tokenizer.latent_channels
     net = GeneralDIT(
         max_img_h=8, max_img_w=8, max_frames=4, in_channels=channels + int(video2world), out_channels=channels,
         model_channels=32, num_blocks=1, num_heads=2, crossattn_emb_channels=TEXT_DIM,
     )
-    return DiffusionModel(net, ShuffleTokenizer(), VideoConditioner(), video2world=video2world, **kwargs)
+    return DiffusionModel(net, tokenizer, VideoConditioner(), video2world=video2world, **kwargs)
 
 
 def test_dit_model_state_dict_has_the_official_layout_and_trains():
@@ -301,13 +304,14 @@ def test_model_config_options_build_the_model():
     from configs.train import make_config
     from cosmos_transfer.config import override
     from cosmos_transfer.lazy_config import instantiate
+    from cosmos_transfer.tokenizers.pixel import PixelTokenizer
 
     config = override(make_config(), ["model=video2world", "net=tiny", "conditioner=video", "ema=power",
                                       "model.net.in_channels=13", "model.net.out_channels=12",
                                       "model.net.crossattn_emb_channels=8", "model.net.max_img_h=8",
                                       "model.net.max_img_w=8", "model.net.max_frames=4"])
-    model_config = {k: v for k, v in config.model.items() if k not in ("ema", "tokenizer")}
-    model = instantiate(model_config, tokenizer=ShuffleTokenizer())
+    model_config = {k: v for k, v in config.model.items() if k != "ema"}
+    model = instantiate(model_config, tokenizer=PixelTokenizer(spatial_compression=2))  # call-time kwargs win
     assert isinstance(model, DiffusionModel) and model.video2world and model.max_condition_frames == 2
     assert model.conditioner.text_dropout_rate == 0.2 and model.sigma_data == 0.5
     loss, _ = model.training_step(make_batch(frames=2))
