@@ -6,10 +6,10 @@
     ctrl_tiny                  the same model at CPU size (tiny net, pixel tokenizer, demo data): tests and demo
 
 Starting weights (see docs/TRAINING.md): convert the official base once, giving the branch copies of its weights,
-    python scripts/convert_checkpoint.py --control-from-base base_model.pt --hint-keys edge --num-control-blocks 3 \
-        --output checkpoints/ctrl_7b_edge_init.safetensors
+    python scripts/convert_checkpoint.py to-ours base_model.pt checkpoints/ctrl_7b_edge_init.safetensors \
+        --new-control edge --num-control-blocks 3
 then run with checkpoint.load_path=<that file> (the branch's own new layers are in allowed_missing_keys below).
-To continue from an official control file instead, convert it with --control edge=edge_control.pt.
+To continue from NVIDIA's trained branch instead, convert with `--control edge=edge_control.pt`.
 
 Data: a folder in the dataset layout of docs (videos/, metas/, t5_xxl/), `dataloader_train.dataset.root=...`.
 """

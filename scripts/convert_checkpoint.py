@@ -7,6 +7,12 @@
     # our weights (scripts/export_checkpoint.py output) -> an official-layout .pt, for NVIDIA's tools
     python scripts/convert_checkpoint.py to-official demo.safetensors demo_official.pt
 
+    # ControlNet (Cosmos-Transfer1): base + official control files, or new branches copied from the base
+    python scripts/convert_checkpoint.py to-ours base_model.pt ctrl.safetensors --control edge=edge_control.pt
+    python scripts/convert_checkpoint.py to-ours base_model.pt ctrl.safetensors --new-control edge --num-control-blocks 3
+    # one branch of our control model -> an official control file
+    python scripts/convert_checkpoint.py to-official ctrl.safetensors edge_control.pt --control-key edge
+
 Official files are read with torch.load(weights_only=True). Names are the same on both sides (`net.*` and the
 uncertainty head `logvar.*`); the conversion unwraps containers, drops Transformer Engine `_extra_state` entries and
 reports anything else it leaves out. See cosmos_transfer/checkpoint_convert.py.
@@ -31,11 +37,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", help="output file: .safetensors or .pt")
     parser.add_argument("--ema", action="store_true", help="to-ours: take the file's 'ema' state dict")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), help="cast floating-point weights")
+    # ControlNet branches (key handling in cosmos_transfer/networks/dit_ctrl.py).
+    parser.add_argument("--control", action="append", default=[], metavar="KEY=PATH",
+                        help="to-ours: add the official control file PATH as branch KEY (repeatable)")
+    parser.add_argument("--new-control", action="append", default=[], metavar="KEY",
+                        help="to-ours: add a new branch KEY initialized from the base (repeatable)")
+    parser.add_argument("--num-control-blocks", type=int, default=3, help="blocks of a --new-control branch")
+    parser.add_argument("--control-key", help="to-official: write branch KEY as an official control file")
     args = parser.parse_args(argv)
+    controls = {}
+    for item in args.control:
+        key, sep, path = item.partition("=")
+        if not sep or not key or not path:
+            parser.error(f"--control expects KEY=PATH (e.g. edge=edge_control.pt), got {item!r}")
+        controls[key] = path
 
     try:
         if args.direction == "to-ours":
             result = checkpoint_convert.load_official(args.source, use_ema=args.ema)
+            if controls or args.new_control:
+                from cosmos_transfer.networks import dit_ctrl
+
+                weights, dropped = dit_ctrl.add_control_branches(
+                    result.state_dict, controls, args.new_control, args.num_control_blocks, use_ema=args.ema)
+                result = checkpoint_convert.Conversion(weights, sorted(result.dropped + dropped))
+        elif args.control_key:
+            from cosmos_transfer.networks import dit_ctrl
+
+            weights = checkpoint_convert.load_weights_file(args.source)
+            result = checkpoint_convert.Conversion(dit_ctrl.ours_to_official_control(weights, args.control_key))
         else:
             if args.ema:
                 parser.error("--ema applies to to-ours only (export EMA weights with scripts/export_checkpoint.py --ema)")

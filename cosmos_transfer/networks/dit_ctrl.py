@@ -340,7 +340,7 @@ def control_weights_from_base(state: dict[str, torch.Tensor], hint_keys: Sequenc
         if match and int(match.group(1)) >= num_control_blocks:
             continue
         for hint_key in hint_keys:
-            shared[f"{CONTROL_PREFIX}{hint_key}.{name}"] = value
+            shared[f"{CONTROL_PREFIX}{hint_key}.{name}"] = value.clone()  # files may not share storage
     if not shared:
         raise ValueError(f"control_weights_from_base: no 'net.*' base weights; first keys: {list(state)[:5]}")
     return shared
@@ -348,3 +348,46 @@ def control_weights_from_base(state: dict[str, torch.Tensor], hint_keys: Sequenc
 
 # checkpoint.allowed_missing_keys for a new branch started by control_weights_from_base.
 NEW_BRANCH_KEY_PATTERNS = ("net_ctrl.*.x_embedder2.*", "net_ctrl.*.input_hint_block.*", "net_ctrl.*.zero_blocks.*")
+
+
+def load_official_control(path: str, hint_key: str, use_ema: bool = False) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Read an official control file (torch.load, weights_only=True) as our weights for branch `hint_key`."""
+    import os
+
+    from cosmos_transfer import checkpoint_convert
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"official control checkpoint {path} does not exist")
+    saved = checkpoint_convert.torch_load_weights(path)
+    return official_control_to_ours(checkpoint_convert.unwrap(saved, use_ema=use_ema, source=path), hint_key)
+
+
+def add_control_branches(
+    state: dict[str, torch.Tensor],
+    official_controls: dict[str, str] | None = None,
+    new_branches: Sequence[str] = (),
+    num_control_blocks: int = 3,
+    use_ema: bool = False,
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Base-model weights (`net.*`, `logvar.*`) + control branches -> our ControlDiffusionModel weights.
+
+    official_controls: hint key -> official control file (`edge_control.pt`, ...): the branch, and its trained
+        `logvar.*`, which replaces the base's (the base inside such a file is used only when `state` has none).
+    new_branches: hint keys of new branches initialized from the base (control_weights_from_base).
+    Returns (weights, dropped keys).
+    """
+    merged = dict(state)
+    dropped: list[str] = []
+    for hint_key, path in (official_controls or {}).items():
+        control, control_dropped = load_official_control(path, hint_key, use_ema)
+        dropped += control_dropped
+        for key, value in control.items():
+            if key.startswith("net.") and key in state:
+                continue  # the base file's weights win over a copy inside the control file
+            merged[key] = value
+    overlap = set(new_branches) & set(official_controls or {})
+    if overlap:
+        raise ValueError(f"add_control_branches: hint keys {sorted(overlap)} given both as official files and as new")
+    if new_branches:
+        merged.update(control_weights_from_base(merged, list(new_branches), num_control_blocks))
+    return merged, dropped
