@@ -16,7 +16,6 @@ Data: a folder in the dataset layout of docs (videos/, metas/, t5_xxl/), `datalo
 
 from hydra.core.config_store import ConfigStore
 
-from configs.hint_key import hint_key_node
 from cosmos_transfer.lazy_config import LazyDict
 
 cs = ConfigStore.instance()
@@ -104,6 +103,7 @@ CTRL_TINY = LazyDict(
         defaults=[
             {"override /net": "tiny"},
             {"override /net_ctrl": "tiny"},
+            {"override /hint_key": "control_input_edge"},  # `hint_key=control_input_depth` switches model and data
             {"override /tokenizer": "pixel"},
             {"override /data_train": "demo"},
             {"override /data_val": "demo"},
@@ -112,8 +112,7 @@ CTRL_TINY = LazyDict(
         ],
         job=dict(project="cosmos_transfer", group="ctrl_tiny", name="ctrl_tiny"),
         # The pixel tokenizer folds 4x4 pixel patches into 48 channels.
-        model=dict(_target_=CONTROL_MODEL, hint_keys=["edge"], net=dict(in_channels=48, out_channels=48, max_frames=24)),
-        **{k: v for k, v in hint_key_node("edge").items() if k != "model"},
+        model=dict(_target_=CONTROL_MODEL, net=dict(in_channels=48, out_channels=48, max_frames=24)),
         optimizer=dict(lr=1e-4),
         trainer=dict(max_iter=20, logging_iter=5),
         checkpoint=dict(save_iter=10),

@@ -1,0 +1,69 @@
+"""Control configs: net_ctrl follows model.net, hint_key sets model and datasets, the control experiments compose."""
+
+import pytest
+import torch
+
+from configs.train import make_config
+from cosmos_transfer.config import override
+from cosmos_transfer.lazy_config import instantiate
+from cosmos_transfer.trainer.trainer import split_ema_config
+
+
+def compose(*overrides: str):
+    return override(make_config(), ["--", *overrides])
+
+
+def test_tiny_control_experiment_builds_and_trains_one_step():
+    config = compose("experiment=ctrl_tiny")
+    assert list(config.model.hint_keys) == ["edge"]
+    assert list(config.dataloader_train.dataset.hint_keys) == ["edge"]
+    model_config, _ = split_ema_config(config.model)
+    torch.manual_seed(0)
+    model = instantiate(model_config)
+    assert type(model).__name__ == "ControlDiffusionModel" and list(model.net_ctrl) == ["edge"]
+    branch = model.net_ctrl["edge"]
+    assert branch.in_channels == model.net.in_channels and len(branch.blocks) == 1
+    # One step on a demo-shaped batch (17 frames, 64 x 64).
+    g = torch.Generator().manual_seed(0)
+    video = lambda: torch.randint(0, 256, (1, 3, 17, 64, 64), generator=g, dtype=torch.uint8)  # noqa: E731
+    batch = {"video": video(), "control_input_edge": video(), "padding_mask": torch.zeros(1, 1, 64, 64),
+             "fps": torch.tensor([24.0]), "image_size": torch.tensor([[64.0, 64.0, 64.0, 64.0]]),
+             "t5_text_embeddings": torch.randn(1, 8, 1024, generator=g), "t5_text_mask": torch.ones(1, 8)}
+    loss, metrics = model.training_step(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and metrics["mse"] > 0
+    assert branch.zero_blocks.block0.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.net.parameters())
+
+
+def test_branch_architecture_follows_the_base_and_hint_key_switches_everything():
+    config = compose("experiment=ctrl_tiny", "model.net.model_channels=32", "model.net.num_heads=4",
+                     "hint_key=control_input_depth")
+    assert config.model.net_ctrl.model_channels == 32 and config.model.net_ctrl.num_heads == 4
+    assert list(config.model.hint_keys) == ["depth"]
+    assert list(config.dataloader_train.dataset.hint_keys) == ["depth"]
+    assert list(config.dataloader_val.dataset.hint_keys) == ["depth"]
+
+
+@pytest.mark.parametrize("name, keys", [("ctrl_7b_seg_posttrain", ["seg"]),
+                                        ("ctrl_7b_joint_posttrain", ["edge", "vis", "depth"])])
+def test_7b_control_experiments_compose(name, keys):
+    config = compose(f"experiment={name}")
+    model = config.model
+    assert model._target_.endswith("ControlDiffusionModel") and list(model.hint_keys) == keys
+    assert model.base_dtype == "bfloat16" and model.finetune_base is False and model.video2world is True
+    assert model.net.num_blocks == 28 and model.net.in_channels == 17
+    assert model.net_ctrl.in_channels == 17 and model.net_ctrl.num_control_blocks == 3
+    assert model.net_ctrl.hint_channels == 128 and model.net_ctrl.rope_t_extrapolation_ratio == 2.0
+    assert list(config.dataloader_train.dataset.hint_keys) == keys
+    assert config.dataloader_train.dataset.num_frames == 121
+    assert config.trainer.activation_checkpointing == "full"
+    assert "net_ctrl.*.zero_blocks.*" in config.checkpoint.allowed_missing_keys
+
+
+def test_every_hint_key_has_an_experiment():
+    from cosmos_transfer.experiments import list_experiments
+
+    names = {name for name, _ in list_experiments()}
+    assert {f"ctrl_7b_{k}_posttrain" for k in ("edge", "vis", "depth", "seg", "keypoint")} <= names
+    assert {"ctrl_7b_joint_posttrain", "ctrl_tiny"} <= names
