@@ -2,6 +2,16 @@
 tokenizer (our network in cosmos_cv8x8x8.py, the official TorchScript files through jit.py)."""
 
 from cosmos_transfer.tokenizers.base import VideoTokenizer, hide_from_state_dict
+from cosmos_transfer.tokenizers.cosmos_cv8x8x8 import CausalVideoAutoencoder, CosmosCV8x8x8Tokenizer
+from cosmos_transfer.tokenizers.jit import CosmosJITTokenizer, save_torchscript
 from cosmos_transfer.tokenizers.pixel import PixelTokenizer
 
-__all__ = ["VideoTokenizer", "PixelTokenizer", "hide_from_state_dict"]
+__all__ = [
+    "VideoTokenizer",
+    "PixelTokenizer",
+    "CausalVideoAutoencoder",
+    "CosmosCV8x8x8Tokenizer",
+    "CosmosJITTokenizer",
+    "save_torchscript",
+    "hide_from_state_dict",
+]
