@@ -1,0 +1,212 @@
+#!/usr/bin/env python
+"""Generate a video under control: a prompt, an input video and a control spec -> an mp4.
+
+    python scripts/inference.py --experiment demo_edge_tiny --spec spec.json --out outputs/inference/demo.mp4 \\
+        --text_encoder demo --num_steps 12 --guidance 0 --side_by_side
+
+The spec (see cosmos_transfer/inference/spec.py) names the prompt, the input video and, per hint key, a
+`control_weight` (a number or a weight video) and optionally an `input_control` video; `edge` and `vis` controls
+are computed from the input video when absent. The model is the experiment's training model, with weights from:
+  (default)                     the experiment's job folder, latest checkpoint, EMA weights when the run kept them
+  --checkpoint PATH             a job folder, a checkpoints/ or iter_* folder, or a .safetensors/.pt file of ours,
+                                or an official base model .pt (add --control_checkpoint edge=edge_control.pt)
+  --checkpoint none             no weights: the untrained model (for comparisons)
+Long videos are generated window by window (--window_frames, default: the experiment's clip length), each window
+conditioned on the previous one's last latent frames when the model is video2world.
+Writes the video, `<out>.json` (the settings) and, with --side_by_side, `<out>_side_by_side.mp4`
+(input | controls | output). Hydra overrides of the experiment go after `--`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)  # configs/ and experiments/ import from the repository root
+
+EXIT_BAD_INPUT = 2
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    overrides: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, overrides = argv[:split], argv[split + 1 :]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", required=True, help="the experiment the model was trained with")
+    parser.add_argument("--spec", required=True, help="control spec JSON")
+    parser.add_argument("--out", required=True, help="output video (.mp4)")
+    parser.add_argument("--config", help="Python file defining make_config() (default: configs/train.py)")
+    weights = parser.add_argument_group("weights")
+    weights.add_argument("--checkpoint", help="job/checkpoint folder, weights file, official base .pt, or 'none'")
+    weights.add_argument("--control_checkpoint", action="append", default=[], metavar="KEY=PATH",
+                         help="an official control file for hint key KEY (repeatable), e.g. edge=edge_control.pt")
+    weights.add_argument("--no_ema", action="store_true", help="use the regular weights, not the EMA")
+    text = parser.add_argument_group("text")
+    text.add_argument("--prompt", help="overrides the spec's prompt")
+    text.add_argument("--negative_prompt", help="overrides the spec's negative prompt")
+    text.add_argument("--text_encoder", help="local Hugging Face folder of the text encoder (T5-XXL), or 'demo'")
+    text.add_argument("--text_length", type=int, help="tokens of the text embedding (default: the experiment's)")
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--seed", type=int, default=1)
+    sampling.add_argument("--num_steps", type=int, default=35)
+    sampling.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance (0: none)")
+    sampling.add_argument("--sampler", default="res2ab", choices=["res2ab", "euler", "heun"])
+    sampling.add_argument("--sigma_max", type=float, help="initial noise level (default: the model's, 70)")
+    sampling.add_argument("--canny_threshold", default="medium",
+                          choices=["very_low", "low", "medium", "high", "very_high"])
+    sampling.add_argument("--blur_strength", default="medium",
+                          choices=["very_low", "low", "medium", "high", "very_high"])
+    video = parser.add_argument_group("video")
+    video.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"),
+                       help="generation size (default: the experiment's training resolution)")
+    video.add_argument("--window_frames", type=int, help="frames per window (default: the experiment's num_frames)")
+    video.add_argument("--conditioning_latent_frames", type=int, default=1,
+                       help="latent frames each window takes from the previous one (video2world models)")
+    video.add_argument("--max_frames", type=int, help="use only the first frames of the input")
+    video.add_argument("--fps", type=float, help="output frame rate (default: the input's)")
+    video.add_argument("--output_size", type=int, nargs=2, metavar=("H", "W"), help="resize the output video")
+    video.add_argument("--side_by_side", action="store_true", help="also write input | controls | output")
+    runtime = parser.add_argument_group("runtime")
+    runtime.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    runtime.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                         help="network precision (default: bfloat16 on cuda, float32 on cpu)")
+    runtime.add_argument("--offload", action="store_true",
+                         help="keep the tokenizer on the CPU between encodes/decodes (large models on one GPU)")
+    args = parser.parse_args(argv)
+    if not args.out.endswith(".mp4"):
+        parser.error(f"--out must end in .mp4, got {args.out}")
+    return args, overrides
+
+
+def _dataset_option(config, name: str, default):
+    try:
+        value = config.dataloader_train["dataset"][name]
+    except (KeyError, TypeError, AttributeError):
+        return default
+    return default if value is None else value
+
+
+def _control_checkpoints(items: list[str]) -> dict[str, str]:
+    result = {}
+    for item in items:
+        key, sep, path = item.partition("=")
+        if not sep or not key or not path:
+            raise ValueError(f"--control_checkpoint must be KEY=PATH (e.g. edge=edge_control.pt), got {item!r}")
+        result[key] = path
+    return result
+
+
+def run(args: argparse.Namespace, overrides: list[str]) -> dict:
+    import numpy as np
+    import torch
+
+    from cosmos_transfer.data.video import resolve_resolution
+    from cosmos_transfer.inference import loading, pipeline
+    from cosmos_transfer.inference.controls import prepare_inputs
+    from cosmos_transfer.inference.spec import load_spec
+    from cosmos_transfer.video_io import write_video
+
+    started = time.time()
+    control_checkpoints = _control_checkpoints(args.control_checkpoint)
+    say = lambda message: print(f"[{time.time() - started:6.1f}s] {message}", flush=True)  # noqa: E731
+    spec = load_spec(args.spec)
+    if args.prompt is not None:
+        spec = spec.replace(prompt=args.prompt, prompt_embedding=None)
+    if args.negative_prompt is not None:
+        spec = spec.replace(negative_prompt=args.negative_prompt, negative_prompt_embedding=None)
+
+    config = loading.compose_config(args.experiment, overrides, args.config)
+    resolution = tuple(args.resolution) if args.resolution else resolve_resolution(
+        _dataset_option(config, "resolution", "720"))
+    window_frames = args.window_frames or int(_dataset_option(config, "num_frames", 121))
+    text_length = args.text_length or int(_dataset_option(config, "text_embedding_length", 512))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = args.dtype or ("bfloat16" if device.type == "cuda" else None)
+    checkpoint = args.checkpoint if args.checkpoint is not None else config.job.path
+    checkpoint_path = None if checkpoint.lower() == "none" else loading.resolve_checkpoint(checkpoint)  # fail early
+
+    # Stage 1: inputs and text (the text encoder is released before the diffusion model is built).
+    inputs = prepare_inputs(spec, resolution, canny_threshold=args.canny_threshold,
+                            blur_strength=args.blur_strength, max_frames=args.max_frames)
+    say(f"input: {inputs.num_frames} frames at {inputs.fps:g} fps, generated at {resolution[0]}x{resolution[1]}, "
+        f"controls {sorted(inputs.controls)}")
+    text = pipeline.encode_text(spec, length=text_length, text_encoder=args.text_encoder, device=device)
+
+    # Stage 2: the model.
+    model = loading.build_model(config)
+    if checkpoint_path is None:
+        say("no checkpoint: the untrained model")
+    else:
+        keys = loading.load_weights(model, checkpoint_path, use_ema=not args.no_ema,
+                                    control_checkpoints=control_checkpoints)
+        say(f"loaded {len(keys)} weights from {checkpoint_path}" + ("" if args.no_ema else " (EMA where saved)"))
+    loading.prepare_for_inference(model, device, dtype)
+
+    # Stage 3: generation.
+    options = pipeline.SamplingOptions(num_steps=args.num_steps, guidance=args.guidance, seed=args.seed,
+                                       sampler=args.sampler, sigma_max=args.sigma_max,
+                                       conditioning_latent_frames=args.conditioning_latent_frames)
+    frames = pipeline.generate_video(model, inputs, text, window_frames=window_frames, options=options,
+                                     offload_tokenizer=args.offload, progress=say)
+    output = pipeline.resize_video(inputs.crop(frames), tuple(args.output_size) if args.output_size else None)
+    fps = args.fps or inputs.fps
+    paths = pipeline.output_paths(args.out)
+    write_video(paths["video"], output, fps=fps)
+    written = [paths["video"]]
+    if args.side_by_side:
+        panels = [inputs.crop(inputs.input_video)] if inputs.input_video is not None else []
+        panels += [inputs.crop(inputs.controls[key]) for key in sorted(inputs.controls)]
+        panels = [pipeline.resize_video(p, output.shape[1:3]) for p in panels] + [output]
+        write_video(paths["side_by_side"], pipeline.side_by_side(panels), fps=fps)
+        written.append(paths["side_by_side"])
+    settings = {
+        "experiment": args.experiment,
+        "spec": args.spec,
+        "checkpoint": checkpoint_path,
+        "ema": not args.no_ema,
+        "overrides": overrides,
+        "seed": args.seed,
+        "num_steps": args.num_steps,
+        "guidance": args.guidance,
+        "sampler": args.sampler,
+        "sigma_max": args.sigma_max,
+        "resolution": list(resolution),
+        "window_frames": window_frames,
+        "num_frames": int(output.shape[0]),
+        "fps": fps,
+        "controls": {k: (w if not isinstance(w, np.ndarray) else spec.controls[k].control_weight)
+                     for k, w in inputs.weights.items()},
+        "outputs": written,
+        "seconds": round(time.time() - started, 2),
+    }
+    with open(paths["settings"], "w", encoding="utf-8") as file:
+        json.dump(settings, file, indent=2)
+    say(f"wrote {', '.join(written)}")
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    from cosmos_transfer.config import ConfigError
+    from cosmos_transfer.inference.spec import SpecError
+    from cosmos_transfer.video_io import VideoReadError
+
+    try:
+        run(args, overrides)
+    except (SpecError, ConfigError, FileNotFoundError, VideoReadError, ValueError, KeyError) as error:
+        if os.environ.get("COSMOS_TRACEBACK"):
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"inference: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
