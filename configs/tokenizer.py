@@ -1,7 +1,17 @@
 """Option group `tokenizer` (package `model.tokenizer`): the frozen video tokenizer.
 
-    pixel      PixelTokenizer: 4x4 pixel patches folded into 48 channels, every frame kept (17 x 64 x 64 video ->
-               48 x 17 x 16 x 16 latent); no weights, exact inverse. The net needs in/out_channels=48.
+    pixel                  PixelTokenizer: 4x4 pixel patches folded into 48 channels, every frame kept
+                           (17 x 64 x 64 video -> 48 x 17 x 16 x 16 latent); no weights, exact inverse. The net needs
+                           in/out_channels=48 and max_frames >= the clip's frame count.
+    cosmos_cv8x8x8         the released Cosmos-Tokenize1-CV8x8x8-720p TorchScript files (encoder.jit, decoder.jit,
+                           mean_std.pt) from `model.tokenizer.checkpoint_dir`, by default
+                           $COSMOS_CHECKPOINT_DIR/nvidia/Cosmos-Tokenize1-CV8x8x8-720p; bf16 on CUDA.
+    cosmos_cv8x8x8_ours    our implementation of the same network, loading the same files' weights by name
+                           (same latents; can be inspected or fine-tuned).
+    cosmos_cv8x8x8_random  our network at a small width with seeded random weights (16 channels, 8x8x8): for tests.
+
+Long videos are encoded in chunks of `pixel_chunk_duration` frames (121 -> 16 latent frames), at most
+`max_enc_batch_size` chunks at a time (`max_dec_batch_size` when decoding).
 """
 
 from hydra.core.config_store import ConfigStore
@@ -13,7 +23,42 @@ PIXEL_TOKENIZER = L("cosmos_transfer.tokenizers.pixel.PixelTokenizer")(
     temporal_compression=1,
 )
 
+_CHUNKING = dict(pixel_chunk_duration=121, max_enc_batch_size=8, max_dec_batch_size=4)
+
+COSMOS_CV8X8X8 = L("cosmos_transfer.tokenizers.jit.CosmosJITTokenizer")(
+    checkpoint_dir=None,
+    latent_channels=16,
+    spatial_compression=8,
+    temporal_compression=8,
+    dtype="auto",
+    **_CHUNKING,
+)
+
+COSMOS_CV8X8X8_OURS = L("cosmos_transfer.tokenizers.cosmos_cv8x8x8.CosmosCV8x8x8Tokenizer")(
+    checkpoint_dir=None,
+    load_weights=True,
+    dtype="auto",
+    **_CHUNKING,
+)
+
+COSMOS_CV8X8X8_RANDOM = L("cosmos_transfer.tokenizers.cosmos_cv8x8x8.CosmosCV8x8x8Tokenizer")(
+    load_weights=False,
+    channels=8,
+    channels_mult=[1, 2, 2],
+    num_res_blocks=1,
+    attn_resolutions=[],
+    seed=0,
+    dtype="float32",
+    **_CHUNKING,
+)
+
 
 def register() -> None:
     cs = ConfigStore.instance()
-    cs.store(group="tokenizer", package="model.tokenizer", name="pixel", node=PIXEL_TOKENIZER)
+    for name, node in [
+        ("pixel", PIXEL_TOKENIZER),
+        ("cosmos_cv8x8x8", COSMOS_CV8X8X8),
+        ("cosmos_cv8x8x8_ours", COSMOS_CV8X8X8_OURS),
+        ("cosmos_cv8x8x8_random", COSMOS_CV8X8X8_RANDOM),
+    ]:
+        cs.store(group="tokenizer", package="model.tokenizer", name=name, node=node)

@@ -89,3 +89,17 @@ def test_pixel_config_option_instantiates():
     tok = instantiate(PIXEL_TOKENIZER)
     assert isinstance(tok, PixelTokenizer)
     assert tok.encode(_video(t=17, h=64, w=64)).shape == (2, tok.latent_channels, 17, 16, 16)
+
+
+def test_cosmos_config_options(tmp_path, monkeypatch):
+    from cosmos_transfer.lazy_config import instantiate
+    from configs.tokenizer import COSMOS_CV8X8X8, COSMOS_CV8X8X8_OURS, COSMOS_CV8X8X8_RANDOM
+
+    tok = instantiate(COSMOS_CV8X8X8_RANDOM)
+    latent = tok.encode(_video(b=1, t=17, h=32, w=32))
+    assert latent.shape == (1, 16, 3, 4, 4)
+    assert tok.decode(latent).shape == (1, 3, 17, 32, 32)
+    monkeypatch.setenv("COSMOS_CHECKPOINT_DIR", str(tmp_path))
+    for option in (COSMOS_CV8X8X8, COSMOS_CV8X8X8_OURS):
+        with pytest.raises(FileNotFoundError, match="Cosmos-Tokenize1-CV8x8x8-720p.*encoder.jit, decoder.jit, mean_std.pt"):
+            instantiate(option)
