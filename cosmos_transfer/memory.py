@@ -54,8 +54,8 @@ class MemoryReport:
     def to_markdown(self, title: str = "model") -> str:
         """A two-column Markdown table in GiB."""
         rows = [
-            ("trainable parameters", f"{self.trainable_parameters / 1e9:.3f} B", self.trainable_parameter_bytes),
-            ("frozen parameters", f"{self.frozen_parameters / 1e9:.3f} B", self.frozen_parameter_bytes),
+            ("trainable parameters", f"{self.trainable_parameters / 1e6:,.1f} M", self.trainable_parameter_bytes),
+            ("frozen parameters", f"{self.frozen_parameters / 1e6:,.1f} M", self.frozen_parameter_bytes),
             ("gradients", "", self.gradient_bytes),
             ("optimizer state", "", self.optimizer_state_bytes),
             ("buffers", "", self.buffer_bytes),
@@ -64,7 +64,7 @@ class MemoryReport:
             ("total (without activations)", "", self.total_bytes),
         ]
         lines = [f"| {title} | parameters | GiB |", "| --- | ---: | ---: |"]
-        lines += [f"| {name} | {count} | {size / GIB:.2f} |" for name, count, size in rows]
+        lines += [f"| {name} | {count} | {size / GIB:,.3f} |" for name, count, size in rows]
         return "\n".join(lines)
 
 
@@ -137,3 +137,30 @@ def model_memory_from_config(model_config: Any, *, optimizer_states: int = 2, **
     if not isinstance(model, nn.Module):
         raise TypeError(f"model_memory_from_config: the config built a {type(model).__name__}, not an nn.Module")
     return model_memory(model, optimizer_states=optimizer_states, ema=ema_config is not None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cosmos_transfer.memory experiment=NAME [key=value ...]`: the memory table of that model, built on
+    the meta device (nothing allocated, no weights read; run from the repository root)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("overrides", nargs="*", help="experiment=NAME and key=value overrides, as for train.py")
+    args = parser.parse_args(argv)
+    try:
+        from configs.train import make_config
+        from cosmos_transfer.config import override
+
+        config = override(make_config(), ["--", *args.overrides])
+        report = model_memory_from_config(config.model)
+    except Exception as error:  # noqa: BLE001 - one clear line for any config or build error
+        print(f"memory: cannot build the model of {' '.join(args.overrides) or 'the default config'} on the meta "
+              f"device: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(report.to_markdown(config.job.name))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

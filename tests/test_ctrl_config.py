@@ -23,11 +23,11 @@ def test_tiny_control_experiment_builds_and_trains_one_step():
     assert type(model).__name__ == "ControlDiffusionModel" and list(model.net_ctrl) == ["edge"]
     branch = model.net_ctrl["edge"]
     assert branch.in_channels == model.net.in_channels and len(branch.blocks) == 1
-    # One step on a demo-shaped batch (17 frames, 64 x 64).
+    # One step on a small batch (5 frames, 32 x 32; the demo data is 17 x 64 x 64).
     g = torch.Generator().manual_seed(0)
-    video = lambda: torch.randint(0, 256, (1, 3, 17, 64, 64), generator=g, dtype=torch.uint8)  # noqa: E731
-    batch = {"video": video(), "control_input_edge": video(), "padding_mask": torch.zeros(1, 1, 64, 64),
-             "fps": torch.tensor([24.0]), "image_size": torch.tensor([[64.0, 64.0, 64.0, 64.0]]),
+    video = lambda: torch.randint(0, 256, (1, 3, 5, 32, 32), generator=g, dtype=torch.uint8)  # noqa: E731
+    batch = {"video": video(), "control_input_edge": video(), "padding_mask": torch.zeros(1, 1, 32, 32),
+             "fps": torch.tensor([24.0]), "image_size": torch.tensor([[32.0, 32.0, 32.0, 32.0]]),
              "t5_text_embeddings": torch.randn(1, 8, 1024, generator=g), "t5_text_mask": torch.ones(1, 8)}
     loss, metrics = model.training_step(batch)
     loss.backward()

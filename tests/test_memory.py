@@ -77,3 +77,13 @@ def test_7b_control_experiment_builds_on_meta_and_accounts_memory():
     # Persistent state (without activations) fits one 80 GB GPU with room for activations.
     assert report.total_bytes < 40 * 1024**3
     print("\n" + report.to_markdown("ctrl_7b_edge_posttrain"))
+
+
+def test_memory_cli_prints_the_table(capsys):
+    from cosmos_transfer.memory import main
+
+    assert main(["experiment=ctrl_tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "| ctrl_tiny | parameters | GiB |" in out and "optimizer state" in out
+    assert main(["experiment=ctrl_tiny", "model.hint_keys=[]"]) == 1
+    assert "hint_keys" in capsys.readouterr().err
