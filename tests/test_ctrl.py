@@ -408,3 +408,18 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="repeats"):
         make_model(hint_keys=["edge", "control_input_edge"])
     assert isinstance(model._extend_condition(make_batch(), model.conditioner(make_batch())), ControlCondition)
+
+
+def test_generate_samples_with_per_control_weights_and_a_pixel_map():
+    model = make_model(hint_keys=["edge", "depth"]).eval()
+    for branch in model.net_ctrl.values():
+        randomize_control_layers_(branch)
+    batch = make_batch(batch_size=1, keys=("edge", "depth"))
+    pixel_map = torch.zeros(1, 1, 2, 8, 8)
+    pixel_map[..., 4:] = 1.0  # depth controls the right half only
+    with_map = model.generate_samples(dict(batch, control_weight=[0.5, pixel_map]), num_steps=2, guidance=1.0)
+    no_depth = model.generate_samples(dict(batch, control_weight=[0.5, 0.0]), num_steps=2, guidance=1.0)
+    assert with_map.shape == (1, 4, 2, 4, 4) and torch.isfinite(with_map).all()
+    assert not torch.allclose(with_map, no_depth)
+    again = model.generate_samples(dict(batch, control_weight=[0.5, pixel_map]), num_steps=2, guidance=1.0)
+    assert torch.equal(with_map, again)  # seeded
