@@ -60,7 +60,7 @@ def custom_loader(is_train: bool, resolution: list[int]) -> dict:
         max_bad_fraction=0.05,
         **T5_XXL_TEXT,
     )
-    # About 0.3 samples/s per worker at 720p with the edge control (BENCHMARKS.md): 4 workers keep ahead of a 7B step.
+    # 0.1-0.3 samples/s per worker at 720p with the edge control (BENCHMARKS.md): 4 workers keep ahead of a 7B step.
     return _loader(dataset, is_train, batch_size=1, num_workers=4 if is_train else 1)
 
 
