@@ -252,7 +252,7 @@ def _requested_experiment(overrides: List[str]) -> Optional[str]:
         match = re.fullmatch(r"\+{0,2}experiment=(.*)", item.strip())
         if match:
             name = match.group(1).strip().strip("'\"")
-    return name or None
+    return None if name in (None, "", "null", "None") else name
 
 
 def _dotted_keys(node: Any, prefix: str = "") -> List[str]:
@@ -424,6 +424,8 @@ def override(config: Config, overrides: List[str]) -> Config:
     from hydra.core.global_hydra import GlobalHydra
 
     overrides = _strip_separator(overrides)
+    # `experiment=null` means no experiment (the default); Hydra would read it as an unknown key.
+    overrides = [o for o in overrides if not re.fullmatch(r"\+{0,2}experiment=(null|None|)", o.strip())]
     name = _requested_experiment(overrides)
     if name is not None:
         from cosmos_transfer import experiments

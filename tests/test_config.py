@@ -161,3 +161,7 @@ def test_attrs_classes_are_slots_free_and_components_are_lazydicts():
 def test_to_yaml_is_plain_and_resolved():
     text = to_yaml(override(make_config(), ["trainer.max_iter=9"]))
     assert "max_iter: 9" in text and "defaults" not in text and "${" not in text
+
+
+def test_experiment_null_means_none():
+    assert override(make_config(), ["experiment=null", "trainer.max_iter=4"]).trainer.max_iter == 4
