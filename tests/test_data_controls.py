@@ -133,13 +133,18 @@ def _person(points):
 
 
 def test_keypoint_rendering_draws_links_between_confident_points():
-    # left shoulder (5) to left elbow (7): a link; right wrist (10) has a low score: not drawn.
+    # Left shoulder (5) to left elbow (7): a link in OpenPose's colour for it; the right wrist (10) is unconfident.
     person = _person({5: (0.25, 0.25), 7: (0.75, 0.25)})
     person[10] = (0.5, 0.8, 0.3)
     image = C.render_keypoints(person[None, None], 32, 32)[0]
-    assert image[8, 8:24].any(axis=-1).all()  # the link from (8, 8) to (24, 8)
+    assert image[8, 9:23].any(axis=-1).all()  # the link from (8, 8) to (24, 8)
+    assert tuple(image[8, 16]) == (170, 255, 0)  # left upper arm
     assert not image[24:, :].any()  # the unconfident wrist leaves no mark
-    assert len(C.WHOLEBODY_LINKS) == 65
+    # Both shoulders make a neck; neck-to-shoulder links are drawn in their own colours.
+    both = _person({5: (0.75, 0.5), 6: (0.25, 0.5)})
+    image = C.render_keypoints(both[None, None], 32, 32)[0]
+    assert tuple(image[16, 12]) == (255, 0, 0) and tuple(image[16, 20]) == (255, 85, 0)
+    assert len(C.HAND_LINKS) == 40
 
 
 @pytest.mark.parametrize("fmt", ["npz", "cosmos_pickle"])

@@ -8,7 +8,8 @@
   the bilateral filter runs at a resolution where it is at most 9 pixels wide (same footprint, bounded cost).
 - `depth`: a precomputed depth video aligned frame by frame with the clip (decoded by the dataset).
 - `seg`: precomputed masks, each painted in its own colour (colours drawn per sample), largest first.
-- `keypoint`: precomputed COCO-WholeBody keypoints (133 per person) drawn as a skeleton on black.
+- `keypoint`: precomputed COCO-WholeBody keypoints (133 per person) drawn on black in the OpenPose style that
+  Cosmos-Transfer1 uses.
 
 Every random choice comes from the numpy Generator passed in, which the dataset derives from (seed, epoch, index),
 so a sample's control is the same whichever worker makes it and whenever.
@@ -196,15 +197,26 @@ def rle_slice(runs: np.ndarray, start: int, stop: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------- keypoint
-# COCO-WholeBody, 133 points: body 0-16, feet 17-22, face 23-90 (points only), left hand 91-111, right hand 112-132.
-_BODY_LINKS = [
-    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
-    (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
-]  # fmt: skip
-_FOOT_LINKS = [(15, 17), (15, 18), (15, 19), (16, 20), (16, 21), (16, 22)]
+# Input: COCO-WholeBody, 133 points per person: body 0-16 (nose, eyes, ears, shoulders, elbows, wrists, hips, knees,
+# ankles; left before right), feet 17-22, face 23-90, left hand 91-111, right hand 112-132.
+# Drawing: the OpenPose style Cosmos-Transfer1 renders by default (its released keypoint checkpoint saw this): a neck
+# between the shoulders, 17 coloured body links, the 20 links of each hand, white face points, blue hand points.
+NUM_WHOLEBODY_KEYPOINTS = 133
+# OpenPose body order (nose, neck, right arm, left arm, right leg, left leg, right eye, left eye, right ear, left ear)
+# as COCO indices; -1 is the neck, made from the two shoulders.
+_OPENPOSE_BODY = [0, -1, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3]
+_OPENPOSE_BODY_LINKS = [(1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12),
+                        (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17)]  # fmt: skip
+_OPENPOSE_BODY_COLORS = [(255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0),
+                         (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
+                         (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85)]  # fmt: skip
+_OPENPOSE_LINK_COLORS = [(255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0),
+                         (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 225), (0, 170, 255), (0, 85, 255),
+                         (0, 0, 255), (255, 0, 170), (170, 0, 255), (255, 0, 255), (255, 0, 170)]  # fmt: skip
 
 
 def _hand_links(root: int) -> list[tuple[int, int]]:
+    """The 20 links of a hand whose root (wrist) is COCO point `root`: root to each finger, then along it."""
     links = []
     for finger in range(5):
         joints = [root] + [root + 1 + 4 * finger + j for j in range(4)]
@@ -212,23 +224,16 @@ def _hand_links(root: int) -> list[tuple[int, int]]:
     return links
 
 
-WHOLEBODY_LINKS: list[tuple[int, int]] = _BODY_LINKS + _FOOT_LINKS + _hand_links(91) + _hand_links(112)
-NUM_WHOLEBODY_KEYPOINTS = 133
-
-
-def _link_color(i: int) -> tuple[int, int, int]:
-    r, g, b = colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.9, 1.0)  # golden-ratio hues: neighbours differ
-    return int(r * 255), int(g * 255), int(b * 255)
-
-
-_LINK_COLORS = [_link_color(i) for i in range(len(WHOLEBODY_LINKS))]
+# Hand links are coloured along the hue circle, the same for both hands (OpenPose's hand palette).
+_HAND_LINK_COLORS = [tuple(int(round(c * 255)) for c in colorsys.hsv_to_rgb(i / 20, 1.0, 1.0)) for i in range(20)]
+HAND_LINKS = _hand_links(91) + _hand_links(112)
 
 
 def render_keypoints(keypoints: np.ndarray, height: int, width: int, threshold: float = 0.6) -> np.ndarray:
-    """Keypoints [T, P, 133, 3] (x, y normalized to 0..1, score) -> uint8 skeleton video [T, h, w, 3] on black.
+    """COCO-WholeBody keypoints [T, P, 133, 3] (x, y normalized to 0..1, score) -> uint8 skeleton video [T, h, w, 3].
 
-    A point is drawn when its score is at least `threshold`, a link when both ends are. Line width and point radius
-    follow the frame size (Cosmos draws 4-pixel lines at 720p).
+    A point is drawn when its score is at least `threshold`, a link when both ends are. Cosmos draws 4-pixel links and
+    2-pixel points at 720p; both follow the frame size here.
     """
     if keypoints.ndim != 4 or keypoints.shape[2:] != (NUM_WHOLEBODY_KEYPOINTS, 3):
         raise ValueError(f"expected keypoints shaped [T, persons, 133, 3], got {keypoints.shape}")
@@ -240,11 +245,26 @@ def render_keypoints(keypoints: np.ndarray, height: int, width: int, threshold: 
         for person in people:
             xy = np.stack([person[:, 0] * width, person[:, 1] * height], axis=1).round().astype(np.int32)
             visible = person[:, 2] >= threshold
-            for (a, b), color in zip(WHOLEBODY_LINKS, _LINK_COLORS):
+            point = lambda i: (int(xy[i, 0]), int(xy[i, 1]))  # noqa: E731
+            # Body in OpenPose order; the neck exists when both shoulders do.
+            body_xy = [((xy[5] + xy[6]) // 2) if i < 0 else xy[i] for i in _OPENPOSE_BODY]
+            body_visible = [bool(visible[5] and visible[6]) if i < 0 else bool(visible[i]) for i in _OPENPOSE_BODY]
+            for j, color in enumerate(_OPENPOSE_BODY_COLORS):
+                if body_visible[j]:
+                    cv2.circle(canvas, (int(body_xy[j][0]), int(body_xy[j][1])), radius, color, -1)
+            for i in range(23, 91):  # face: points only
+                if visible[i]:
+                    cv2.circle(canvas, point(i), radius, (255, 255, 255), -1)
+            for i in range(91, 133):  # hands
+                if visible[i]:
+                    cv2.circle(canvas, point(i), radius, (0, 0, 255), -1)
+            for (a, b), color in zip(_OPENPOSE_BODY_LINKS, _OPENPOSE_LINK_COLORS):
+                if body_visible[a] and body_visible[b]:
+                    start, end = body_xy[a], body_xy[b]
+                    cv2.line(canvas, (int(start[0]), int(start[1])), (int(end[0]), int(end[1])), color, line_width)
+            for k, (a, b) in enumerate(HAND_LINKS):
                 if visible[a] and visible[b]:
-                    cv2.line(canvas, tuple(map(int, xy[a])), tuple(map(int, xy[b])), color, line_width, cv2.LINE_AA)
-            for i in np.nonzero(visible)[0]:
-                cv2.circle(canvas, tuple(map(int, xy[i])), radius, (255, 255, 255), -1)
+                    cv2.line(canvas, point(a), point(b), _HAND_LINK_COLORS[k % 20], line_width)
     return out
 
 
