@@ -115,14 +115,20 @@ def test_seg_control(tmp_path, fmt):
                                 "segmentation_mask_rle": {"data": rle, "mask_shape": list(labels.shape)}})  # fmt: skip
             with open(os.path.join(root, "seg", stem + ".pickle"), "wb") as file:
                 pickle.dump(objects, file)
-    ds = dataset(root, hint_keys=["seg"], resolution=(32, 48))
+    ds = dataset(root, hint_keys=["seg"], resolution=(32, 48), is_train=False)  # every object (training: a subset)
     seg = ds[(0, 1)]["control_input_seg"].permute(1, 2, 3, 0).numpy()  # [T, H, W, 3]
-    expected = _labels(5, 32, 48)
+    expected = _labels(5, 32, 48)  # validation: the first window
     painted = seg.any(axis=-1)
     np.testing.assert_array_equal(painted, expected > 0)
     colors = {tuple(seg[0][expected[0] == i][0]) for i in (1, 2)}
     assert len(colors) == 2  # one colour per object, constant over its mask
     assert all((seg[0][expected[0] == i] == seg[0][expected[0] == i][0]).all() for i in (1, 2))
+
+
+def test_training_keeps_a_random_subset_of_objects():
+    masks = np.zeros((5, 1, 4, 4), bool)
+    counts = {len(C.sample_masks(masks, np.random.default_rng(seed))) for seed in range(60)}
+    assert counts == {0, 1, 2, 3, 4, 5}
 
 
 def _person(points):

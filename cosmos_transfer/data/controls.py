@@ -7,7 +7,8 @@
   inference uses a named preset strength (BLUR_PRESETS). Kernel sizes are Cosmos' 720p values scaled with the frame;
   the bilateral filter runs at a resolution where it is at most 9 pixels wide (same footprint, bounded cost).
 - `depth`: a precomputed depth video aligned frame by frame with the clip (decoded by the dataset).
-- `seg`: precomputed masks, each painted in its own colour (colours drawn per sample), largest first.
+- `seg`: precomputed masks, each painted in its own colour (colours drawn per sample), largest first; training keeps
+  a random subset of the objects, as Cosmos does.
 - `keypoint`: precomputed COCO-WholeBody keypoints (133 per person) drawn on black in the OpenPose style that
   Cosmos-Transfer1 uses.
 
@@ -157,6 +158,13 @@ def colorize_masks(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     for color, i in zip(colors, order):
         out[masks[i] > 0] = color
     return out
+
+
+def sample_masks(masks: np.ndarray, rng: np.random.Generator, max_masks: int = 100) -> np.ndarray:
+    """Training augmentation (as Cosmos): keep a random subset of the objects, 0 to min(N, max_masks) of them."""
+    count = int(rng.integers(0, min(len(masks), max_masks) + 1))
+    keep = np.sort(rng.choice(len(masks), size=count, replace=False))
+    return masks[keep]
 
 
 def decode_coco_rle_counts(counts) -> np.ndarray:

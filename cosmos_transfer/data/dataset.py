@@ -357,7 +357,10 @@ class VideoDataset(Dataset):
                                      f"window needs ({indices[-1] + 1})")  # fmt: skip
             return decode_padded(path, indices, fit, self.decode_threads)
         if key == "seg":
-            return reflect_pad(C.colorize_masks(self._seg_masks(path, indices, fit), rng), fit)
+            masks = self._seg_masks(path, indices, fit)
+            if self.is_train:
+                masks = C.sample_masks(masks, rng)
+            return reflect_pad(C.colorize_masks(masks, rng), fit)
         if key == "keypoint":
             return reflect_pad(C.render_keypoints(self._keypoints(path, indices), fit.valid_height, fit.valid_width), fit)
         raise ValueError(f"no control named {key!r}")
