@@ -111,8 +111,9 @@ CTRL_TINY = LazyDict(
             "_self_",
         ],
         job=dict(project="cosmos_transfer", group="ctrl_tiny", name="ctrl_tiny"),
-        # The pixel tokenizer folds 4x4 pixel patches into 48 channels.
-        model=dict(_target_=CONTROL_MODEL, net=dict(in_channels=48, out_channels=48, max_frames=24)),
+        # The pixel tokenizer folds 4x4 pixel patches into 48 channels; the demo captions are MiniLM (40 x 384).
+        model=dict(_target_=CONTROL_MODEL,
+                   net=dict(in_channels=48, out_channels=48, max_frames=24, crossattn_emb_channels=384)),
         optimizer=dict(lr=1e-4),
         trainer=dict(max_iter=20, logging_iter=5),
         checkpoint=dict(save_iter=10),

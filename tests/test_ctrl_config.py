@@ -28,7 +28,7 @@ def test_tiny_control_experiment_builds_and_trains_one_step():
     video = lambda: torch.randint(0, 256, (1, 3, 5, 32, 32), generator=g, dtype=torch.uint8)  # noqa: E731
     batch = {"video": video(), "control_input_edge": video(), "padding_mask": torch.zeros(1, 1, 32, 32),
              "fps": torch.tensor([24.0]), "image_size": torch.tensor([[32.0, 32.0, 32.0, 32.0]]),
-             "t5_text_embeddings": torch.randn(1, 8, 1024, generator=g), "t5_text_mask": torch.ones(1, 8)}
+             "t5_text_embeddings": torch.randn(1, 8, 384, generator=g), "t5_text_mask": torch.ones(1, 8)}
     loss, metrics = model.training_step(batch)
     loss.backward()
     assert torch.isfinite(loss) and metrics["mse"] > 0
