@@ -33,7 +33,7 @@ def _from_spec(path: str) -> tuple[str | None, str | None]:
     return spec.input_video, (edge.input_control if edge is not None else None)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", required=True, help="the generated video (mp4/gif)")
     parser.add_argument("--spec", help="the inference spec JSON: supplies the input video and edge control")
@@ -43,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--canny_threshold", default="medium", choices=list(EDGE_PRESETS))
     parser.add_argument("--blur_strength", default="medium", choices=[k for k in BLUR_PRESETS if k != "none"])
     parser.add_argument("--out", help="write the JSON here as well as to stdout")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     try:
         input_path, edge_path = _from_spec(args.spec) if args.spec else (None, None)
