@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         report = model_memory_from_config(config.model)
     except Exception as error:  # noqa: BLE001 - one clear line for any config or build error
         print(f"memory: cannot build the model of {' '.join(args.overrides) or 'the default config'} on the meta "
-              f"device: {type(error).__name__}: {error}", file=sys.stderr)
+              f"device: {type(error).__name__}: {error} (a tokenizer that needs files can be replaced for the count, e.g. "
+              "tokenizer=cosmos_cv8x8x8_random)", file=sys.stderr)
         return 1
     print(report.to_markdown(config.job.name))
     return 0

@@ -423,3 +423,8 @@ def test_generate_samples_with_per_control_weights_and_a_pixel_map():
     assert not torch.allclose(with_map, no_depth)
     again = model.generate_samples(dict(batch, control_weight=[0.5, pixel_map]), num_steps=2, guidance=1.0)
     assert torch.equal(with_map, again)  # seeded
+
+
+def test_finetuning_a_bf16_base_is_refused():
+    with pytest.raises(ValueError, match="master"):
+        make_model(finetune_base=True, base_dtype="bfloat16")

@@ -37,7 +37,7 @@ from torch import nn
 
 from cosmos_transfer.diffusion.conditioner import Condition, VideoConditioner
 from cosmos_transfer.diffusion.model import DiffusionModel
-from cosmos_transfer.networks.dit_ctrl import GeneralDITControl, prepare_control_weights
+from cosmos_transfer.networks.dit_ctrl import GeneralDITControl, normalize_control_weights, prepare_control_weights
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -112,6 +112,11 @@ class ControlDiffusionModel(DiffusionModel):
                 raise ValueError(f"ControlDiffusionModel: {name} must be in [0, 1), got {rate}")
         if base_dtype is not None and base_dtype not in _DTYPES:
             raise ValueError(f"ControlDiffusionModel: base_dtype must be None or one of {list(_DTYPES)}, got {base_dtype!r}")
+        if finetune_base and base_dtype not in (None, "float32"):
+            raise ValueError(
+                f"ControlDiffusionModel: finetune_base with base_dtype={base_dtype!r} would train without fp32 master "
+                "weights; leave base_dtype unset (the trainer's mixed precision computes in bf16 anyway)"
+            )
         if net_ctrl.hint_channels < tokenizer.latent_channels:
             raise ValueError(
                 f"ControlDiffusionModel: net_ctrl.hint_channels={net_ctrl.hint_channels} is less than the tokenizer's "
@@ -186,20 +191,13 @@ class ControlDiffusionModel(DiffusionModel):
         B, _, T, H, W = latent_shape
         first = next(iter(self.net_ctrl.values()))
         grid = (T // first.patch_temporal, H // first.patch_spatial, W // first.patch_spatial)
-        weight = condition.control_weight
-        keep = condition.hint_keep
-        if keep is not None:  # dropped hints get weight 0 before normalization: the kept ones share the total
-            base = prepare_control_weights(weight, len(self.hint_keys), B, grid, latent_frames=T,
-                                           temporal_compression=self.temporal_compression, normalize=False,
-                                           device=self.device)
-            weights = base * keep.T.to(base.device)[:, :, None, None, None]
-            if self.normalize_control_weights:
-                weights = weights.clamp(min=0)
-                weights = weights / weights.sum(dim=0, keepdim=True).clamp(min=1.0)
-        else:
-            weights = prepare_control_weights(weight, len(self.hint_keys), B, grid, latent_frames=T,
-                                              temporal_compression=self.temporal_compression,
-                                              normalize=self.normalize_control_weights, device=self.device)
+        weights = prepare_control_weights(condition.control_weight, len(self.hint_keys), B, grid, latent_frames=T,
+                                          temporal_compression=self.temporal_compression, normalize=False,
+                                          device=self.device)
+        if condition.hint_keep is not None:  # dropped hints get weight 0 first: the kept ones share the total
+            weights = weights * condition.hint_keep.T.to(weights.device)[:, :, None, None, None]
+        if self.normalize_control_weights:
+            weights = normalize_control_weights(weights)
         if condition.branch_keep is not None:
             weights = weights * condition.branch_keep.to(weights.device)[None, :, None, None, None]
         return weights
