@@ -64,8 +64,10 @@ class MetricsLogger:
         wandb_name: str | None = None,
         wandb_config: dict | None = None,
         progress_bar: bool = True,
+        dashboard_every: int = 1,
     ) -> None:
         self.enabled = enabled
+        self.dashboard_every = max(1, int(dashboard_every))
         self.tensorboard = None
         self.wandb = None
         self.progress = None
@@ -112,7 +114,8 @@ class MetricsLogger:
         os.replace(tmp, self.metrics_path)
 
     def log(self, iteration: int, metrics: dict[str, Any], prefix: str = "train") -> None:
-        """One JSON line (train metrics) or an event (validation), plus TensorBoard/W&B scalars."""
+        """One JSON line (train metrics) or an event (validation), plus TensorBoard/W&B scalars (training ones every
+        `dashboard_every` iterations: trainer.logging_iter)."""
         if not self.enabled:
             return
         clean = {k: _finite_or_none(v) for k, v in metrics.items()}
@@ -122,6 +125,8 @@ class MetricsLogger:
         else:
             self.metrics_file.write(json.dumps({"iteration": iteration, "event": prefix, **clean}) + "\n")
             self.metrics_file.flush()
+        if prefix == "train" and iteration % self.dashboard_every:
+            return
         scalars = {f"{prefix}/{k}": v for k, v in clean.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if self.tensorboard is not None:
             for key, value in scalars.items():

@@ -257,6 +257,7 @@ class Trainer:
             wandb_project=_option(trainer_cfg, "wandb_project", None),
             wandb_name=getattr(config.job, "name", None),
             progress_bar=bool(_option(trainer_cfg, "progress_bar", True)),
+            dashboard_every=self.logging_iter,
         )
 
     # -- building -----------------------------------------------------------------------------------------------------
