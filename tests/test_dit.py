@@ -193,3 +193,19 @@ def test_cosmos_7b_on_meta_device():
     assert all(p.is_meta for p in net.parameters())
     assert 7.0e9 < count < 7.5e9, count
     assert len(net.blocks) == 28
+
+
+def test_memory_lean_autograd_functions_match_autograd():
+    from cosmos_transfer.networks.dit import RMSNorm, _GeluLinearFunction, _RMSNormFunction
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(6, dtype=torch.float64, generator=g, requires_grad=True)
+    norm = RMSNorm(6).double()
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+    assert torch.autograd.gradcheck(lambda a, w: _RMSNormFunction.apply(a, w, 1e-6), (x, weight))
+    torch.testing.assert_close(norm(x), torch.nn.functional.rms_norm(x, (6,), norm.weight, 1e-6))
+    w2 = torch.randn(4, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(_GeluLinearFunction.apply, (x, w2))
+    torch.testing.assert_close(_GeluLinearFunction.apply(x, w2), torch.nn.functional.gelu(x) @ w2.t())

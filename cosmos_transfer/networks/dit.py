@@ -38,6 +38,35 @@ ATTENTION_BACKENDS = ("torch", "te")
 
 
 # ----------------------------------------------------------------------------------------------------- small parts
+class _RMSNormFunction(torch.autograd.Function):
+    """y = x / rms(x) * weight, saving only x and 1/rms for backward.
+
+    PyTorch's rms_norm is a chain of elementwise ops on CPU whose autograd keeps several full-size intermediates;
+    recomputing x / rms in backward is one cheap pass and saves about two activations per norm (q and k of every
+    attention). Statistics are computed in float32 whatever the input dtype, as Transformer Engine does.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        x32 = x.float()
+        rstd = torch.rsqrt(x32.square().mean(dim=-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, weight, rstd)
+        return (x32 * rstd).to(x.dtype) * weight.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, rstd = ctx.saved_tensors
+        x_hat = x.float() * rstd
+        grad32 = grad.float()
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad32 * x_hat).reshape(-1, x.shape[-1]).sum(0).to(weight.dtype)
+        grad_x_hat = grad32 * weight.float()
+        # d/dx of x*rstd: rstd * (g - x_hat * mean(g * x_hat))
+        grad_x = rstd * (grad_x_hat - x_hat * (grad_x_hat * x_hat).mean(dim=-1, keepdim=True))
+        return grad_x.to(x.dtype), grad_weight, None
+
+
 class RMSNorm(nn.Module):
     """RMSNorm with a learned scale (`weight`, the name TE's RMSNorm uses in official checkpoints)."""
 
@@ -47,10 +76,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32:
-            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-        # Low precision: normalize in float32 for stability, as TE does.
-        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
+        return _RMSNormFunction.apply(x, self.weight, self.eps)
 
 
 class Patchify(nn.Module):
@@ -117,8 +143,8 @@ class TimestepEmbedding(nn.Module):
 class RopePosition3D(nn.Module):
     """3D rotary embedding: head dim split into (t, h, w) parts, each with its own NTK-scaled base.
 
-    Returns (cos, sin), each [B or 1, T'*S, head_dim] in float32, for the "rotate half" convention
-    (the head dim is [first half | second half], both halves holding the (t, h, w) frequencies).
+    Returns (cos, signed_sin), each [B or 1, T'*S, head_dim] in float32, for the "rotate half" convention (the head
+    dim is [first half | second half], both halves holding the (t, h, w) frequencies); signed_sin = [-sin | sin].
     `seq` is a persistent buffer only because official checkpoints carry it (`pos_embedder.seq`).
     """
 
@@ -176,8 +202,8 @@ class RopePosition3D(nn.Module):
             ],
             dim=-1,
         ).reshape(n, T * H * W, -1)
-        angles = torch.cat([angles, angles], dim=-1)
-        return angles.cos(), angles.sin()
+        sin = angles.sin()
+        return torch.cat([angles, angles], dim=-1).cos(), torch.cat([-sin, sin], dim=-1)
 
 
 class LearnablePosEmbAxis(nn.Module):
@@ -204,12 +230,15 @@ class LearnablePosEmbAxis(nn.Module):
         return emb.reshape(1, T, H * W, -1)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, L, heads, hd] by (cos, sin) [B|1, L, hd] ("rotate half" convention, as TE / diffusers)."""
-    cos, sin = cos[:, :, None, :].to(x.dtype), sin[:, :, None, :].to(x.dtype)
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return torch.addcmul(x * cos, rotated, sin)
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, L, heads, hd] ("rotate half" convention, as TE / diffusers): x*cos + [-x2, x1]*sin.
+
+    Takes `signed_sin` = [-sin | sin] over the two halves (RopePosition3D returns it), so that the rotated copy of x
+    is a plain half swap (one pass fewer than negating).
+    """
+    cos, signed_sin = cos[:, :, None, :].to(x.dtype), signed_sin[:, :, None, :].to(x.dtype)
+    swapped = torch.roll(x, shifts=x.shape[-1] // 2, dims=-1)  # [x2, x1]
+    return torch.addcmul(x * cos, swapped, signed_sin)
 
 
 # ----------------------------------------------------------------------------------------------------- attention
@@ -278,8 +307,27 @@ class AttentionBlock(nn.Module):
         return self.attn(x, context, mask, rope)
 
 
+class _GeluLinearFunction(torch.autograd.Function):
+    """y = gelu(u) @ weight^T, saving only u: gelu(u) is recomputed in backward (one elementwise pass), instead of
+    keeping a second [tokens, 4D] activation, the largest one of the block. No matmul is recomputed."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(u, weight)
+        return F.linear(F.gelu(u), weight)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        u, weight = ctx.saved_tensors
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = grad.reshape(-1, grad.shape[-1]).t() @ F.gelu(u).reshape(-1, u.shape[-1])
+        grad_u = torch.ops.aten.gelu_backward(grad @ weight, u)
+        return grad_u, grad_weight
+
+
 class FeedForward(nn.Module):
-    """GELU MLP; official names layer1 / layer2."""
+    """GELU MLP; official names layer1 / layer2 (layer2's weight is applied through _GeluLinearFunction)."""
 
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
@@ -288,7 +336,17 @@ class FeedForward(nn.Module):
         self.layer2 = nn.Linear(hidden_dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer2(self.activation(self.layer1(x)))
+        return _GeluLinearFunction.apply(self.layer1(x), self.layer2.weight)
+
+
+def modulated_layer_norm(x: torch.Tensor, norm: nn.LayerNorm, shift: torch.Tensor, scale: torch.Tensor
+                         ) -> torch.Tensor:
+    """LayerNorm(x) * (1 + scale) + shift, for x [B,T,S,D] and shift/scale [B, 1|T, 1, D]."""
+    if shift.shape[0] == 1 and shift.shape[1] == 1:
+        # One modulation for every token (batch 1, one timestep): it is LayerNorm's affine, done in the fused kernel,
+        # which saves an elementwise pass each way and a saved activation.
+        return F.layer_norm(x, norm.normalized_shape, (1 + scale).reshape(-1), shift.reshape(-1), norm.eps)
+    return torch.addcmul(shift, norm(x), 1 + scale)
 
 
 def adaln_modulation(channels: int, chunks: int, use_adaln_lora: bool, adaln_lora_dim: int) -> nn.Sequential:
@@ -325,7 +383,7 @@ class AdaLNSubBlock(nn.Module):
         if adaln_lora is not None:
             modulation = modulation + adaln_lora
         shift, scale, gate = modulation.unsqueeze(2).chunk(3, dim=-1)  # [B, Tm, 1, D] each
-        h = torch.addcmul(shift, self.norm_state(x), 1 + scale)
+        h = modulated_layer_norm(x, self.norm_state, shift, scale)
         if self.block_type == "fa":
             h = self.block(h, rope=rope)
         elif self.block_type == "ca":
@@ -381,7 +439,7 @@ class FinalLayer(nn.Module):
         if adaln_lora is not None:
             modulation = modulation + adaln_lora[..., : 2 * self.channels]
         shift, scale = modulation.unsqueeze(2).chunk(2, dim=-1)
-        return self.linear(torch.addcmul(shift, self.norm_final(x), 1 + scale))
+        return self.linear(modulated_layer_norm(x, self.norm_final, shift, scale))
 
 
 # ----------------------------------------------------------------------------------------------------- the network
@@ -390,7 +448,8 @@ class BlockInputs:
     """Everything the transformer blocks need besides the tokens, from `forward_before_blocks`.
 
     x: tokens [B, T', S, D]; emb: normalized time embedding [B, 1 or T', D]; adaln_lora: [B, 1 or T', 3D] | None;
-    crossattn_emb [B, M, Dc]; crossattn_mask: bool [B,1,1,M] | None; rope_cos/rope_sin: [B|1, T'*S, head_dim];
+    crossattn_emb [B, M, Dc]; crossattn_mask: bool [B,1,1,M] | None; rope_cos/rope_sin: [B|1, T'*S, head_dim]
+    (rope_sin holds [-sin | sin], see apply_rope);
     extra_pos_emb: [1, T', S, D] | None; input_shape: (B, C, T, H, W) of the network input.
     """
 

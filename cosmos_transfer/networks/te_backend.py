@@ -68,7 +68,9 @@ def _rope_function() -> Callable[..., torch.Tensor]:
 
 
 def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Fused RoPE on x [B, L, heads, hd] with the (cos, sin) [1, L, hd] tables of GeneralDIT."""
-    cos, sin = rope
-    angles = torch.atan2(sin[0], cos[0])[:, None, None, :]  # TE takes the angles, [L, 1, 1, hd]
+    """Fused RoPE on x [B, L, heads, hd] with GeneralDIT's (cos, signed_sin) [1, L, hd] tables."""
+    cos, signed_sin = rope
+    half = cos.shape[-1] // 2
+    angles = torch.atan2(signed_sin[0, :, half:], cos[0, :, half:])  # both halves hold the same angles
+    angles = torch.cat([angles, angles], dim=-1)[:, None, None, :]  # TE takes the angles, [L, 1, 1, hd]
     return _rope_function()(x, angles, tensor_format="bshd", fused=True)
