@@ -198,3 +198,14 @@ def test_export_to_safetensors_and_reload_through_load_path(runs):
         reloaded = load_file(again)
         assert reloaded.keys() == weights.keys()
         assert all((reloaded[k] == weights[k]).all() for k in weights), name
+
+
+def test_a_config_without_data_says_which_group_to_choose():
+    import types
+
+    from cosmos_transfer.trainer.trainer import Trainer
+
+    config = types.SimpleNamespace(model={"_target_": "x"}, optimizer={"_target_": "y"}, dataloader_train=None,
+                                   trainer=None, checkpoint=None)
+    with pytest.raises(ValueError, match="config.dataloader_train is not set: choose a `data_train` option"):
+        Trainer(config, device=None)

@@ -203,6 +203,9 @@ class Trainer:
         self.rank = distributed.rank()
         self.world_size = distributed.world_size()
         trainer_cfg, ckpt_cfg = config.trainer, config.checkpoint
+        for name, group in (("model", "model"), ("optimizer", "optimizer"), ("dataloader_train", "data_train")):
+            if getattr(config, name, None) is None:
+                raise ValueError(f"config.{name} is not set: choose a `{group}` option (or an experiment that sets it)")
         self.max_iter = int(trainer_cfg.max_iter)
         self.grad_accum_iter = int(_option(trainer_cfg, "grad_accum_iter", 1))
         self.clip_grad_norm = float(_option(trainer_cfg, "clip_grad_norm", 1.0))
