@@ -26,6 +26,8 @@ __all__ = [
     "override",
     "freeze",
     "to_yaml",
+    "from_yaml",
+    "load_make_config",
     "DEFAULTS",
 ]
 
@@ -229,6 +231,54 @@ def to_plain_dict(config: Config) -> dict:
 def to_yaml(config: Config) -> str:
     """The resolved config as YAML (what `--dryrun` prints and `<job dir>/config.yaml` holds)."""
     return OmegaConf.to_yaml(OmegaConf.create(to_plain_dict(config), flags={"allow_objects": True}))
+
+
+def from_yaml(path: str) -> Config:
+    """Read back a `config.yaml` written by scripts/train.py (e.g. to run inference with a job's config)."""
+    try:
+        loaded = OmegaConf.load(path)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"Cannot read config file '{path}': {error}") from error
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"Config file '{path}' does not hold a mapping (expected a config.yaml from a job folder)")
+    unknown = sorted(set(loaded.keys()) - set(_COMPONENTS) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"Config file '{path}' has unknown top-level keys {unknown}; expected "
+                          f"{list(_COMPONENTS) + list(_SECTIONS)}")
+    for name in _SECTIONS:
+        if name not in loaded:
+            loaded[name] = {}
+    return _rebuild(Config(), loaded)
+
+
+def load_make_config(path: str) -> Any:
+    """The `make_config` function of a config entry file (`--config=PATH`); ConfigError naming the file otherwise."""
+    import importlib.util
+    import traceback
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config file '{path}' does not exist (expected a Python file defining make_config(), "
+                          f"e.g. --config=configs/train.py)")
+    if not path.endswith(".py"):
+        raise ConfigError(f"--config file '{path}' is not a Python file (expected a .py file defining make_config())")
+    spec = importlib.util.spec_from_file_location("cosmos_transfer_config_entry", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure of a user's config file is reported the same way
+        if isinstance(error, SyntaxError) and error.lineno:
+            where = f" (line {error.lineno})"
+        else:
+            frames = [f for f in traceback.extract_tb(error.__traceback__)
+                      if os.path.abspath(f.filename) == os.path.abspath(path)]
+            where = f" (line {frames[-1].lineno})" if frames else ""
+        raise ConfigError(f"--config file '{path}' failed to import{where}: {type(error).__name__}: {error}") from error
+    make_config = getattr(module, "make_config", None)
+    if not callable(make_config):
+        raise ConfigError(f"--config file '{path}' defines no make_config() function (it must return a Config)")
+    return make_config
 
 
 # ----------------------------------------------------------------------------------------------------------------------

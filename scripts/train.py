@@ -14,7 +14,6 @@ Works the same under plain python and torchrun; only rank 0 prints and writes fi
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 import traceback
@@ -25,13 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # so `configs.*` and `experiments.*` import when run from anywhere
 
-from cosmos_transfer.config import ConfigError, freeze, override, to_yaml  # noqa: E402
+from cosmos_transfer.config import ConfigError, freeze, load_make_config, override, to_yaml  # noqa: E402
 
 EXIT_BAD_INPUT = 2
-
-
-class UsageError(ConfigError):
-    """A bad command line or --config file."""
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -57,37 +52,6 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def load_config_module(path: str) -> Any:
-    """Import the --config file and return its make_config(); every failure becomes a UsageError naming the file."""
-    file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"--config file '{path}' does not exist (expected a Python file defining make_config(), "
-                         f"e.g. --config=configs/train.py)")
-    if file.suffix != ".py":
-        raise UsageError(f"--config file '{path}' is not a Python file (expected a .py file defining make_config())")
-    spec = importlib.util.spec_from_file_location("cosmos_transfer_config_entry", file)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except ConfigError:
-        raise
-    except Exception as error:  # noqa: BLE001 - any failure of a user's config file is reported the same way
-        raise UsageError(f"--config file '{path}' failed to import{_line_in(error, file)}: "
-                         f"{type(error).__name__}: {error}") from error
-    make_config = getattr(module, "make_config", None)
-    if not callable(make_config):
-        raise UsageError(f"--config file '{path}' defines no make_config() function (it must return a Config)")
-    return make_config
-
-
-def _line_in(error: BaseException, file: Path) -> str:
-    if isinstance(error, SyntaxError) and error.lineno:
-        return f" (line {error.lineno})"
-    frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if os.path.abspath(f.filename) == str(file.resolve())]
-    return f" (line {frames[-1].lineno})" if frames else ""
-
-
 def write_config_yaml(config: Any, text: Optional[str] = None) -> str:
     path = os.path.join(config.job.path, "config.yaml")
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -110,13 +74,13 @@ def main(argv: list[str]) -> int:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
-    make_config = load_config_module(args.config)
+    make_config = load_make_config(args.config)
     try:
         config = make_config()
     except ConfigError:
         raise
     except Exception as error:  # noqa: BLE001
-        raise UsageError(f"make_config() in '{args.config}' failed: {type(error).__name__}: {error}") from error
+        raise ConfigError(f"make_config() in '{args.config}' failed: {type(error).__name__}: {error}") from error
     config = override(config, overrides)
     text = to_yaml(config)
 

@@ -166,3 +166,20 @@ def test_to_yaml_is_plain_and_resolved():
 
 def test_experiment_null_means_none():
     assert override(make_config(), ["experiment=null", "trainer.max_iter=4"]).trainer.max_iter == 4
+
+
+def test_config_yaml_round_trip(tmp_path):
+    from cosmos_transfer.config import from_yaml
+
+    config = override(make_config(), ["experiment=example_tiny", "trainer.max_iter=7"])
+    path = tmp_path / "config.yaml"
+    path.write_text(to_yaml(config))
+    again = from_yaml(str(path))
+    assert to_yaml(again) == to_yaml(config)
+    assert again.trainer.max_iter == 7 and again.job.name == "example_tiny"
+    (tmp_path / "bad.yaml").write_text("- a list\n")
+    with pytest.raises(ConfigError, match="does not hold a mapping"):
+        from_yaml(str(tmp_path / "bad.yaml"))
+    (tmp_path / "odd.yaml").write_text("trainer: {max_iter: 1}\nmodle: {}\n")
+    with pytest.raises(ConfigError, match=r"unknown top-level keys \['modle'\]"):
+        from_yaml(str(tmp_path / "odd.yaml"))
