@@ -48,7 +48,7 @@ class _RMSNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        x32 = x.float()
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))  # float32 for bf16/fp16, unchanged otherwise
         rstd = torch.rsqrt(x32.square().mean(dim=-1, keepdim=True) + eps)
         ctx.save_for_backward(x, weight, rstd)
         return (x32 * rstd).to(x.dtype) * weight.to(x.dtype)
@@ -56,12 +56,12 @@ class _RMSNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight, rstd = ctx.saved_tensors
-        x_hat = x.float() * rstd
-        grad32 = grad.float()
+        x_hat = x.to(rstd.dtype) * rstd
+        grad32 = grad.to(rstd.dtype)
         grad_weight = None
         if ctx.needs_input_grad[1]:
             grad_weight = (grad32 * x_hat).reshape(-1, x.shape[-1]).sum(0).to(weight.dtype)
-        grad_x_hat = grad32 * weight.float()
+        grad_x_hat = grad32 * weight.to(rstd.dtype)
         # d/dx of x*rstd: rstd * (g - x_hat * mean(g * x_hat))
         grad_x = rstd * (grad_x_hat - x_hat * (grad_x_hat * x_hat).mean(dim=-1, keepdim=True))
         return grad_x.to(x.dtype), grad_weight, None
