@@ -7,7 +7,11 @@ import re
 import pytest
 import torch
 
-from cosmos_transfer.tokenizers.cosmos_cv8x8x8 import CausalVideoAutoencoder, CosmosCV8x8x8Tokenizer
+from cosmos_transfer.tokenizers.cosmos_cv8x8x8 import (
+    CausalVideoAutoencoder,
+    CosmosCV8x8x8Tokenizer,
+    diffusers_state_dict,
+)
 from cosmos_transfer.tokenizers.jit import CosmosJITTokenizer, save_torchscript
 
 # Small width; attention at both resolutions so that level attention is covered too (the 720p model has it only in
@@ -28,25 +32,8 @@ def _randomize(module, seed=1):
             p.copy_(p + 0.1 * torch.randn(p.shape, generator=g))
 
 
-def _to_diffusers_key(key: str, num_levels: int) -> str:
-    """Official (ours) parameter name -> diffusers AutoencoderKLCosmos name."""
-    key = re.sub(r"^encoder\.down\.(\d+)\.", r"encoder.down_blocks.\1.", key)
-    key = re.sub(r"^decoder\.up\.(\d+)\.", lambda m: f"decoder.up_blocks.{num_levels - 1 - int(m[1])}.", key)
-    key = re.sub(r"\.attn\.(\d+)\.0\.", r".attentions.\1.", key)
-    key = re.sub(r"\.attn\.(\d+)\.1\.", r".temp_attentions.\1.", key)
-    key = key.replace(".mid.block_1.", ".mid_block.resnets.0.").replace(".mid.block_2.", ".mid_block.resnets.1.")
-    key = key.replace(".mid.attn_1.0.", ".mid_block.attentions.0.").replace(".mid.attn_1.1.", ".mid_block.temp_attentions.0.")
-    key = key.replace(".block.", ".resnets.").replace(".downsample.", ".downsamplers.0.").replace(".upsample.", ".upsamplers.0.")
-    for ours, theirs in [("q", "to_q"), ("k", "to_k"), ("v", "to_v"), ("proj_out", "to_out.0")]:
-        key = key.replace(f".{ours}.conv3d.", f".{theirs}.")
-    key = re.sub(r"\.0\.conv3d\.", ".conv_s.", key)
-    key = re.sub(r"\.1\.conv3d\.", ".conv_t.", key)
-    key = key.replace(".nin_shortcut.conv3d.", ".conv_shortcut.")
-    return key.replace(".conv3d.", ".")
-
-
 def _diffusers_twin(net: CausalVideoAutoencoder, cfg: dict):
-    diffusers = pytest.importorskip("diffusers")
+    import diffusers  # test-only dependency (the independent implementation we check against)
     c, m = cfg["channels"], cfg["channels_mult"]
     theirs = diffusers.AutoencoderKLCosmos(
         encoder_block_out_channels=(c, *[c * k for k in m]),
@@ -57,14 +44,7 @@ def _diffusers_twin(net: CausalVideoAutoencoder, cfg: dict):
         latents_mean=None,
         latents_std=None,
     ).eval()
-    expected = set(theirs.state_dict())
-    mapped = {}
-    for key, value in net.state_dict().items():
-        new = _to_diffusers_key(key, len(m))
-        if new in expected:
-            mapped[new] = value
-        else:  # only the convs of resamplers that do nothing (official files carry them, diffusers drops them)
-            assert re.search(r"(downsamplers|upsamplers)\.0\.conv\d\.", new), f"unmapped parameter {key} -> {new}"
+    mapped = diffusers_state_dict(net)
     theirs.load_state_dict(mapped, strict=True)
     return theirs
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Sequence
 
 import torch
@@ -509,6 +510,51 @@ class CausalVideoAutoencoder(nn.Module):
                 f"unexpected {len(result.unexpected_keys)}: {result.unexpected_keys[:5]}); check channels, "
                 "channels_mult, num_res_blocks and attn_resolutions against the checkpoint"
             )
+
+
+def _diffusers_key(key: str, num_levels: int) -> str:
+    key = re.sub(r"^encoder\.down\.(\d+)\.", r"encoder.down_blocks.\1.", key)
+    key = re.sub(r"^decoder\.up\.(\d+)\.", lambda m: f"decoder.up_blocks.{num_levels - 1 - int(m[1])}.", key)
+    key = re.sub(r"\.attn\.(\d+)\.0\.", r".attentions.\1.", key)
+    key = re.sub(r"\.attn\.(\d+)\.1\.", r".temp_attentions.\1.", key)
+    for ours, theirs in [
+        (".mid.block_1.", ".mid_block.resnets.0."),
+        (".mid.block_2.", ".mid_block.resnets.1."),
+        (".mid.attn_1.0.", ".mid_block.attentions.0."),
+        (".mid.attn_1.1.", ".mid_block.temp_attentions.0."),
+        (".block.", ".resnets."),
+        (".downsample.", ".downsamplers.0."),
+        (".upsample.", ".upsamplers.0."),
+        (".q.conv3d.", ".to_q."),
+        (".k.conv3d.", ".to_k."),
+        (".v.conv3d.", ".to_v."),
+        (".proj_out.conv3d.", ".to_out.0."),
+        (".nin_shortcut.conv3d.", ".conv_shortcut."),
+    ]:
+        key = key.replace(ours, theirs)
+    key = re.sub(r"\.0\.conv3d\.", ".conv_s.", key)  # factorized convs: spatial, then temporal
+    key = re.sub(r"\.1\.conv3d\.", ".conv_t.", key)
+    return key.replace(".conv3d.", ".")
+
+
+def diffusers_state_dict(network: CausalVideoAutoencoder) -> dict[str, torch.Tensor]:
+    """The network's weights under the parameter names of diffusers' AutoencoderKLCosmos (which leaves out the
+    convs of resamplers that are switched off; the official files keep them)."""
+    unused = set()
+    for prefix, module in network.named_modules():
+        if isinstance(module, (Downsample, Upsample)):
+            # Downsample: conv1 spatial, conv2 temporal; Upsample: conv1 temporal, conv2 spatial; conv3 if either.
+            first, second = (module.spatial, module.temporal) if isinstance(module, Downsample) else (
+                module.temporal, module.spatial)  # fmt: skip
+            for name, used in [("conv1", first), ("conv2", second), ("conv3", first or second)]:
+                if not used:
+                    unused.add(f"{prefix}.{name}.")
+    num_levels = len(network.encoder.down)
+    return {
+        _diffusers_key(key, num_levels): value
+        for key, value in network.state_dict().items()
+        if not any(key.startswith(u) for u in unused)
+    }
 
 
 # ------------------------------------------------------------------------------------------------ the tokenizer
