@@ -87,14 +87,15 @@ def step_fn(name, model, inputs, fps):
     return step
 
 
-def timed(step, device) -> float:
+def timed(step, device) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one step."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def peak_memory(step, model, device) -> int:
@@ -136,25 +137,29 @@ def main(argv=None) -> int:
     for step in steps.values():  # warm-up
         step()
     times = {name: [] for name in steps}
+    cpu_times = {name: [] for name in steps}
     for _ in range(args.repeats):
         for name, step in steps.items():
-            times[name].append(timed(step, device))
+            wall, cpu = timed(step, device)
+            times[name].append(wall)
+            cpu_times[name].append(cpu)
     ratios = [a / b for a, b in zip(times["ours"], times["diffusers"])]
+    cpu_ratios = [a / b for a, b in zip(cpu_times["ours"], cpu_times["diffusers"])]
     memory = {} if args.no_memory else {name: peak_memory(steps[name], models[name], device) for name in steps}
 
     print(f"GeneralDIT fwd+bwd, {args.blocks} blocks x {args.channels} ch x {args.heads} heads, latent "
           f"16x{args.frames}x{args.size}x{args.size}, batch 1, text {args.text_len}x1024, {dtype} on {device}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} alternating repeats, "
           f"{datetime.date.today()}\n")
-    print("| model | median step (s) | all steps (s) | peak memory (MiB) |")
-    print("| --- | --- | --- | --- |")
+    print("| model | median wall step (s) | all wall steps (s) | median process CPU (s) | peak memory (MiB) |")
+    print("| --- | --- | --- | --- | --- |")
     for name in steps:
         mem = f"{memory[name] / 2**20:.0f}" if memory else "-"
-        print(f"| {name} | {statistics.median(times[name]):.3f} | "
-              f"{', '.join(f'{s:.2f}' for s in times[name])} | {mem} |")
+        print(f"| {name} | {statistics.median(times[name]):.3f} | {', '.join(f'{s:.2f}' for s in times[name])} | "
+              f"{statistics.median(cpu_times[name]):.2f} | {mem} |")
     mem_ratio = f"{memory['ours'] / memory['diffusers']:.2f}" if memory else "-"
-    print(f"| ours / diffusers | {statistics.median(ratios):.2f} (median of per-pair ratios) | "
-          f"{', '.join(f'{r:.2f}' for r in ratios)} | {mem_ratio} |")
+    print(f"| ours / diffusers (median of per-pair ratios) | {statistics.median(ratios):.2f} | "
+          f"{', '.join(f'{r:.2f}' for r in ratios)} | {statistics.median(cpu_ratios):.2f} | {mem_ratio} |")
     return 0
 
 

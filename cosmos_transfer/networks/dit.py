@@ -215,6 +215,12 @@ class LearnablePosEmbAxis(nn.Module):
         self.pos_emb_h = nn.Parameter(torch.zeros(len_h, model_channels))
         self.pos_emb_w = nn.Parameter(torch.zeros(len_w, model_channels))
         self.pos_emb_t = nn.Parameter(torch.zeros(len_t, model_channels))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        if self.pos_emb_h.is_meta:
+            return
         for table in (self.pos_emb_h, self.pos_emb_w, self.pos_emb_t):
             nn.init.trunc_normal_(table, std=0.02, a=-2.0, b=2.0)
 
@@ -586,20 +592,29 @@ class GeneralDIT(nn.Module):
         self.affline_norm = RMSNorm(model_channels, eps=1e-6) if affline_emb_norm else nn.Identity()
         self.init_weights()
 
+    @torch.no_grad()
     def init_weights(self) -> None:
-        """Official initialization: xavier Linears, N(0, 0.02) time MLP, zero AdaLN output (blocks start as identity)."""
+        """Official initialization of every parameter and buffer: xavier Linears, N(0, 0.02) time MLP, zero AdaLN
+        outputs, unit norms, truncated-normal position tables, the RoPE positions.
+
+        Does nothing on the meta device; after `net.to_empty(device=...)` call it again to get real values.
+        """
+        if self.x_embedder.proj[1].weight.is_meta:
+            return
         for module in self.modules():
-            if isinstance(module, nn.Linear) and module.weight.device.type != "meta":
+            if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        if self.x_embedder.proj[1].weight.device.type == "meta":
-            return
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+            elif isinstance(module, LearnablePosEmbAxis):
+                module.reset_parameters()
+            elif isinstance(module, RopePosition3D):
+                module.seq.copy_(torch.arange(len(module.seq), dtype=module.seq.dtype))
         time_mlp = self.t_embedder[1]
         for linear in (time_mlp.linear_1, time_mlp.linear_2):
             nn.init.normal_(linear.weight, std=0.02)
-            if linear.bias is not None:
-                nn.init.zeros_(linear.bias)
         for block in self.blocks.values():
             for sub_block in block.blocks:
                 nn.init.zeros_(sub_block.adaLN_modulation[-1].weight)
