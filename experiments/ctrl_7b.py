@@ -11,11 +11,12 @@ Starting weights (see docs/TRAINING.md): convert the official base once, giving 
 then run with checkpoint.load_path=<that file> (the branch's own new layers are in allowed_missing_keys below).
 To continue from NVIDIA's trained branch instead, convert with `--control edge=edge_control.pt`.
 
-Data: a folder in the dataset layout of docs (videos/, metas/, t5_xxl/), `dataloader_train.dataset.root=...`.
+Data: the `custom` data option (docs/DATASETS.md): `dataloader_train.dataset.root=/data/my_clips`.
 """
 
 from hydra.core.config_store import ConfigStore
 
+from configs.hint_key import hint_key_node
 from cosmos_transfer.lazy_config import LazyDict
 
 cs = ConfigStore.instance()
@@ -25,59 +26,42 @@ CONTROL_MODEL = "cosmos_transfer.diffusion.model_ctrl.ControlDiffusionModel"
 NEW_BRANCH_KEYS = ["net_ctrl.*.x_embedder2.*", "net_ctrl.*.input_hint_block.*", "net_ctrl.*.zero_blocks.*"]
 
 
-def _dataset(split: str, hint_keys: list, is_train: bool) -> dict:
-    return dict(
-        _target_="cosmos_transfer.data.sampler.build_dataloader",
-        dataset=dict(
-            _target_="cosmos_transfer.data.dataset.VideoDataset",
-            root=f"datasets/transfer_posttrain/{split}",
-            num_frames=121,
-            resolution="720",  # 704 x 1280
-            hint_keys=hint_keys,
-            is_train=is_train,
-        ),
-        batch_size=1,
-        num_workers=4,
-        shuffle=is_train,
-    )
-
-
 def ctrl_7b_experiment(name: str, hint_keys: list, hint_dropout_rate: float = 0.0) -> LazyDict:
     """The 7B control post-training of `hint_keys` (one branch each) on the frozen video2world base."""
-    return LazyDict(
-        dict(
-            defaults=[
-                {"override /net": "cosmos_7b"},
-                {"override /net_ctrl": "cosmos_7b"},
-                {"override /tokenizer": "cosmos_cv8x8x8"},
-                {"override /optimizer": "fusedadamw"},
-                {"override /scheduler": "lambdalinear"},
-                "_self_",
-            ],
-            job=dict(project="cosmos_transfer", group="ctrl_7b", name=name),
-            model=dict(
-                _target_=CONTROL_MODEL,
-                video2world=True,
-                min_condition_frames=0,
-                max_condition_frames=2,
-                hint_keys=hint_keys,
-                hint_dropout_rate=hint_dropout_rate,
-                finetune_base=False,
-                base_dtype="bfloat16",
-                net=dict(in_channels=17),  # + condition-mask channel; the branch follows model.net
-            ),
-            dataloader_train=_dataset("train", hint_keys, True),
-            dataloader_val=_dataset("val", hint_keys, False),
-            optimizer=dict(lr=2 ** (-14.3), weight_decay=0.1, betas=[0.9, 0.99], eps=1e-10),  # Cosmos: ~5e-5
-            trainer=dict(
-                max_iter=10_000,
-                logging_iter=50,
-                activation_checkpointing="full",
-                clip_grad_norm=1.0,
-            ),
-            checkpoint=dict(save_iter=1000, allowed_missing_keys=NEW_BRANCH_KEYS),
-        )
+    defaults = [
+        {"override /net": "cosmos_7b"},
+        {"override /net_ctrl": "cosmos_7b"},
+        {"override /tokenizer": "cosmos_cv8x8x8"},
+        {"override /data_train": "custom"},  # 121 frames at 1280 x 704, T5-XXL text; set dataloader_train.dataset.root
+        {"override /data_val": "custom"},
+        {"override /optimizer": "fusedadamw"},
+        {"override /scheduler": "lambdalinear"},
+    ]
+    if len(hint_keys) == 1:  # the hint_key group sets the model's and the datasets' keys
+        defaults.append({"override /hint_key": f"control_input_{hint_keys[0]}"})
+        keys = {}
+    else:  # no group option for a set of keys: set the three lists here
+        keys = hint_key_node(*hint_keys)
+    experiment = dict(
+        defaults=[*defaults, "_self_"],
+        job=dict(project="cosmos_transfer", group="ctrl_7b", name=name),
+        model=dict(
+            _target_=CONTROL_MODEL,
+            video2world=True,
+            min_condition_frames=0,
+            max_condition_frames=2,
+            hint_dropout_rate=hint_dropout_rate,
+            finetune_base=False,
+            base_dtype="bfloat16",
+            net=dict(in_channels=17),  # + condition-mask channel; the branch follows model.net
+            **keys.get("model", {}),
+        ),
+        optimizer=dict(lr=2 ** (-14.3), weight_decay=0.1, betas=[0.9, 0.99], eps=1e-10),  # Cosmos: ~5e-5
+        trainer=dict(max_iter=10_000, logging_iter=50, activation_checkpointing="full", clip_grad_norm=1.0),
+        checkpoint=dict(save_iter=1000, allowed_missing_keys=NEW_BRANCH_KEYS),
     )
+    experiment.update({k: v for k, v in keys.items() if k != "model"})
+    return LazyDict(experiment)
 
 
 HINT_KEYS = ["edge", "vis", "depth", "seg", "keypoint"]
