@@ -1,0 +1,93 @@
+"""Control adherence of the demo model: Edge F1 (and blur SSIM) of the trained `demo_edge_tiny` against the same
+model untrained (random base, zero-initialized control branch), on the demo's validation clips.
+
+Peer: the untrained model. Both generate each clip with the same seed, steps and guidance, through the inference
+pipeline (cosmos_transfer/inference) with the clip's own caption embedding; the edge control is computed from the
+clip (Canny, `medium`) and the output's Canny edges are compared with it (cosmos_transfer/metrics.py). The models
+alternate clip by clip.
+
+    .venv/bin/python benchmarks/demo_edge_f1.py --job outputs/cosmos_transfer/demo/demo_edge_tiny --data datasets/demo/val
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import statistics
+import sys
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from cosmos_transfer.inference import loading, pipeline  # noqa: E402
+from cosmos_transfer.inference.controls import prepare_inputs  # noqa: E402
+from cosmos_transfer.inference.spec import parse_spec  # noqa: E402
+from cosmos_transfer.metrics import blur_ssim, edge_f1  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", default="demo_edge_tiny")
+    parser.add_argument("--job", default="outputs/cosmos_transfer/demo/demo_edge_tiny", help="trained job folder")
+    parser.add_argument("--data", default="datasets/demo/val", help="clips: videos/ and minilm_l6/ embeddings")
+    parser.add_argument("--num_clips", type=int, default=8)
+    parser.add_argument("--num_steps", type=int, default=12)
+    parser.add_argument("--guidance", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no_ema", action="store_true")
+    args = parser.parse_args()
+
+    config = loading.compose_config(args.experiment)
+    dataset = config.dataloader_train["dataset"]
+    resolution = tuple(dataset["resolution"])
+    window = int(dataset["num_frames"])
+    length = int(dataset["text_embedding_length"])
+    folder = dataset["text_embedding_folder"]
+
+    trained = loading.build_model(config)
+    checkpoint = loading.resolve_checkpoint(args.job)
+    loading.load_weights(trained, checkpoint, use_ema=not args.no_ema)
+    untrained = loading.build_model(config)
+    models = {"trained": loading.prepare_for_inference(trained, "cpu"),
+              "untrained": loading.prepare_for_inference(untrained, "cpu")}
+    options = pipeline.SamplingOptions(num_steps=args.num_steps, guidance=args.guidance, seed=args.seed)
+
+    videos = sorted(glob.glob(os.path.join(args.data, "videos", "*.mp4")))[: args.num_clips]
+    if not videos:
+        raise SystemExit(f"no videos in {args.data}/videos")
+    scores = {name: {"edge_f1": [], "blur_ssim": []} for name in models}
+    started = time.time()
+    for index, video in enumerate(videos):
+        stem = os.path.splitext(os.path.basename(video))[0]
+        spec = parse_spec({"prompt_embedding": os.path.join(args.data, folder, stem + ".safetensors"),
+                           "input_video_path": video, "edge": {"control_weight": 1.0}}, source=stem)
+        inputs = prepare_inputs(spec, resolution, max_frames=window)
+        text = pipeline.encode_text(spec, length=length)
+        order = list(models) if index % 2 == 0 else list(reversed(models))  # alternate who goes first
+        for name in order:
+            frames = pipeline.generate_video(models[name], inputs, text, window_frames=window, options=options)
+            output, control = inputs.crop(frames), inputs.crop(inputs.controls["edge"])
+            scores[name]["edge_f1"].append(edge_f1(output, control))
+            scores[name]["blur_ssim"].append(blur_ssim(output, inputs.crop(inputs.input_video)))
+        print(f"clip {index + 1}/{len(videos)} {stem}: " + ", ".join(
+            f"{name} F1 {scores[name]['edge_f1'][-1]:.3f}" for name in models), file=sys.stderr)
+
+    mean = {name: {k: statistics.mean(v) for k, v in s.items()} for name, s in scores.items()}
+    ratio = mean["trained"]["edge_f1"] / max(mean["untrained"]["edge_f1"], 1e-9)
+    print(f"\nDemo control adherence ({len(videos)} validation clips of {window} frames at {resolution[0]}x"
+          f"{resolution[1]}, {args.num_steps} res2ab steps, guidance {args.guidance:g}, "
+          f"{'regular' if args.no_ema else 'EMA'} weights from {checkpoint}; {time.time() - started:.0f} s)\n")
+    print("| model | Edge F1 (mean) | Edge F1 (min..max) | blur SSIM |")
+    print("| --- | ---: | ---: | ---: |")
+    for name in models:
+        f1 = scores[name]["edge_f1"]
+        print(f"| {name} | {mean[name]['edge_f1']:.3f} | {min(f1):.3f}..{max(f1):.3f} | {mean[name]['blur_ssim']:.3f} |")
+    print(f"\ntrained / untrained Edge F1: {ratio:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
