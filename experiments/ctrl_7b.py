@@ -18,12 +18,13 @@ from hydra.core.config_store import ConfigStore
 
 from configs.hint_key import hint_key_node
 from cosmos_transfer.lazy_config import LazyDict
+from cosmos_transfer.networks.dit_ctrl import NEW_BRANCH_KEY_PATTERNS
 
 cs = ConfigStore.instance()
 
 CONTROL_MODEL = "cosmos_transfer.diffusion.model_ctrl.ControlDiffusionModel"
 # The branch's own layers, absent from a base checkpoint (net_ctrl.K.* copied from the base is present).
-NEW_BRANCH_KEYS = ["net_ctrl.*.x_embedder2.*", "net_ctrl.*.input_hint_block.*", "net_ctrl.*.zero_blocks.*"]
+NEW_BRANCH_KEYS = list(NEW_BRANCH_KEY_PATTERNS)
 
 
 def ctrl_7b_experiment(name: str, hint_keys: list, hint_dropout_rate: float = 0.0) -> LazyDict:
