@@ -170,7 +170,7 @@ class ControlDiffusionModel(DiffusionModel):
             hints = self.encode_hints(batch)
             batch["_hint_latents"] = hints
         hint_keep = branch_keep = None
-        if self.training:
+        if self.training and torch.is_grad_enabled():  # training steps only, never sampling
             batch_size = condition.batch_size
             if len(self.hint_keys) > 1 and self.hint_dropout_rate > 0:
                 hint_keep = self._draw_hint_keep(batch_size)
