@@ -428,3 +428,22 @@ def test_generate_samples_with_per_control_weights_and_a_pixel_map():
 def test_finetuning_a_bf16_base_is_refused():
     with pytest.raises(ValueError, match="master"):
         make_model(finetune_base=True, base_dtype="bfloat16")
+
+
+def test_video2world_control_model_sees_the_condition_mask_channel():
+    arch = dict(ARCH, in_channels=5)  # 4 latent channels + the condition mask
+    torch.manual_seed(0)
+    base = GeneralDIT(num_blocks=2, **arch)
+    randomize_(base)
+    branch = GeneralDITControl(num_control_blocks=1, hint_channels=HINT_CHANNELS, **arch)
+    model = ControlDiffusionModel(base, ConvTokenizer(), net_ctrl=branch, video2world=True).eval()
+    reference = DiffusionModel(base, model.tokenizer, video2world=True).eval()
+    batch = make_batch()
+    latent = model.encode(batch["video"])
+    condition = model.with_condition_frames(model._extend_condition(dict(batch), model.conditioner(batch)), latent,
+                                            torch.tensor([1, 0]))
+    reference_condition = reference.with_condition_frames(reference.conditioner(batch), latent, torch.tensor([1, 0]))
+    x, sigma = torch.randn_like(latent), torch.tensor([2.0, 2.0])
+    assert torch.equal(model.denoise(x, sigma, condition), reference.denoise(x, sigma, reference_condition))
+    randomize_control_layers_(branch)
+    assert not torch.equal(model.denoise(x, sigma, condition), reference.denoise(x, sigma, reference_condition))
