@@ -209,3 +209,11 @@ def test_a_config_without_data_says_which_group_to_choose():
                                    trainer=None, checkpoint=None)
     with pytest.raises(ValueError, match="config.dataloader_train is not set: choose a `data_train` option"):
         Trainer(config, device=None)
+
+
+def test_gradient_accumulation_consumes_one_batch_per_micro_step(runs):
+    job = runs["root"] / "accumulate"
+    check(run_toy({"job_dir": str(job), "max_iter": 3, "save_iter": 100, "grad_accum_iter": 2}, nproc=1))
+    assert sorted(losses(job)) == [1, 2, 3]
+    state = json.loads((job / "checkpoints" / "iter_000000003" / "trainer_state_rank0.json").read_text())
+    assert state["data"]["loader"]["consumed"] == 3 * 2 * 4  # iterations x micro-batches x batch size

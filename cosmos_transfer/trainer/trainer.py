@@ -377,11 +377,13 @@ class Trainer:
                 if self.validation_iter > 0 and self.iteration % self.validation_iter == 0:
                     self.validate()
                 last = self.iteration == self.max_iter
-                if last or (self.save_iter > 0 and self.iteration % self.save_iter == 0):
+                saved = last or (self.save_iter > 0 and self.iteration % self.save_iter == 0)
+                if saved:
                     self.save()
                 if not last and distributed.all_reduce_max_flag(preemption.requested, self.device):
                     self._print(f"preempted: saving at iteration {self.iteration} and exiting")
-                    self.save()
+                    if not saved:
+                        self.save()
                     break
             self.checkpointer.wait()
             for callback in self.callbacks:
