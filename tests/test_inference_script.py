@@ -119,6 +119,7 @@ def test_default_checkpoint_is_the_experiment_job_folder(demo_files, monkeypatch
         (lambda f: ["--checkpoint", str(f["folder"] / "nope.safetensors")], "nope.safetensors does not exist"),
         (lambda f: ["--experiment", "no_such_experiment"], "no_such_experiment"),
         (lambda f: ["--control_checkpoint", "edge"], "KEY=PATH"),
+        (lambda f: ["--config", "configs/missing.py"], "'configs/missing.py' does not exist"),
     ],
 )
 def test_errors_exit_2_with_a_message(demo_files, capsys, change, message):

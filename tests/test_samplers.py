@@ -8,6 +8,15 @@ import torch
 from cosmos_transfer.diffusion.samplers import SAMPLER_METHODS, karras_sigmas, sample
 
 SIGMA_MAX = 80.0
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These toys run thousands of tiny ops: one intra-op thread avoids thread hand-off costs (20x on a busy host)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 MEAN = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
 STD = torch.tensor([0.5, 0.2, 1.0], dtype=torch.float64)
 
@@ -68,16 +77,16 @@ def test_converges_to_exact_gaussian_ode_solution(method):
 
 @pytest.mark.parametrize("method", SAMPLER_METHODS)
 def test_gaussian_samples_have_the_data_distribution(method):
-    x_T = _noise(20000, 3, seed=1)
+    x_T = _noise(8000, 3, seed=1)
     steps = 80 if method == "euler" else 40  # first order: Euler's spread is still ~7% short at 40 steps
     out = sample(gaussian_denoiser, x_T, sigmas=karras_sigmas(steps, 0.002, SIGMA_MAX), method=method)
-    assert torch.allclose(out.mean(0), MEAN, atol=0.03)
+    assert torch.allclose(out.mean(0), MEAN, atol=0.04)
     assert torch.allclose(out.std(0), STD, rtol=0.05)
 
 
 def test_second_order_methods_beat_euler_and_res2ab_is_second_order():
-    x_T = _noise(2048, 1, seed=2)
-    reference = sample(mixture_denoiser, x_T, sigmas=karras_sigmas(2000, 0.002, SIGMA_MAX), method="heun")
+    x_T = _noise(1024, 1, seed=2)
+    reference = sample(mixture_denoiser, x_T, sigmas=karras_sigmas(1000, 0.002, SIGMA_MAX), method="heun")
 
     def error(method: str, steps: int) -> float:
         out = sample(mixture_denoiser, x_T, sigmas=karras_sigmas(steps, 0.002, SIGMA_MAX), method=method)

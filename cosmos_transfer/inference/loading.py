@@ -22,20 +22,14 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def compose_config(experiment: str, overrides: list[str] | None = None, config_file: str | None = None) -> Any:
-    """The training config of `experiment` with Hydra `overrides`, as scripts/train.py composes it."""
-    import importlib.util
-
-    from cosmos_transfer.config import override
+    """The training config of `experiment` with Hydra `overrides`, as scripts/train.py composes it
+    (`config_file`: a --config file defining make_config(); default configs/train.py)."""
+    from cosmos_transfer.config import load_make_config, override
 
     if config_file is None:
         from configs.train import make_config
     else:
-        spec = importlib.util.spec_from_file_location("cosmos_transfer_inference_config", config_file)
-        if spec is None or not os.path.isfile(config_file):
-            raise FileNotFoundError(f"config file {config_file} does not exist")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        make_config = module.make_config
+        make_config = load_make_config(config_file)
     return override(make_config(), [f"experiment={experiment}", *(overrides or [])])
 
 
