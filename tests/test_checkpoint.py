@@ -81,3 +81,26 @@ def test_export_rejects_a_folder_that_is_not_a_checkpoint(tmp_path):
     )
     assert result.returncode == 2
     assert "neither a DCP checkpoint" in result.stderr
+
+
+def test_load_path_reads_an_official_style_pt_file(tmp_path):
+    from cosmos_transfer.trainer.checkpoint import load_model_weights
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(3, 2)
+            self.net_ctrl = torch.nn.Linear(2, 2)
+
+    source, target = Model(), Model()
+    # Official base files: the network's keys without our "net." prefix, wrapped in {"model": ...}
+    torch.save({"model": {k: v for k, v in source.net.state_dict().items()}}, tmp_path / "base.pt")
+    with pytest.raises(ValueError, match="2 missing keys"):
+        load_model_weights(target, str(tmp_path / "base.pt"))
+    keys = load_model_weights(target, str(tmp_path / "base.pt"), allowed_missing_keys=["net_ctrl.*"])
+    assert keys == ["net.bias", "net.weight"]
+    assert torch.equal(target.net.weight, source.net.weight)
+    assert not torch.equal(target.net_ctrl.weight, source.net_ctrl.weight)
+    torch.save({"net.weight": torch.zeros(5, 5)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"net.weight has shape \(5, 5\), the model expects \(2, 3\)"):
+        load_model_weights(target, str(tmp_path / "bad.pt"), strict=False)
