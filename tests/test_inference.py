@@ -110,7 +110,7 @@ def test_long_video_windows_are_conditioned_on_the_previous_window(spec_files):
         return original_generate(batch, **kwargs)
 
     model.decode, model.generate_samples = recording_decode, recording_generate
-    video = generate_video(model, inputs, text, window_frames=5,
+    video = generate_video(model, inputs, text, window_frames=5, offload_tokenizer=True,
                            options=SamplingOptions(num_steps=3, guidance=0.0, seed=3))
     # 12 frames in windows of 5 overlapping by 1: frames 0-4, 4-8, 8-12 (the last padded past the end)
     assert video.shape == (12, 16, 16, 3) and video.dtype == np.uint8

@@ -247,10 +247,14 @@ def generate_video(
         if progress is not None:
             progress(f"window {window.index + 1}/{len(windows)}: frames {window.start}..{window.keep_stop - 1}")
         batch = window_batch(inputs, text, window, model_hint_keys(model))
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         condition_latent = None
-        if window.conditioning_frames:
-            with tokenizer_on(model, device, offload_tokenizer):
+        with tokenizer_on(model, device, offload_tokenizer):
+            if window.conditioning_frames:
                 condition_latent = model.encode(previous[:, :, -window.conditioning_frames :].to(device))
+            # The control videos are encoded now, while the tokenizer is on the device; the control model reuses
+            # latents it finds under this key instead of encoding the hints again inside the sampling call.
+            batch["_hint_latents"] = model.encode_hints(batch)
         latent = model.generate_samples(
             batch,
             num_steps=options.num_steps,
