@@ -48,7 +48,7 @@ class CausalPairTokenizer(nn.Module):
         return torch.cat([frames[:, :, :1], frames[:, :, 1:].repeat_interleave(2, dim=2)], dim=2)
 
 
-def make_model(video2world=True, seed=0):
+def make_model(video2world=True, seed=0, hint_keys=("edge",)):
     torch.manual_seed(seed)
     net_kwargs = dict(max_img_h=16, max_img_w=16, max_frames=8, in_channels=12 + int(video2world), out_channels=12,
                       model_channels=32, num_blocks=2, num_heads=2, crossattn_emb_channels=TEXT_DIM,
@@ -56,7 +56,7 @@ def make_model(video2world=True, seed=0):
     net = GeneralDIT(**net_kwargs)
     control = GeneralDITControl(num_control_blocks=1, hint_channels=12, **net_kwargs)
     model = ControlDiffusionModel(net, CausalPairTokenizer(), VideoConditioner(), net_ctrl=control,
-                                  hint_keys=["edge"], video2world=video2world, max_condition_frames=1)
+                                  hint_keys=list(hint_keys), video2world=video2world, max_condition_frames=1)
     with torch.no_grad():  # the zero-initialized control layers would make the control invisible: wake them up
         for parameter in model.net_ctrl.parameters():
             if parameter.abs().sum() == 0:
@@ -165,7 +165,7 @@ def test_spec_controls_must_match_the_model(spec_files, tmp_path):
     spec = parse_spec({"prompt_embedding": spec_files["prompt"], "input_video_path": spec_files["input"],
                        "depth": {"input_control": str(depth)}}, source="spec.json")
     inputs, text = prepare_inputs(spec, (16, 16)), encode_text(spec, length=6)
-    with pytest.raises(SpecError, match=r"takes \['edge'\], the spec gives \['depth'\]"):
+    with pytest.raises(SpecError, match=r"take \['edge'\], the spec gives \['depth'\]: this model has no branch"):
         generate_video(model, inputs, text, window_frames=5)
     with pytest.raises(ValueError, match="window_frames=4 does not map to whole latent frames"):
         inputs, text = _prepare(spec_files)
@@ -176,3 +176,23 @@ def test_text_prompt_needs_an_encoder(spec_files):
     spec = parse_spec({"prompt": "a box", "input_video_path": spec_files["input"], "edge": {}}, source="spec.json")
     with pytest.raises(SpecError, match="no text encoder was given"):
         encode_text(spec, length=6)
+
+
+def test_branches_the_spec_leaves_out_run_with_weight_zero(spec_files):
+    model = make_model(hint_keys=("edge", "vis"))
+    options = SamplingOptions(num_steps=1, guidance=0.0, sampler="euler")
+
+    def run(controls):
+        spec = parse_spec({"prompt_embedding": spec_files["prompt"], "input_video_path": spec_files["input"],
+                           **controls})
+        notes = []
+        video = generate_video(model, prepare_inputs(spec, (16, 16), max_frames=5), encode_text(spec, length=6),
+                               window_frames=5, options=options, progress=notes.append)
+        return video, notes
+
+    edge_only, notes = run({"edge": {}})
+    assert any("leaves out ['vis']" in note for note in notes)
+    explicit, _ = run({"edge": {}, "vis": {"control_weight": 0.0}})
+    np.testing.assert_array_equal(edge_only, explicit)
+    both, _ = run({"edge": {}, "vis": {"control_weight": 1.0}})
+    assert not np.array_equal(edge_only, both)

@@ -126,8 +126,8 @@ def model_hint_keys(model: nn.Module) -> list[str]:
     return [k[len("control_input_") :] if k.startswith("control_input_") else k for k in keys]
 
 
-def check_controls(model: nn.Module, inputs: GenerationInputs, source: str = "spec") -> None:
-    """The spec's controls must be the model's: a control branch is trained for one kind of control."""
+def check_controls(model: nn.Module, inputs: GenerationInputs, source: str = "spec") -> list[str]:
+    """The spec's controls must be among the model's branches; returns the model's hint keys the spec leaves out."""
     expected = model_hint_keys(model)
     given = sorted(inputs.controls)
     if not expected:
@@ -135,13 +135,22 @@ def check_controls(model: nn.Module, inputs: GenerationInputs, source: str = "sp
             f"{source}: the model has no control branch (a base DiffusionModel) but the spec gives controls {given}; "
             "use a control experiment (a ControlDiffusionModel)"
         )
-    missing = sorted(set(expected) - set(given))
     extra = sorted(set(given) - set(expected))
-    if missing or extra:
+    if extra:
         raise SpecError(
-            f"{source}: the model's control branch takes {expected}, the spec gives {given}"
-            + (f" (missing {missing})" if missing else "") + (f" (not supported by this model: {extra})" if extra else "")
+            f"{source}: the model's control branches take {expected}, the spec gives {given}: this model has no "
+            f"branch for {extra}"
         )
+    return sorted(set(expected) - set(given))
+
+
+def with_unused_branches_off(inputs: GenerationInputs, keys: list[str]) -> GenerationInputs:
+    """Inputs where the branches of `keys` get a black control video and weight 0 (a hint left out)."""
+    if not keys:
+        return inputs
+    blank = np.zeros_like(next(iter(inputs.controls.values())))
+    return dataclasses.replace(inputs, controls={**inputs.controls, **{k: blank for k in keys}},
+                               weights={**inputs.weights, **{k: 0.0 for k in keys}})
 
 
 def _to_cthw(frames: np.ndarray) -> torch.Tensor:
@@ -222,7 +231,10 @@ def generate_video(
     (they may show seams); one that is conditions each window on `conditioning_latent_frames` latent frames of the
     previous window's output.
     """
-    check_controls(model, inputs, source="spec")
+    unused = check_controls(model, inputs, source="spec")
+    if unused and progress is not None:
+        progress(f"note: the spec leaves out {unused}: those branches run with weight 0")
+    inputs = with_unused_branches_off(inputs, unused)
     check_window_frames(model, window_frames)
     device = model.device
     tokenizer = model.tokenizer
