@@ -16,6 +16,9 @@ DiffusionModel's state dict (it builds `logvar` itself when the net has none).
 
 Internally tokens are kept as [B, T', S, D] (S = H'*W'): LayerNorm/Linear act on the last dim, attention views the
 sequence as [B, T'*S, ...] without copies, and per-frame modulation ([B,T'] timesteps) broadcasts over S.
+Memory: two small autograd functions (RMSNorm, GELU->Linear) recompute an elementwise result in backward instead of
+keeping it, and a modulation shared by all tokens goes into LayerNorm's fused affine; activations of a block are
+~0.7x those of diffusers' implementation, at the same speed (benchmarks/dit_step.py).
 
 The network can also be run in pieces (used by the ControlNet branch):
     inputs = net.forward_before_blocks(x, timesteps, crossattn_emb, ...)
