@@ -223,3 +223,13 @@ def test_meta_construction_then_materialize_and_init():
             torch.testing.assert_close(value, expected, msg=name)  # deterministic parts of the init
     x, t, text = inputs()
     assert torch.isfinite(net(x, t, text)).all()
+
+
+def test_backward_under_cpu_autocast():
+    net = make_net()
+    x, t, text = inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x, t, text)
+    assert out.dtype == torch.bfloat16
+    out.float().square().mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters())

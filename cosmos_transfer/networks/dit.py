@@ -328,10 +328,13 @@ class _GeluLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         u, weight = ctx.saved_tensors
+        # Explicit casts: under autocast the forward ran in low precision while the weight may be float32.
         grad_weight = None
         if ctx.needs_input_grad[1]:
-            grad_weight = grad.reshape(-1, grad.shape[-1]).t() @ F.gelu(u).reshape(-1, u.shape[-1])
-        grad_u = torch.ops.aten.gelu_backward(grad @ weight, u)
+            activation = F.gelu(u).to(grad.dtype)
+            grad_weight = (grad.reshape(-1, grad.shape[-1]).t() @ activation.reshape(-1, u.shape[-1]))
+            grad_weight = grad_weight.to(weight.dtype)
+        grad_u = torch.ops.aten.gelu_backward((grad @ weight.to(grad.dtype)).to(u.dtype), u)
         return grad_u, grad_weight
 
 
@@ -341,7 +344,6 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
         self.layer1 = nn.Linear(dim, hidden_dim, bias=False)
-        self.activation = nn.GELU()
         self.layer2 = nn.Linear(hidden_dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
