@@ -32,6 +32,8 @@ CASES = {
     "width32_17x128x128": (dict(channels=32), (1, 3, 17, 128, 128)),
     # larger frames: activations, not library buffers, dominate the peak memory
     "width32_9x256x256": (dict(channels=32), (1, 3, 9, 256, 256)),
+    # the released network's width (128), on a small clip
+    "width128_9x64x64": (dict(channels=128), (1, 3, 9, 64, 64)),
 }
 
 

@@ -60,14 +60,32 @@ class CausalConv3d(nn.Module):
         super().__init__()
         kt, kh, kw = (kernel_size,) * 3 if isinstance(kernel_size, int) else tuple(kernel_size)
         self.time_pad = (kt - 1) + (1 - time_stride)
-        # Spatial zero padding inside the conv (no padded copy of the input); official name `conv3d`.
-        self.conv3d = nn.Conv3d(
+        self.stride, self.time_stride, self.padding = stride, time_stride, padding
+        # The factorized network has only (1,k,k) spatial and (k,1,1) temporal kernels. Both run as 2D convs:
+        # PyTorch's CPU conv3d often falls back to a slow unfold path for them, conv2d does not (same weights).
+        if kt == 1 and time_stride == 1:
+            self.kind = "spatial"
+        elif kh == 1 and kw == 1 and stride == 1 and padding == 0:
+            self.kind = "temporal"
+        else:
+            self.kind = "full"
+        self.conv3d = nn.Conv3d(  # official name `conv3d`
             in_channels, out_channels, (kt, kh, kw), stride=(time_stride, stride, stride), padding=(0, padding, padding)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.time_pad > 0:
             x = torch.cat([x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1), x], dim=2)
+        b, c, t, h, w = x.shape
+        if self.kind == "temporal":  # (k,1,1): a 2D conv over (T, H*W) of a view of the input
+            y = F.conv2d(x.reshape(b, c, t, h * w), self.conv3d.weight.flatten(3), self.conv3d.bias,
+                         stride=(self.time_stride, 1))  # fmt: skip
+            return y.view(b, y.shape[1], y.shape[2], h, w)
+        if self.kind == "spatial":  # (1,k,k): a 2D conv of every frame
+            frames = x.transpose(1, 2).reshape(b * t, c, h, w)
+            y = F.conv2d(frames, self.conv3d.weight.squeeze(2), self.conv3d.bias, stride=self.stride,
+                         padding=self.padding)  # fmt: skip
+            return y.view(b, t, y.shape[1], y.shape[2], y.shape[3]).transpose(1, 2).contiguous()
         return self.conv3d(x)
 
 
