@@ -38,7 +38,9 @@ def as_video(video, name: str = "video") -> np.ndarray:
 def _check_pair(a, b, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     a, b = as_video(a, names[0]), as_video(b, names[1])
     if a.shape != b.shape:
-        raise ValueError(f"{names[0]} and {names[1]} must have the same shape [T, H, W, 3], got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same shape [T, H, W, 3], got {a.shape} and {b.shape}"
+        )
     return a, b
 
 

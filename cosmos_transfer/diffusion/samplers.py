@@ -44,7 +44,9 @@ def karras_sigmas(
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"karras_sigmas: num_steps must be an integer >= 1, got {num_steps!r}")
     if not 0.0 < sigma_min < sigma_max:
-        raise ValueError(f"karras_sigmas: need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+        raise ValueError(
+            f"karras_sigmas: need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}"
+        )
     if rho <= 0:
         raise ValueError(f"karras_sigmas: rho must be > 0, got {rho}")
     if num_steps == 1:
@@ -65,7 +67,9 @@ def _check_sigmas(sigmas: torch.Tensor) -> None:
     if sigmas[-1].item() != 0.0:
         raise ValueError(f"sample: sigmas must end in 0, got last value {sigmas[-1].item()}")
     if not (sigmas[:-1] > 0).all() or not (sigmas[1:] < sigmas[:-1]).all():
-        raise ValueError(f"sample: sigmas must be positive and strictly decreasing before the final 0, got {sigmas.tolist()}")
+        raise ValueError(
+            f"sample: sigmas must be positive and strictly decreasing before the final 0, got {sigmas.tolist()}"
+        )
 
 
 @torch.no_grad()

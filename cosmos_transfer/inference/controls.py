@@ -63,12 +63,16 @@ def computed_control(key: str, frames: np.ndarray, canny_threshold: str, blur_st
     """The `edge` or `vis` control of uint8 frames [T, h, w, 3] with inference presets -> uint8 [T, h, w, 3]."""
     if key == "edge":
         if canny_threshold not in control_ops.EDGE_PRESETS:
-            raise SpecError(f"unknown canny_threshold {canny_threshold!r}; expected one of {list(control_ops.EDGE_PRESETS)}")
+            raise SpecError(
+                f"unknown canny_threshold {canny_threshold!r}; expected one of {list(control_ops.EDGE_PRESETS)}"
+            )
         lower, upper = control_ops.EDGE_PRESETS[canny_threshold]
         return _rgb(control_ops.edge_control(np.ascontiguousarray(frames), lower, upper))
     if key == "vis":
         if blur_strength not in control_ops.BLUR_PRESETS:
-            raise SpecError(f"unknown blur_strength {blur_strength!r}; expected one of {list(control_ops.BLUR_PRESETS)}")
+            raise SpecError(
+                f"unknown blur_strength {blur_strength!r}; expected one of {list(control_ops.BLUR_PRESETS)}"
+            )
         return control_ops.blur_control(frames, preset=blur_strength)
     raise SpecError(f"the {key} control cannot be computed from the input video; give its 'input_control'")
 
@@ -111,7 +115,9 @@ def prepare_inputs(
     lengths = {"input video": input_frames.shape[0]} if input_frames is not None else {}
     lengths.update({f"'{k}' input_control": v.shape[0] for k, v in raw_controls.items()})
     if len(set(lengths.values())) > 1:
-        raise SpecError(f"{source}: videos of different lengths: {lengths}; every control needs one frame per input frame")
+        raise SpecError(
+            f"{source}: videos of different lengths: {lengths}; every control needs one frame per input frame"
+        )
     num_frames = next(iter(lengths.values()))
     if max_frames is not None:
         num_frames = min(num_frames, max_frames)

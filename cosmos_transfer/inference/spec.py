@@ -121,7 +121,9 @@ def parse_spec(data: Any, source: str = "spec") -> InferenceSpec:
             raise SpecError(f"{source}: hint key {key!r} is given twice")
         controls[key] = _parse_control(key, entry, source)
     if not controls:
-        raise SpecError(f"{source}: no control given; add at least one hint key, e.g. \"edge\": {{\"control_weight\": 1.0}}")
+        raise SpecError(
+            f"{source}: no control given; add at least one hint key, e.g. \"edge\": {{\"control_weight\": 1.0}}"
+        )
     for name in ("prompt", "negative_prompt"):
         if name in data and not isinstance(data[name], str):
             raise SpecError(f"{source}: '{name}' must be a string, got {data[name]!r}")
