@@ -149,13 +149,6 @@ def _batch_length(batch) -> int:
     return len(batch)
 
 
-def _init_worker(worker_id: int) -> None:
-    """Each worker is one core's worth of work: keep OpenCV from starting a thread pool per worker."""
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 def data_parallel_rank_and_size() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -187,7 +180,6 @@ def build_dataloader(
         )
     extra = {}
     if num_workers > 0:
-        extra["worker_init_fn"] = _init_worker
         extra["persistent_workers"] = persistent_workers
         if prefetch_factor is not None:
             extra["prefetch_factor"] = prefetch_factor
