@@ -103,3 +103,15 @@ def test_cosmos_config_options(tmp_path, monkeypatch):
     for option in (COSMOS_CV8X8X8, COSMOS_CV8X8X8_OURS):
         with pytest.raises(FileNotFoundError, match="Cosmos-Tokenize1-CV8x8x8-720p.*encoder.jit, decoder.jit, mean_std.pt"):
             instantiate(option)
+
+
+def test_hide_from_state_dict_keeps_weights_out_of_the_parent():
+    from cosmos_transfer.tokenizers import CosmosCV8x8x8Tokenizer, hide_from_state_dict
+
+    parent = torch.nn.Linear(2, 2)
+    tok = CosmosCV8x8x8Tokenizer(load_weights=False, channels=4, channels_mult=[1, 1, 1], num_res_blocks=1,
+                                 attn_resolutions=[])  # fmt: skip
+    hide_from_state_dict(parent, "tokenizer", tok)
+    assert parent.tokenizer is tok
+    assert sorted(parent.state_dict()) == ["bias", "weight"] and len(list(parent.parameters())) == 2
+    assert len(tok.state_dict()) > 0  # the tokenizer itself still has its weights

@@ -149,3 +149,26 @@ def test_frozen_and_interface():
     assert not tok.training and all(not p.requires_grad for p in tok.parameters())
     with pytest.raises(ValueError, match="cannot tokenize 12 frames"):
         tok.encode(_video(t=12, h=16, w=16))
+
+
+def test_bfloat16_path_close_to_float32():
+    """dtype="bfloat16" is what "auto" picks on CUDA; on CPU it runs the same half-precision code (GroupNorm path)."""
+    fp32 = CosmosCV8x8x8Tokenizer(load_weights=False, dtype="float32", **SMALL)
+    bf16 = CosmosCV8x8x8Tokenizer(load_weights=False, dtype="bfloat16", **SMALL)
+    video = _video(t=9, h=16, w=16)
+    reference, latent = fp32.encode(video), bf16.encode(video)
+    assert latent.dtype == torch.float32 and bf16.network.quant_conv.conv3d.weight.dtype == torch.bfloat16
+    assert (latent - reference).abs().max() < 0.05 * reference.abs().max()
+    decoded = bf16.decode(reference)
+    assert decoded.dtype == torch.float32 and decoded.shape == video.shape
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_auto_dtype_runs_bfloat16_on_cuda():
+    tok = CosmosCV8x8x8Tokenizer(load_weights=False, **SMALL)
+    video = _video(t=9, h=16, w=16)
+    reference = tok.encode(video)
+    tok.cuda()
+    latent = tok.encode(video.cuda())
+    assert tok.network.quant_conv.conv3d.weight.dtype == torch.bfloat16
+    assert (latent.cpu() - reference).abs().max() < 0.05 * reference.abs().max()

@@ -191,6 +191,17 @@ def attention_pair(channels: int) -> nn.Sequential:
     return nn.Sequential(SpatialAttention(channels), TemporalAttention(channels))
 
 
+def _avg_pool(x: torch.Tensor, time: int, space: int) -> torch.Tensor:
+    """avg_pool3d with kernel = stride = (time, space, space) for time == 1 or space == 1, as a 2D pool of a view
+    (CPU avg_pool3d has no bfloat16 kernel)."""
+    b, c, t, h, w = x.shape
+    if time == 1:
+        y = F.avg_pool2d(x.reshape(b, c * t, h, w), space)
+        return y.view(b, c, t, y.shape[2], y.shape[3])
+    y = F.avg_pool2d(x.reshape(b, c, t, h * w), (time, 1))
+    return y.view(b, c, y.shape[2], h, w)
+
+
 class Downsample(nn.Module):
     """2x down in space and/or time: a strided conv plus average pooling, then a 1x1 conv (CausalHybridDownsample3d).
     Its three convs exist even when it does nothing, as in the official network (their weights are in the files)."""
@@ -207,10 +218,10 @@ class Downsample(nn.Module):
             return x
         if self.spatial:
             x = F.pad(x, (0, 1, 0, 1, 0, 0))
-            x = self.conv1(x) + F.avg_pool3d(x, kernel_size=(1, 2, 2), stride=(1, 2, 2))
+            x = self.conv1(x) + _avg_pool(x, time=1, space=2)
         if self.temporal:
             x = torch.cat([x[:, :, :1], x], dim=2)  # causal: the first frame pairs with itself
-            x = self.conv2(x) + F.avg_pool3d(x, kernel_size=(2, 1, 1), stride=(2, 1, 1))
+            x = self.conv2(x) + _avg_pool(x, time=2, space=1)
         return self.conv3(x)
 
 
