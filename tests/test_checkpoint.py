@@ -104,3 +104,23 @@ def test_load_path_reads_an_official_style_pt_file(tmp_path):
     torch.save({"net.weight": torch.zeros(5, 5)}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match=r"net.weight has shape \(5, 5\), the model expects \(2, 3\)"):
         load_model_weights(target, str(tmp_path / "bad.pt"), strict=False)
+
+
+def test_load_path_accepts_transformer_engine_extra_state(tmp_path):
+    """Official files written with older Transformer Engine releases carry `_extra_state` entries stored as
+    io.BytesIO: weights_only loading must accept them, and they are not weights of our model."""
+    import io
+
+    from cosmos_transfer.trainer.checkpoint import load_model_weights
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(3, 2)
+
+    source, target = Model(), Model()
+    saved = {f"net.{k}": v for k, v in source.net.state_dict().items()}
+    saved["net.attn._extra_state"] = io.BytesIO(b"te metadata")
+    torch.save({"model": saved}, tmp_path / "te.pt")
+    assert load_model_weights(target, str(tmp_path / "te.pt")) == ["net.bias", "net.weight"]
+    assert torch.equal(target.net.weight, source.net.weight)

@@ -42,6 +42,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.checkpoint.stateful import Stateful
 
+from cosmos_transfer import checkpoint_convert
+
 LATEST_FILE = "latest_checkpoint.txt"
 PARTIAL_SUFFIX = ".partial"
 
@@ -262,20 +264,17 @@ class Checkpointer:
 
 
 def _read_weights_file(path: str, use_ema: bool) -> dict[str, torch.Tensor]:
+    """Weights from a `.safetensors` file (ours) or a `.pt` file (ours or an official Cosmos checkpoint, unwrapped
+    from its {"model": ...} container; Transformer Engine's `_extra_state` entries are not weights and are dropped)."""
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path, device="cpu")
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    # Official Cosmos files hold either the state dict itself or {"model": ..., "ema": ...} / {"state_dict": ...}.
-    if isinstance(state, dict) and use_ema and isinstance(state.get("ema"), dict):
-        state = state["ema"]
-    for wrapper in ("model", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"checkpoint.load_path={path}: expected a dict of tensors (a state dict), got {type(state)}")
-    return state
+        if use_ema:
+            raise ValueError(
+                f"checkpoint.load_path={path}: a safetensors file holds one set of weights; export the EMA weights "
+                "with scripts/export_checkpoint.py --ema and load that file without load_ema"
+            )
+        return checkpoint_convert.load_weights_file(path)
+    state = checkpoint_convert.unwrap(checkpoint_convert.torch_load_weights(path), use_ema=use_ema, source=path)
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and not k.endswith("_extra_state")}
 
 
 def _check_keys(
