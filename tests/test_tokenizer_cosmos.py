@@ -168,7 +168,6 @@ def test_auto_dtype_runs_bfloat16_on_cuda():
     tok = CosmosCV8x8x8Tokenizer(load_weights=False, **SMALL)
     video = _video(t=9, h=16, w=16)
     reference = tok.encode(video)
-    tok.cuda()
-    latent = tok.encode(video.cuda())
+    latent = tok.encode(video.cuda())  # the network follows the input to the GPU and to bfloat16
     assert tok.network.quant_conv.conv3d.weight.dtype == torch.bfloat16
     assert (latent.cpu() - reference).abs().max() < 0.05 * reference.abs().max()

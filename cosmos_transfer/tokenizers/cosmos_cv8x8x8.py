@@ -664,17 +664,22 @@ class CosmosCV8x8x8Tokenizer(VideoTokenizer):
         return torch.bfloat16 if self.dtype_option == "bfloat16" else torch.float32
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Cast x to the compute dtype; the network follows x's device and that dtype (e.g. after an offload)."""
         dtype = self._network_dtype(x.device)
-        if self.network.quant_conv.conv3d.weight.dtype != dtype:
-            self.network.to(dtype)
+        weight = self.network.quant_conv.conv3d.weight
+        if weight.dtype != dtype or weight.device != x.device:
+            self.network.to(device=x.device, dtype=dtype)
         return x.to(dtype)
+
+    def _stats(self, t: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.latent_mean[:, :, :t].to(device), self.latent_std[:, :, :t].to(device)
 
     def _encode_chunk(self, video: torch.Tensor) -> torch.Tensor:
         z = self.network.encode(self._prepare(video)).float()
-        t = z.shape[2]
-        return (z - self.latent_mean[:, :, :t].float()) / self.latent_std[:, :, :t].float()
+        mean, std = self._stats(z.shape[2], z.device)
+        return (z - mean) / std
 
     def _decode_chunk(self, latent: torch.Tensor) -> torch.Tensor:
-        t = latent.shape[2]
-        z = latent.float() * self.latent_std[:, :, :t].float() + self.latent_mean[:, :, :t].float()
+        mean, std = self._stats(latent.shape[2], latent.device)
+        z = latent.float() * std + mean
         return self.network.decode(self._prepare(z)).float()

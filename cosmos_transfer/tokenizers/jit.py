@@ -70,21 +70,23 @@ class CosmosJITTokenizer(VideoTokenizer):
             dtype = torch.bfloat16 if self.dtype_option == "bfloat16" else torch.float32
         weight = next(module.parameters(), None)
         if weight is not None and (weight.dtype != dtype or weight.device != x.device):
-            module.to(device=x.device, dtype=dtype)
+            module.to(device=x.device, dtype=dtype)  # follows the input (e.g. after an offload to CPU)
         out = module(x.to(dtype))
         if isinstance(out, (tuple, list)):  # the official encoder returns (latent, (mean, std)) of its AE posterior
             out = out[0]
         return out.float()
 
+    def _stats(self, t: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.latent_mean[:, :, :t].to(device), self.latent_std[:, :, :t].to(device)
+
     def _encode_chunk(self, video: torch.Tensor) -> torch.Tensor:
         z = self._run(self.encoder, video)
-        t = z.shape[2]
-        return (z - self.latent_mean[:, :, :t]) / self.latent_std[:, :, :t]
+        mean, std = self._stats(z.shape[2], z.device)
+        return (z - mean) / std
 
     def _decode_chunk(self, latent: torch.Tensor) -> torch.Tensor:
-        t = latent.shape[2]
-        z = latent.float() * self.latent_std[:, :, :t] + self.latent_mean[:, :, :t]
-        return self._run(self.decoder, z)
+        mean, std = self._stats(latent.shape[2], latent.device)
+        return self._run(self.decoder, latent.float() * std + mean)
 
 
 def save_torchscript(network, folder: str, mean: torch.Tensor, std: torch.Tensor, method: str = "script") -> None:
