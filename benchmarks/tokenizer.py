@@ -4,8 +4,9 @@ Peer: `diffusers.AutoencoderKLCosmos` (an independent implementation of the Cosm
 at the same width and loaded with our weights (`diffusers_state_dict`), so both compute the same function.
 Throughput: encode + decode of one clip under torch.no_grad, ours and theirs alternating in this process; frames/s
 is input frames / seconds (median over rounds). Peak memory: on CPU, the growth of the peak resident set size
-(VmHWM, reset just before) during one encode+decode, each run in a fresh subprocess (alternating, best of `--memory-runs`); on CUDA,
-torch.cuda.max_memory_allocated over the same call. Both run in float32 on CPU and bfloat16 on CUDA.
+(VmHWM, reset just before) during one encode+decode, each run in a fresh subprocess (alternating, best of
+`--memory-runs`); on CUDA, torch.cuda.max_memory_allocated over the same call. Both run in float32 on CPU and
+bfloat16 on CUDA.
 
     python benchmarks/tokenizer.py              # CPU (and CUDA when present): the cases below
     python benchmarks/tokenizer.py --quick      # fewer rounds

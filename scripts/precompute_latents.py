@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=None, help="target frame rate of the window (default: the clip's)")
     parser.add_argument("--frame-start", type=int, default=0, help="first frame of the window")
     parser.add_argument("--tokenizer", default="cosmos_cv8x8x8", choices=TOKENIZER_OPTIONS)
-    parser.add_argument("--checkpoint-dir", default=None, help="tokenizer folder (encoder.jit, decoder.jit, mean_std.pt)")
+    parser.add_argument(
+        "--checkpoint-dir", default=None, help="tokenizer folder (encoder.jit, decoder.jit, mean_std.pt)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="dtype of stored latents")
     parser.add_argument("--overwrite", action="store_true", help="re-encode videos that already have latents")

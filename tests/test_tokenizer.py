@@ -60,7 +60,11 @@ def test_chunked_equals_one_pass():
     video = _video(b=3, t=13, h=8, w=8)
     one = PixelTokenizer(spatial_compression=2, temporal_compression=2, pixel_chunk_duration=5)
     small = PixelTokenizer(
-        spatial_compression=2, temporal_compression=2, pixel_chunk_duration=5, max_enc_batch_size=1, max_dec_batch_size=1
+        spatial_compression=2,
+        temporal_compression=2,
+        pixel_chunk_duration=5,
+        max_enc_batch_size=1,
+        max_dec_batch_size=1,
     )
     latent = small.encode(video)
     assert latent.shape[2] == one.latent_num_frames(13) == 3 + 3 + 2
@@ -101,7 +105,8 @@ def test_cosmos_config_options(tmp_path, monkeypatch):
     assert tok.decode(latent).shape == (1, 3, 17, 32, 32)
     monkeypatch.setenv("COSMOS_CHECKPOINT_DIR", str(tmp_path))
     for option in (COSMOS_CV8X8X8, COSMOS_CV8X8X8_OURS):
-        with pytest.raises(FileNotFoundError, match="Cosmos-Tokenize1-CV8x8x8-720p.*encoder.jit, decoder.jit, mean_std.pt"):
+        expected = "Cosmos-Tokenize1-CV8x8x8-720p.*encoder.jit, decoder.jit, mean_std.pt"
+        with pytest.raises(FileNotFoundError, match=expected):
             instantiate(option)
 
 

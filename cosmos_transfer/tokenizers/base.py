@@ -119,7 +119,9 @@ class VideoTokenizer(nn.Module, metaclass=abc.ABCMeta):
             shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
             raise ValueError(f"{name}: expected a video tensor [B,3,T,H,W], got {shape}")
         if not video.is_floating_point():
-            raise ValueError(f"{name}: expected a float video in [-1,1], got dtype {video.dtype} (uint8? use x/127.5-1)")
+            raise ValueError(
+                f"{name}: expected a float video in [-1,1], got dtype {video.dtype} (uint8 frames: x / 127.5 - 1)"
+            )
         s = self.spatial_compression
         if video.shape[-2] % s or video.shape[-1] % s:
             raise ValueError(f"{name}: frame size {video.shape[-2]}x{video.shape[-1]} is not a multiple of {s}")

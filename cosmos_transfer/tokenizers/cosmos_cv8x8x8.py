@@ -424,7 +424,8 @@ class Decoder(nn.Module):
         # decoding order while their names stay the official ones.
         self.up = nn.ModuleList()
         for i in reversed(range(num_levels)):
-            level = DecoderLevel(width, channels * channels_mult[i], num_res_blocks + 1, res in attn_resolutions, dropout)
+            attention = res in attn_resolutions
+            level = DecoderLevel(width, channels * channels_mult[i], num_res_blocks + 1, attention, dropout)
             width = channels * channels_mult[i]
             if i != 0:
                 depth = num_levels - 1 - i  # 0 for the deepest level

@@ -35,7 +35,9 @@ def resolve_checkpoint_dir(checkpoint_dir: str | None, who: str) -> str:
         "COSMOS_CHECKPOINT_DIR to the folder that holds nvidia/Cosmos-Tokenize1-CV8x8x8-720p"
     )
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{who}: tokenizer folder {folder!r} does not exist; expected it to hold {expected} ({hint})")
+        raise FileNotFoundError(
+            f"{who}: tokenizer folder {folder!r} does not exist; expected it to hold {expected} ({hint})"
+        )
     missing = [name for name in EXPECTED_FILES if not os.path.isfile(os.path.join(folder, name))]
     if missing:
         raise FileNotFoundError(
@@ -64,7 +66,8 @@ def load_mean_std(folder: str, latent_channels: int, latent_chunk_duration: int)
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001
         raise ValueError(f"cannot read {path!r} (expected a (mean, std) pair of tensors): {error}") from error
-    if not (isinstance(loaded, (tuple, list)) and len(loaded) == 2 and all(isinstance(t, torch.Tensor) for t in loaded)):
+    is_pair = isinstance(loaded, (tuple, list)) and len(loaded) == 2
+    if not (is_pair and all(isinstance(t, torch.Tensor) for t in loaded)):
         raise ValueError(f"{path!r}: expected a (mean, std) pair of tensors, got {type(loaded).__name__}")
     out = []
     for name, tensor in zip(("mean", "std"), loaded):

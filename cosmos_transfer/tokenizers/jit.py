@@ -1,6 +1,7 @@
 """The released Cosmos tokenizer as TorchScript files: loading them, and saving our network in the same form.
 
-    tok = CosmosJITTokenizer("checkpoints/nvidia/Cosmos-Tokenize1-CV8x8x8-720p")   # encoder.jit, decoder.jit, mean_std.pt
+    # a folder with encoder.jit, decoder.jit, mean_std.pt
+    tok = CosmosJITTokenizer("checkpoints/nvidia/Cosmos-Tokenize1-CV8x8x8-720p")
     latent = tok.encode(video)
 
     save_torchscript(network, folder, mean, std)   # our CausalVideoAutoencoder -> encoder.jit, decoder.jit, mean_std.pt
