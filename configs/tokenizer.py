@@ -23,8 +23,8 @@ PIXEL_TOKENIZER = L("cosmos_transfer.tokenizers.pixel.PixelTokenizer")(
     temporal_compression=1,
 )
 
-# One 121-frame 704x1280 chunk at a time: about 4 GB of bf16 activations in the encoder, which fits beside the 7B
-# model on one GPU (8 at a time, the original's default, would need ~30 GB). Raise these for throughput on big GPUs.
+# One 121-frame 704x1280 chunk at a time: an estimated 4-5 GB of bf16 activations in the encoder, which fits beside
+# the 7B model on one GPU (8 at a time, the original's default, would need ~30 GB). Raise for throughput on big GPUs.
 _CHUNKING = dict(pixel_chunk_duration=121, max_enc_batch_size=1, max_dec_batch_size=1)
 
 COSMOS_CV8X8X8 = L("cosmos_transfer.tokenizers.jit.CosmosJITTokenizer")(
