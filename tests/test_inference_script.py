@@ -137,3 +137,17 @@ def test_unknown_hint_key_in_spec(demo_files, capsys, tmp_path):
     assert inference.main(["--experiment", EXPERIMENT, "--spec", str(spec), "--out", str(tmp_path / "o.mp4"),
                            "--checkpoint", "none"]) == 2
     assert "unknown key 'canny'" in capsys.readouterr().err
+
+
+def test_checkpoint_of_another_model_size_is_named(demo_files, capsys, tmp_path):
+    import torch.distributed.checkpoint as dcp
+
+    from cosmos_transfer.inference import loading
+
+    state = loading.build_model(loading.compose_config(EXPERIMENT)).state_dict()
+    state["net.affline_norm.weight"] = torch.ones(3)  # a model built with other channels
+    dcp.save({"model": state}, checkpoint_id=str(tmp_path / "iter_000000001"), no_dist=True)
+    assert inference.main(["--experiment", EXPERIMENT, "--spec", demo_files["embedded_spec"], "--out",
+                           str(tmp_path / "o.mp4"), "--checkpoint", str(tmp_path / "iter_000000001")]) == 2
+    error = capsys.readouterr().err
+    assert "does not fit the model built from this experiment" in error and "affline_norm" in error

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -77,7 +78,14 @@ def load_weights(
     if control_checkpoints:
         allowed_missing.append("logvar.*")  # the control files carry the uncertainty head of the control model
     path = resolve_checkpoint(checkpoint)
-    loaded = load_model_weights(model, path, strict=True, allowed_missing_keys=allowed_missing, use_ema=use_ema)
+    try:
+        loaded = load_model_weights(model, path, strict=True, allowed_missing_keys=allowed_missing, use_ema=use_ema)
+    except CheckpointException as error:  # DCP wraps shape mismatches: keep the one line that says what is wrong
+        lines = [line.strip() for line in str(error).splitlines() if "mismatch" in line.lower()]
+        raise ValueError(
+            f"checkpoint {path} does not fit the model built from this experiment ({lines[0] if lines else error}); "
+            "build the model as in training (same experiment and the same model overrides after --)"
+        ) from None
     for key, control_path in control_checkpoints.items():
         loaded += load_official_control(model, key, control_path)
     return loaded
