@@ -63,10 +63,10 @@ class CausalConv3d(nn.Module):
         self.stride, self.time_stride, self.padding = stride, time_stride, padding
         # The factorized network has only (1,k,k) spatial and (k,1,1) temporal kernels. Both run as 2D convs:
         # PyTorch's CPU conv3d often falls back to a slow unfold path for them, conv2d does not (same weights).
-        if kt == 1 and time_stride == 1:
+        if kh == 1 and kw == 1 and stride == 1 and padding == 0:
+            self.kind = "temporal"  # also 1x1x1: a view, no copies
+        elif kt == 1 and time_stride == 1:
             self.kind = "spatial"
-        elif kh == 1 and kw == 1 and stride == 1 and padding == 0:
-            self.kind = "temporal"
         else:
             self.kind = "full"
         self.conv3d = nn.Conv3d(  # official name `conv3d`
@@ -156,7 +156,9 @@ class _AttentionBase(nn.Module):
         q_bias, k_bias, v_bias = self.q.conv3d.bias, self.k.conv3d.bias, self.v.conv3d.bias
         assert q_bias is not None and k_bias is not None and v_bias is not None  # (for TorchScript's type checker)
         bias = torch.cat([q_bias, k_bias, v_bias])
-        q, k, v = F.conv3d(self.norm(x), weight, bias).chunk(3, dim=1)
+        b, c, t, h, w = x.shape
+        qkv = F.conv2d(self.norm(x).reshape(b, c, t, h * w), weight.flatten(2).unsqueeze(-1), bias)  # 1x1 conv
+        q, k, v = qkv.view(b, 3 * c, t, h, w).chunk(3, dim=1)
         return q, k, v
 
 
