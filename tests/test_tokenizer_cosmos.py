@@ -171,3 +171,14 @@ def test_auto_dtype_runs_bfloat16_on_cuda():
     latent = tok.encode(video.cuda())  # the network follows the input to the GPU and to bfloat16
     assert tok.network.quant_conv.conv3d.weight.dtype == torch.bfloat16
     assert (latent.cpu() - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def test_network_can_be_fine_tuned():
+    """Outside the (frozen) tokenizer wrapper the network trains: every parameter it uses gets a gradient."""
+    net = CausalVideoAutoencoder(**SMALL)
+    video = _video(t=9, h=16, w=16)
+    (net(video) - video).pow(2).mean().backward()
+    no_grad = sorted(name for name, p in net.named_parameters() if p.grad is None)
+    # only the convs of switched-off resamplers (kept for the official names) are unused
+    assert no_grad and all(re.search(r"(downsample|upsample)\.conv\d\.conv3d\.", name) for name in no_grad)
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
