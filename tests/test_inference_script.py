@@ -98,9 +98,14 @@ def test_weights_from_a_file_or_a_job_folder_with_ema(demo_files, model_weights)
     assert settings["checkpoint"].endswith("iter_000000010")
     with_ema, settings = _run(demo_files, "ema.mp4", "--checkpoint", model_weights["job"], "--num_steps", "1")
     assert settings["ema"] is True
-    # the same weights from the DCP job folder and from the file give the same video; the EMA weights another one
-    np.testing.assert_array_equal(regular, from_file)
-    assert not np.array_equal(regular, with_ema)
+    # the same weights from the DCP job folder and from the file give the same video (up to the mp4 encoder, which
+    # turns last-bit float differences of another thread count into a few levels here and there); the EMA another
+    def mean_difference(a, b):
+        return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+
+    print("same weights:", mean_difference(regular, from_file), "EMA:", mean_difference(regular, with_ema))
+    assert mean_difference(regular, from_file) < 0.5
+    assert mean_difference(regular, with_ema) > 4 * max(mean_difference(regular, from_file), 0.5)
 
 
 def test_default_checkpoint_is_the_experiment_job_folder(demo_files, monkeypatch, capsys, tmp_path):

@@ -70,7 +70,8 @@ def load_weights(
     control_checkpoints: dict[str, str] | None = None,
 ) -> list[str]:
     """Load `checkpoint` (ours or an official base file) and official control files into `model`; returns the
-    loaded keys. Every key of the model must be provided by one of the files."""
+    loaded keys. Every key of the model must be provided by one of the files. `use_ema` applies to our training
+    checkpoints (the EMA's weights where the run kept an EMA)."""
     from cosmos_transfer.trainer.checkpoint import load_model_weights
 
     control_checkpoints = dict(control_checkpoints or {})
@@ -78,6 +79,9 @@ def load_weights(
     if control_checkpoints:
         allowed_missing.append("logvar.*")  # the control files carry the uncertainty head of the control model
     path = resolve_checkpoint(checkpoint)
+    # EMA or not is a choice inside our training checkpoints (DCP folders); a file holds the weights it was
+    # exported or converted with.
+    use_ema = use_ema and os.path.isdir(path)
     try:
         loaded = load_model_weights(model, path, strict=True, allowed_missing_keys=allowed_missing, use_ema=use_ema)
     except CheckpointException as error:  # DCP wraps shape mismatches: keep the one line that says what is wrong
