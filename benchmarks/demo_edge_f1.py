@@ -7,6 +7,7 @@ clip (Canny, `medium`) and the output's Canny edges are compared with it (cosmos
 alternate clip by clip.
 
     .venv/bin/python benchmarks/demo_edge_f1.py --job outputs/cosmos_transfer/demo/demo_edge_tiny --data datasets/demo/val
+    (a model trained with overrides: add the same ones after `--`)
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def main() -> int:
     parser.add_argument("--guidance", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no_ema", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides the model was trained with (after --)")
     args = parser.parse_args()
 
-    config = loading.compose_config(args.experiment)
+    config = loading.compose_config(args.experiment, args.overrides)
     dataset = config.dataloader_train["dataset"]
     resolution = tuple(dataset["resolution"])
     window = int(dataset["num_frames"])
