@@ -37,6 +37,7 @@ def main() -> int:
     parser.add_argument("--num_clips", type=int, default=8)
     parser.add_argument("--num_steps", type=int, default=12)
     parser.add_argument("--guidance", type=float, default=0.0)
+    parser.add_argument("--sigma_min", type=float, help="last noise level (default: the model's, 0.002)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no_ema", action="store_true")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides the model was trained with (after --)")
@@ -55,7 +56,8 @@ def main() -> int:
     untrained = loading.build_model(config)
     models = {"trained": loading.prepare_for_inference(trained, "cpu"),
               "untrained": loading.prepare_for_inference(untrained, "cpu")}
-    options = pipeline.SamplingOptions(num_steps=args.num_steps, guidance=args.guidance, seed=args.seed)
+    options = pipeline.SamplingOptions(num_steps=args.num_steps, guidance=args.guidance, seed=args.seed,
+                                       sigma_min=args.sigma_min)
 
     videos = sorted(glob.glob(os.path.join(args.data, "videos", "*.mp4")))[: args.num_clips]
     if not videos:
@@ -80,7 +82,7 @@ def main() -> int:
     mean = {name: {k: statistics.mean(v) for k, v in s.items()} for name, s in scores.items()}
     ratio = mean["trained"]["edge_f1"] / max(mean["untrained"]["edge_f1"], 1e-9)
     print(f"\nDemo control adherence ({len(videos)} validation clips of {window} frames at {resolution[0]}x"
-          f"{resolution[1]}, {args.num_steps} res2ab steps, guidance {args.guidance:g}, "
+          f"{resolution[1]}, {args.num_steps} res2ab steps, guidance {args.guidance:g}, sigma_min {args.sigma_min}, "
           f"{'regular' if args.no_ema else 'EMA'} weights from {checkpoint}; {time.time() - started:.0f} s)\n")
     print("| model | Edge F1 (mean) | Edge F1 (min..max) | blur SSIM |")
     print("| --- | ---: | ---: | ---: |")

@@ -58,6 +58,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     sampling.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance (0: none)")
     sampling.add_argument("--sampler", default="res2ab", choices=["res2ab", "euler", "heun"])
     sampling.add_argument("--sigma_max", type=float, help="initial noise level (default: the model's, 70)")
+    sampling.add_argument("--sigma_min", type=float,
+                          help="last noise level before the final x0 prediction (default: the model's, 0.002)")
     sampling.add_argument("--canny_threshold", default="medium",
                           choices=["very_low", "low", "medium", "high", "very_high"])
     sampling.add_argument("--blur_strength", default="medium",
@@ -150,7 +152,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
 
     # Stage 3: generation.
     options = pipeline.SamplingOptions(num_steps=args.num_steps, guidance=args.guidance, seed=args.seed,
-                                       sampler=args.sampler, sigma_max=args.sigma_max,
+                                       sampler=args.sampler, sigma_max=args.sigma_max, sigma_min=args.sigma_min,
                                        conditioning_latent_frames=args.conditioning_latent_frames)
     frames = pipeline.generate_video(model, inputs, text, window_frames=window_frames, options=options,
                                      offload_tokenizer=args.offload, progress=say)
@@ -176,6 +178,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
         "guidance": args.guidance,
         "sampler": args.sampler,
         "sigma_max": args.sigma_max,
+        "sigma_min": args.sigma_min,
         "resolution": list(resolution),
         "window_frames": window_frames,
         "num_frames": int(output.shape[0]),

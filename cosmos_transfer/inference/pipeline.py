@@ -33,6 +33,7 @@ class SamplingOptions:
     seed: int = 1
     sampler: str = "res2ab"
     sigma_max: float | None = None  # None: the model's (70, as Cosmos)
+    sigma_min: float | None = None  # None: the model's (0.002); the last step returns the x0 prediction there
     conditioning_latent_frames: int = 1  # latent frames each window takes from the previous one (Cosmos: 1)
 
 
@@ -274,6 +275,7 @@ def generate_video(
             seed=options.seed + window.index,
             sampler=options.sampler,
             sigma_max=options.sigma_max,
+            sigma_min=options.sigma_min,
             condition_latent=condition_latent,
             latent_shape=shape,
         )
