@@ -5,6 +5,9 @@ their own groups (packages model.net, model.tokenizer, ...), merged after this o
                   by sqrt(latent frames), learned-uncertainty loss)
     video2world   the same, conditioned on 0..2 clean first latent frames in training (the Cosmos-Transfer1-7B base
                   is a video2world net); the net needs one more input channel: model.net.in_channels=17 (7B)
+    ctrl          ControlDiffusionModel: a frozen text2world base plus one ControlNet branch per hint key (the
+                  branches come from group net_ctrl, the hint keys from group hint_key)
+    ctrl_video2world  the same on a video2world base: Cosmos-Transfer1-7B's control post-training setting
 """
 
 from hydra.core.config_store import ConfigStore
@@ -32,8 +35,22 @@ VIDEO2WORLD = L("cosmos_transfer.diffusion.model.DiffusionModel")(
     **_EDM,
 )
 
+# The control model adds its branches (group net_ctrl) and hint keys (group hint_key) to the base model's settings.
+_CTRL = dict(net_ctrl=None, hint_keys=["edge"], hint_dropout_rate=0.0, finetune_base=False, branch_dropout_rate=0.5)
+
+CTRL = L("cosmos_transfer.diffusion.model_ctrl.ControlDiffusionModel")(
+    net=None, tokenizer=None, conditioner=None, video2world=False, **_CTRL, **_EDM
+)
+
+CTRL_VIDEO2WORLD = L("cosmos_transfer.diffusion.model_ctrl.ControlDiffusionModel")(
+    net=None, tokenizer=None, conditioner=None, video2world=True, min_condition_frames=0, max_condition_frames=2,
+    **_CTRL, **_EDM,
+)
+
 
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(group="model", package="model", name="diffusion", node=DIFFUSION)
     cs.store(group="model", package="model", name="video2world", node=VIDEO2WORLD)
+    cs.store(group="model", package="model", name="ctrl", node=CTRL)
+    cs.store(group="model", package="model", name="ctrl_video2world", node=CTRL_VIDEO2WORLD)

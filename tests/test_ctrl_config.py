@@ -67,3 +67,15 @@ def test_every_hint_key_has_an_experiment():
     names = {name for name, _ in list_experiments()}
     assert {f"ctrl_7b_{k}_posttrain" for k in ("edge", "vis", "depth", "seg", "keypoint")} <= names
     assert {"ctrl_7b_joint_posttrain", "ctrl_tiny"} <= names
+
+
+@pytest.mark.parametrize("option, video2world", [("ctrl", False), ("ctrl_video2world", True)])
+def test_model_group_has_the_control_models(option, video2world):
+    overrides = [f"model={option}", "net=tiny", "net_ctrl=tiny", "hint_key=control_input_vis", "tokenizer=pixel",
+                 "model.net.out_channels=48", f"model.net.in_channels={49 if video2world else 48}"]
+    config = compose(*overrides)
+    assert list(config.model.hint_keys) == ["vis"] and config.model.video2world is video2world
+    model_config, _ = split_ema_config(config.model)
+    model = instantiate(model_config)
+    assert type(model).__name__ == "ControlDiffusionModel" and list(model.net_ctrl) == ["vis"]
+    assert not any(p.requires_grad for p in model.net.parameters())  # the base is frozen by default
