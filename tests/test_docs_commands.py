@@ -1,4 +1,4 @@
-"""Every command shown in docs/INFERENCE.md and docs/TRAINING.md is exercised here (the demo ones also by `make demo`
+"""Every command shown in README.md, docs/INFERENCE.md and docs/TRAINING.md is exercised here (the demo ones also by `make demo`
 and tests/test_inference_script.py): training commands are composed with --dryrun (torchrun's own options parsed by
 torchrun's parser), inference/evaluate/convert/export command lines are parsed by their scripts, the memory table is
 recomputed, the Slurm script runs a real 2-process rendezvous (with stand-ins for srun/scontrol), and the Dockerfile
@@ -19,7 +19,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCS = ("docs/INFERENCE.md", "docs/TRAINING.md")
+DOCS = ("README.md", "docs/INFERENCE.md", "docs/TRAINING.md")
 
 
 def doc_commands() -> list[tuple[str, str]]:
@@ -41,6 +41,11 @@ def _script(name: str):
 def _train_dryrun(args: list[str], output_root: str) -> None:
     train = _script("train")
     out = io.StringIO()
+    if "--list-experiments" in args:
+        with contextlib.redirect_stdout(out):
+            assert train.run(args) == 0
+        assert "demo_edge_tiny\t" in out.getvalue()
+        return
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         code = train.run(["--dryrun", *[a for a in args if a != "--dryrun"]])
     assert code == 0, f"scripts/train.py {' '.join(args)} does not compose"
