@@ -16,6 +16,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = "demo_edge_tiny"
 
 
+def loading_config():
+    from cosmos_transfer.inference.loading import compose_config
+
+    return compose_config(EXPERIMENT)
+
+
 def _load_script():
     spec = importlib.util.spec_from_file_location("inference_script", os.path.join(ROOT, "scripts", "inference.py"))
     module = importlib.util.module_from_spec(spec)
@@ -83,7 +89,8 @@ def test_generates_an_mp4_with_settings_and_side_by_side(demo_files, model_weigh
     untrained, settings = _run(demo_files, "untrained.mp4", "--checkpoint", "none", "--side_by_side",
                                "--output_size", "32", "48", "--fps", "8", text_encoder=True)
     assert untrained.shape == (17, 32, 48, 3)
-    assert settings["checkpoint"] is None and settings["num_frames"] == 17 and settings["window_frames"] == 17
+    assert settings["checkpoint"] is None and settings["num_frames"] == 17
+    assert settings["window_frames"] == loading_config().dataloader_train["dataset"]["num_frames"]
     assert settings["fps"] == 8 and settings["controls"] == {"edge": 1.0}
     side = read_video(str(demo_files["folder"] / "untrained_side_by_side.mp4"))[0]
     assert side.shape == (17, 32, 48 * 3, 3)  # input | edge | output
@@ -92,20 +99,20 @@ def test_generates_an_mp4_with_settings_and_side_by_side(demo_files, model_weigh
 def test_weights_from_a_file_or_a_job_folder_with_ema(demo_files, model_weights):
     from_file, settings = _run(demo_files, "file.mp4", "--checkpoint", model_weights["safetensors"], "--no_ema",
                                "--num_steps", "1")
-    assert settings["checkpoint"] == model_weights["safetensors"] and from_file.shape == (17, 64, 64, 3)
+    assert settings["checkpoint"] == model_weights["safetensors"]
+    assert from_file.shape == (17, *settings["resolution"], 3)  # the square clip fills the generation frame
     regular, settings = _run(demo_files, "regular.mp4", "--checkpoint", model_weights["job"], "--no_ema",
                              "--num_steps", "1")
     assert settings["checkpoint"].endswith("iter_000000010")
     with_ema, settings = _run(demo_files, "ema.mp4", "--checkpoint", model_weights["job"], "--num_steps", "1")
     assert settings["ema"] is True
-    # the same weights from the DCP job folder and from the file give the same video (up to the mp4 encoder, which
-    # turns last-bit float differences of another thread count into a few levels here and there); the EMA another
+    # the same weights from the DCP job folder and from the file give the same video up to the mp4 encoder, which
+    # can turn last-bit float differences into a few levels in a noisy video; the EMA weights give another video
     def mean_difference(a, b):
         return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
 
     print("same weights:", mean_difference(regular, from_file), "EMA:", mean_difference(regular, with_ema))
-    assert mean_difference(regular, from_file) < 0.5
-    assert mean_difference(regular, with_ema) > 4 * max(mean_difference(regular, from_file), 0.5)
+    assert mean_difference(regular, from_file) < 0.25 * mean_difference(regular, with_ema)
 
 
 def test_default_checkpoint_is_the_experiment_job_folder(demo_files, monkeypatch, capsys, tmp_path):
