@@ -5,9 +5,17 @@
 Edge-control post-training as Cosmos-Transfer1 does it, in miniature: a tiny GeneralDIT base (frozen, randomly
 initialized here) plus one ControlNet branch fed with the Canny edges of the video (ControlDiffusionModel), the light
 pixel tokenizer (4x4 pixels x 4 frames per latent pixel), and the synthetic demo dataset (datasets/demo, made by
-scripts/make_demo_dataset.py: coloured shapes moving over textures, MiniLM caption embeddings of 40 x 384). Outputs in outputs/cosmos_transfer/demo/demo_edge_tiny: checkpoints/, metrics.jsonl,
-tensorboard/, samples/ (generated mp4 and a control | generated | ground-truth GIF every validation).
-Rerunning the command resumes from the latest checkpoint.
+scripts/make_demo_dataset.py: coloured shapes moving over textures, MiniLM caption embeddings of 40 x 384), read at
+32 x 32. Outputs in outputs/cosmos_transfer/demo/demo_edge_tiny: checkpoints/, metrics.jsonl, tensorboard/,
+samples/ (generated mp4 and a control | generated | ground-truth GIF every validation).
+Rerunning the command resumes from the latest checkpoint (`make clean-demo` first after changing this file).
+
+Why these sizes: the network's output per token is a linear map of its `model_channels` features, so it can only
+ever write a model_channels-dimensional subspace of the token's values (patch_spatial^2 x latent channels). Values
+outside that subspace are never denoised: sampling leaves them as noise of std sigma_data (pure noise on screen).
+So a token must carry at most model_channels values: 4x4 pixels x 4 frames x RGB = 192 values with patch 1 and a
+192-channel net. The PixelTokenizer does not compress, so the clip is read at 32 x 32 to keep the step cheap
+(5 x 8 x 8 = 320 tokens per clip, as many as the 64 x 64 / 768-value setting had).
 """
 
 from hydra.core.config_store import ConfigStore
@@ -16,7 +24,7 @@ from cosmos_transfer.lazy_config import LazyDict
 
 # The demo dataset's text embeddings (cosmos_transfer/data/demo.py): all-MiniLM-L6-v2, 40 tokens x 384.
 _TEXT = dict(text_embedding_folder="minilm_l6", text_embedding_length=40, text_embedding_dim=384)
-_DATA = dict(num_frames=17, resolution=[64, 64], hint_keys=["edge"], **_TEXT)
+_DATA = dict(num_frames=17, resolution=[32, 32], hint_keys=["edge"], **_TEXT)
 
 DEMO_EDGE_TINY = LazyDict(
     dict(
@@ -36,13 +44,20 @@ DEMO_EDGE_TINY = LazyDict(
         job=dict(project="cosmos_transfer", group="demo", name="demo_edge_tiny"),
         model=dict(
             _target_="cosmos_transfer.diffusion.model_ctrl.ControlDiffusionModel",
-            # 17 frames x 64 x 64 -> 192 channels x 5 x 16 x 16 latents: 320 tokens per clip, quick on a CPU.
+            # 17 frames x 32 x 32 -> 192 channels x 5 x 8 x 8 latents; patch 1: 320 tokens of 192 values per clip,
+            # and a 192-channel net so that every value of a token can be denoised (see the module docstring).
             tokenizer=dict(spatial_compression=4, temporal_compression=4),
-            net=dict(in_channels=192, out_channels=192, crossattn_emb_channels=384),
+            net=dict(in_channels=192, out_channels=192, patch_spatial=1, model_channels=192, num_heads=3,
+                     max_img_h=32, max_img_w=32, crossattn_emb_channels=384),
             net_ctrl=dict(hint_channels=192),
             # No pretrained base on a fresh machine: the base trains along with the branch (Cosmos' pretraining
             # setting: the whole control signal is dropped for half the samples so the base also learns alone).
             finetune_base=True,
+            # EDM's image setting instead of Cosmos' (0, 1): with the sqrt(5 latent frames) video factor, (0, 1) puts
+            # under 1% of the training noise levels below 0.2, so the net never learns the last denoising steps and
+            # sampling freezes there with the noise of sigma ~0.5 still in the picture.
+            p_mean=-1.2,
+            p_std=1.2,
         ),
         dataloader_train=dict(batch_size=2, dataset=_DATA),
         dataloader_val=dict(batch_size=1, dataset=_DATA),
