@@ -25,6 +25,11 @@ def test_frozen_base_control_training_under_fsdp2(tmp_path):
         f"dataloader_train.dataset.root={tmp_path / 'data'}",
         "dataloader_train.dataset.text_embedding_folder=t5_xxl",
         "dataloader_train.dataset.num_frames=5",
+        # the validation loader is built even when validation is off: point it at the tiny clips too (a fresh
+        # clone has no datasets/demo)
+        f"dataloader_val.dataset.root={tmp_path / 'data'}",
+        "dataloader_val.dataset.text_embedding_folder=t5_xxl",
+        "dataloader_val.dataset.num_frames=5",
         "trainer.max_iter=2",
         "trainer.logging_iter=1",
         "trainer.validation_iter=0",
