@@ -22,7 +22,9 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "tests" / "trainer_toy_run.py"
-BASE = {"max_iter": 30, "save_iter": 10, "validation_iter": 10, "keep_last_k": 2, "val_loader": True}
+# Two optimizer parameter groups (the norms at half the rate), so that every resume below restores grouped state.
+BASE = {"max_iter": 30, "save_iter": 10, "validation_iter": 10, "keep_last_k": 2, "val_loader": True,
+        "lr_multipliers": {"net.blocks.*.norm.*": 0.5}}
 
 
 def run_toy(options: dict, nproc: int = 2) -> subprocess.CompletedProcess:

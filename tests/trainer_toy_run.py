@@ -50,6 +50,7 @@ def make_config(options: dict) -> types.SimpleNamespace:
             sample_num_steps=3,
             grad_accum_iter=options.get("grad_accum_iter", 1),
             clip_grad_norm=1.0,
+            lr_multipliers=options.get("lr_multipliers", {}),
             max_nan_steps=options.get("max_nan_steps", 3),
             seed=5,
             progress_bar=False,

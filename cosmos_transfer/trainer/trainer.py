@@ -43,6 +43,7 @@ from cosmos_transfer.trainer.checkpoint import (
     restore_rng_state,
 )
 from cosmos_transfer.trainer.logging import MetricsLogger, device_peak_tflops, peak_memory_gb
+from cosmos_transfer.trainer.param_groups import lr_param_groups, scale_group_rates
 from cosmos_transfer.trainer.parallelize import find_networks, parallelize, replicated_trainable_parameters
 from cosmos_transfer.trainer.signals import PreemptionHandler
 
@@ -296,12 +297,15 @@ class Trainer:
         return params
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
-        kwargs: dict[str, Any] = {"params": self.params}
+        multipliers = _option(self.config.trainer, "lr_multipliers", None)
+        kwargs: dict[str, Any] = {"params": lr_param_groups(self.model, self.params, multipliers)}
         target = str(getattr(self.config.optimizer, "_target_", ""))
         if self.device.type == "cuda" and target.rsplit(".", 1)[-1].rstrip("'>") in ("AdamW", "Adam"):
             if "fused" not in self.config.optimizer:  # a LazyDict
                 kwargs["fused"] = True  # one kernel for all parameters; supported on DTensors
-        return instantiate(self.config.optimizer, **kwargs)
+        optimizer = instantiate(self.config.optimizer, **kwargs)
+        scale_group_rates(optimizer)
+        return optimizer
 
     def _app_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"model": ModelState(self.model), "optimizer": OptimizerState(self.model, self.optimizer)}
