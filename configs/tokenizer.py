@@ -3,6 +3,9 @@
     pixel                  PixelTokenizer: 4x4 pixel patches folded into 48 channels, every frame kept
                            (17 x 64 x 64 video -> 48 x 17 x 16 x 16 latent); no weights, exact inverse. The net needs
                            in/out_channels=48 and max_frames >= the clip's frame count.
+    dct                    DCTTokenizer: 4x4 pixels x 4 frames per latent pixel, kept to their 2x2x2 lowest DCT
+                           frequencies (17 x 32 x 32 video -> 24 x 5 x 8 x 8 latent); no weights, lossy (8x), smooth
+                           decoded patches. The demo's tokenizer. The net needs in/out_channels=24.
     cosmos_cv8x8x8         the released Cosmos-Tokenize1-CV8x8x8-720p TorchScript files (encoder.jit, decoder.jit,
                            mean_std.pt) from `model.tokenizer.checkpoint_dir`, by default
                            $COSMOS_CHECKPOINT_DIR/nvidia/Cosmos-Tokenize1-CV8x8x8-720p; bf16 on CUDA.
@@ -21,6 +24,13 @@ from cosmos_transfer.lazy_config import LazyCall as L
 PIXEL_TOKENIZER = L("cosmos_transfer.tokenizers.pixel.PixelTokenizer")(
     spatial_compression=4,
     temporal_compression=1,
+)
+
+DCT_TOKENIZER = L("cosmos_transfer.tokenizers.dct.DCTTokenizer")(
+    spatial_compression=4,
+    temporal_compression=4,
+    spatial_frequencies=2,
+    temporal_frequencies=2,
 )
 
 # One 121-frame 704x1280 chunk at a time: an estimated 4-5 GB of bf16 activations in the encoder, which fits beside
@@ -59,6 +69,7 @@ def register() -> None:
     cs = ConfigStore.instance()
     for name, node in [
         ("pixel", PIXEL_TOKENIZER),
+        ("dct", DCT_TOKENIZER),
         ("cosmos_cv8x8x8", COSMOS_CV8X8X8),
         ("cosmos_cv8x8x8_ours", COSMOS_CV8X8X8_OURS),
         ("cosmos_cv8x8x8_random", COSMOS_CV8X8X8_RANDOM),

@@ -1,4 +1,5 @@
-"""Tokenizer interface and the light PixelTokenizer: frame arithmetic, exact round trip, chunking, frozen state."""
+"""Tokenizer interface and the light PixelTokenizer and DCTTokenizer: frame arithmetic, round trips, chunking,
+frozen state."""
 
 import pytest
 import torch
@@ -120,3 +121,48 @@ def test_hide_from_state_dict_keeps_weights_out_of_the_parent():
     assert parent.tokenizer is tok
     assert sorted(parent.state_dict()) == ["bias", "weight"] and len(list(parent.parameters())) == 2
     assert len(tok.state_dict()) > 0  # the tokenizer itself still has its weights
+
+
+def test_dct_shapes_projection_and_patch_mean():
+    from cosmos_transfer.tokenizers import DCTTokenizer
+
+    tok = DCTTokenizer()  # 4x4 pixels x 4 frames, 2x2x2 frequencies per colour
+    assert tok.latent_channels == 24 and tok.spatial_compression == 4 and tok.temporal_compression == 4
+    video = _video(t=17, h=32, w=32) * 0.5  # inside [-1, 1] after decoding too (no clamping in the way)
+    latent = tok.encode(video)
+    assert latent.shape == (2, 24, 5, 8, 8)
+    # the DC channel of a colour is its patch mean, (mean - 0) / 0.5; latent frame 1 = frames 1..4 (causal)
+    torch.testing.assert_close(latent[0, 0, 1, 2, 3], video[0, 0, 1:5, 8:12, 12:16].mean() / 0.5)
+    torch.testing.assert_close(latent[1, 8, 2, 0, 1], video[1, 1, 5:9, 0:4, 4:8].mean() / 0.5)
+    # decode is the least-squares inverse: decoding projects onto the kept frequencies, so encode(decode(z)) = z
+    decoded = tok.decode(latent)
+    assert decoded.shape == video.shape
+    torch.testing.assert_close(tok.encode(decoded), latent, rtol=0, atol=1e-5)
+    # a video constant over every 4 x 4 x 4 patch is all DC: it comes back exactly
+    flat = torch.nn.functional.interpolate(_video(b=1, t=5, h=8, w=8), size=(20, 32, 32), mode="nearest")[:, :, 3:]
+    torch.testing.assert_close(tok.decode(tok.encode(flat * 0.9)), flat * 0.9, rtol=0, atol=1e-5)
+
+
+def test_dct_all_frequencies_is_exact_and_bad_arguments_are_named():
+    from cosmos_transfer.tokenizers import DCTTokenizer
+
+    full = DCTTokenizer(spatial_compression=2, temporal_compression=2, spatial_frequencies=2, temporal_frequencies=2)
+    video = _video(t=9)
+    assert full.encode(video).shape == (2, 24, 5, 8, 12)
+    torch.testing.assert_close(full.decode(full.encode(video)), video, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="spatial_frequencies must be an int from 1 to 4, got 5"):
+        DCTTokenizer(spatial_frequencies=5)
+    with pytest.raises(ValueError, match="temporal_frequencies must be an int from 1 to 4, got 0"):
+        DCTTokenizer(temporal_frequencies=0)
+    with pytest.raises(ValueError, match="std must be positive"):
+        DCTTokenizer(std=0.0)
+
+
+def test_dct_config_option_instantiates():
+    from cosmos_transfer.lazy_config import instantiate
+    from configs.tokenizer import DCT_TOKENIZER
+    from cosmos_transfer.tokenizers import DCTTokenizer
+
+    tok = instantiate(DCT_TOKENIZER)
+    assert isinstance(tok, DCTTokenizer)
+    assert tok.encode(_video(t=17, h=32, w=32)).shape == (2, 24, 5, 8, 8)

@@ -61,21 +61,28 @@ class PixelTokenizer(VideoTokenizer):
         self.freeze()
 
     def _encode_chunk(self, video: torch.Tensor) -> torch.Tensor:
-        t, s = self.temporal_compression, self.spatial_compression
-        if t > 1:  # causal: the first frame alone makes the first latent frame
-            video = torch.cat([video[:, :, :1].expand(-1, -1, t - 1, -1, -1), video], dim=2)
-        n, c, frames, h, w = video.shape
-        x = video.reshape(n, c, frames // t, t, h // s, s, w // s, s)
-        x = x.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(n, self.packed_channels, frames // t, h // s, w // s)
-        x = (x - self.mean) / self.std
+        x = (fold_patches(video, self.temporal_compression, self.spatial_compression) - self.mean) / self.std
         if self.latent_channels > self.packed_channels:
-            x = torch.cat([x, x.new_zeros(n, self.latent_channels - self.packed_channels, *x.shape[2:])], dim=1)
+            x = torch.cat([x, x.new_zeros(x.shape[0], self.latent_channels - self.packed_channels, *x.shape[2:])], 1)
         return x
 
     def _decode_chunk(self, latent: torch.Tensor) -> torch.Tensor:
-        t, s = self.temporal_compression, self.spatial_compression
         x = latent[:, : self.packed_channels] * self.std + self.mean
-        n, _, frames, h, w = x.shape
-        x = x.reshape(n, 3, t, s, s, frames, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
-        video = x.reshape(n, 3, frames * t, h * s, w * s)[:, :, t - 1 :]
-        return video.clamp(-1.0, 1.0)
+        return unfold_patches(x, self.temporal_compression, self.spatial_compression).clamp(-1.0, 1.0)
+
+
+def fold_patches(video: torch.Tensor, t: int, s: int) -> torch.Tensor:
+    """[N,3,F,H,W] -> [N, 3*t*s*s, (F+t-1)/t, H/s, W/s]: each t x s x s patch of each colour becomes channels
+    (colour-major, then frame, row, column). With t > 1 the first frame is repeated t-1 times first (causal)."""
+    if t > 1:
+        video = torch.cat([video[:, :, :1].expand(-1, -1, t - 1, -1, -1), video], dim=2)
+    n, c, frames, h, w = video.shape
+    x = video.reshape(n, c, frames // t, t, h // s, s, w // s, s)
+    return x.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(n, c * t * s * s, frames // t, h // s, w // s)
+
+
+def unfold_patches(x: torch.Tensor, t: int, s: int) -> torch.Tensor:
+    """The inverse of `fold_patches` (the repeated first frames are dropped)."""
+    n, _, frames, h, w = x.shape
+    x = x.reshape(n, 3, t, s, s, frames, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+    return x.reshape(n, 3, frames * t, h * s, w * s)[:, :, t - 1 :]
