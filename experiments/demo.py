@@ -2,20 +2,21 @@
 
     torchrun --standalone --nproc_per_node=2 scripts/train.py --config=configs/train.py -- experiment=demo_edge_tiny
 
-Edge-control post-training as Cosmos-Transfer1 does it, in miniature: a tiny GeneralDIT base (frozen, randomly
-initialized here) plus one ControlNet branch fed with the Canny edges of the video (ControlDiffusionModel), the light
-pixel tokenizer (4x4 pixels x 4 frames per latent pixel), and the synthetic demo dataset (datasets/demo, made by
-scripts/make_demo_dataset.py: coloured shapes moving over textures, MiniLM caption embeddings of 40 x 384), read at
-32 x 32. Outputs in outputs/cosmos_transfer/demo/demo_edge_tiny: checkpoints/, metrics.jsonl, tensorboard/,
-samples/ (generated mp4 and a control | generated | ground-truth GIF every validation).
-Rerunning the command resumes from the latest checkpoint (`make clean-demo` first after changing this file).
+Edge-control post-training as Cosmos-Transfer1 does it, in miniature: a tiny GeneralDIT base (randomly initialized
+here, trained along) plus one ControlNet branch fed with the Canny edges of the video (ControlDiffusionModel), the
+DCT tokenizer (4x4 pixels x 4 frames per latent pixel, kept to their lowest 2x2x2 frequencies: 24 channels), and the
+synthetic demo dataset (datasets/demo, made by scripts/make_demo_dataset.py: coloured shapes moving over textures,
+MiniLM caption embeddings of 40 x 384), read at 32 x 32. Outputs in outputs/cosmos_transfer/demo/demo_edge_tiny:
+checkpoints/, metrics.jsonl, tensorboard/, samples/ (generated mp4 and a control | generated | ground-truth GIF
+every validation). Rerunning the command resumes from the latest checkpoint (`make clean-demo` first after changing
+this file).
 
-Why these sizes: the network's output per token is a linear map of its `model_channels` features, so it can only
-ever write a model_channels-dimensional subspace of the token's values (patch_spatial^2 x latent channels). Values
-outside that subspace are never denoised: sampling leaves them as noise of std sigma_data (pure noise on screen).
-So a token must carry at most model_channels values: 4x4 pixels x 4 frames x RGB = 192 values with patch 1 and a
-192-channel net. The PixelTokenizer does not compress, so the clip is read at 32 x 32 to keep the step cheap
-(5 x 8 x 8 = 320 tokens per clip, as many as the 64 x 64 / 768-value setting had).
+Why these sizes: the network's output per token is a linear map of its `model_channels` features, so a token must
+carry at most model_channels values (tests/test_demo_experiment.py); values the net cannot predict stay noise after
+sampling. The tokenizer compresses, as Cosmos' does (theirs 96x, this one 8x): with the uncompressed PixelTokenizer a
+token held 192 raw pixel values, mostly fine detail that a tiny net trained for minutes cannot predict, and the
+samples stayed grainy, which Canny reads as edges everywhere (BENCHMARKS.md). 17 frames x 32 x 32 -> 5 x 8 x 8 =
+320 tokens per clip.
 """
 
 from hydra.core.config_store import ConfigStore
@@ -33,7 +34,7 @@ DEMO_EDGE_TINY = LazyDict(
             {"override /net": "tiny"},
             {"override /net_ctrl": "tiny"},
             {"override /hint_key": "control_input_edge"},
-            {"override /tokenizer": "pixel"},
+            {"override /tokenizer": "dct"},
             {"override /ema": "power"},
             {"override /data_train": "demo"},
             {"override /data_val": "demo"},
@@ -44,12 +45,10 @@ DEMO_EDGE_TINY = LazyDict(
         job=dict(project="cosmos_transfer", group="demo", name="demo_edge_tiny"),
         model=dict(
             _target_="cosmos_transfer.diffusion.model_ctrl.ControlDiffusionModel",
-            # 17 frames x 32 x 32 -> 192 channels x 5 x 8 x 8 latents; patch 1: 320 tokens of 192 values per clip,
-            # and a 192-channel net so that every value of a token can be denoised (see the module docstring).
-            tokenizer=dict(spatial_compression=4, temporal_compression=4),
-            net=dict(in_channels=192, out_channels=192, patch_spatial=1, model_channels=192, num_heads=3,
+            # 17 frames x 32 x 32 -> 24 channels x 5 x 8 x 8 latents; patch 1: 320 tokens of 24 values per clip.
+            net=dict(in_channels=24, out_channels=24, patch_spatial=1, model_channels=192, num_heads=3,
                      max_img_h=32, max_img_w=32, crossattn_emb_channels=384),
-            net_ctrl=dict(hint_channels=192),
+            net_ctrl=dict(hint_channels=24),
             # No pretrained base on a fresh machine: the base trains along with the branch (Cosmos' pretraining
             # setting: the whole control signal is dropped for half the samples so the base also learns alone).
             finetune_base=True,
@@ -64,8 +63,8 @@ DEMO_EDGE_TINY = LazyDict(
         optimizer=dict(lr=1e-3, weight_decay=0.01),
         scheduler=dict(warm_up_steps=[20], f_start=[0.1]),
         trainer=dict(
-            max_iter=1000,
-            validation_iter=250,
+            max_iter=1500,
+            validation_iter=500,
             validation_num_batches=2,
             sample_num_steps=12,
             sample_guidance=0.0,
@@ -76,7 +75,7 @@ DEMO_EDGE_TINY = LazyDict(
             # Measured on this experiment: validation MSE at 1,000 steps 0.577 without, 0.174 with (BENCHMARKS.md).
             lr_multipliers={"*adaLN_modulation*": 0.05, "*t_embedder*": 0.05},
         ),
-        checkpoint=dict(save_iter=250, keep_last_k=2),
+        checkpoint=dict(save_iter=500, keep_last_k=2),
     )
 )
 ConfigStore.instance().store(group="experiment", package="_global_", name="demo_edge_tiny", node=DEMO_EDGE_TINY)
