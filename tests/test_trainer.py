@@ -170,6 +170,19 @@ def test_resume_with_one_process_from_a_two_process_checkpoint(runs):
     assert all(values[i] < 0.2 for i in (31, 32, 33))  # continues from trained weights, not from scratch
 
 
+def test_resume_with_other_lr_multipliers_is_refused_with_a_clear_message(runs):
+    job = runs["root"] / "other_multipliers"
+    shutil.copytree(runs["reference"], job)
+    result = run_toy({**BASE, "job_dir": str(job), "max_iter": 33, "lr_multipliers": {"net.blocks.*.norm.*": 0.25}},
+                     nproc=1)
+    assert result.returncode != 0
+    output = result.stderr + result.stdout
+    assert "trainer.lr_multipliers is {'net.blocks.*.norm.*': 0.25}" in output
+    assert "iter_000000030 was saved with {'net.blocks.*.norm.*': 0.5}" in output
+    assert "Set it back to resume this job" in output
+    assert latest(job) == "iter_000000030"  # nothing was written
+
+
 def test_nan_guard_skips_steps_then_saves_and_stops(runs):
     job = runs["root"] / "nan"
     result = run_toy({"job_dir": str(job), "max_iter": 20, "save_iter": 100, "nan_after_steps": 4,

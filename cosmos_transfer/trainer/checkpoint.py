@@ -240,6 +240,12 @@ class Checkpointer:
                 shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
     # -- loading ------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def saved_trainer_state(path: str) -> dict[str, Any]:
+        """Rank 0's trainer state in checkpoint `path` (iteration, settings to check before loading, ...)."""
+        with open(os.path.join(path, "trainer_state_rank0.json"), encoding="utf-8") as f:
+            return json.load(f)
+
     def load(self, path: str, app_state: dict[str, Any]) -> dict[str, Any]:
         """Load `app_state` in place from checkpoint `path`; return this rank's trainer state.
 
@@ -248,8 +254,7 @@ class Checkpointer:
         """
         dcp.load(app_state, checkpoint_id=path, process_group=self.group)
         own = os.path.join(path, f"trainer_state_rank{self.rank}.json")
-        with open(os.path.join(path, "trainer_state_rank0.json"), encoding="utf-8") as f:
-            state = json.load(f)
+        state = self.saved_trainer_state(path)
         if state.get("world_size") == self.world_size and os.path.isfile(own):
             with open(own, encoding="utf-8") as f:
                 state = json.load(f)

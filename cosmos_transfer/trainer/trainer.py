@@ -322,7 +322,23 @@ class Trainer:
             "rng": capture_rng_state(),
             "data": self.data.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "lr_multipliers": self._lr_multipliers(),
         }
+
+    def _lr_multipliers(self) -> dict[str, float]:
+        return {str(k): float(v) for k, v in dict(_option(self.config.trainer, "lr_multipliers", None) or {}).items()}
+
+    def _check_optimizer_groups(self, checkpoint: str) -> None:
+        """The optimizer's parameter groups come from trainer.lr_multipliers: a checkpoint saved with other
+        multipliers has other groups, and its optimizer state cannot be loaded into these."""
+        saved = self.checkpointer.saved_trainer_state(checkpoint).get("lr_multipliers")
+        if saved is not None and list(saved.items()) != list(self._lr_multipliers().items()):  # order: first match wins
+            raise ValueError(
+                f"trainer.lr_multipliers is {self._lr_multipliers()}, but {checkpoint} was saved with {saved}: the "
+                "optimizer's parameter groups would not match. Set it back to resume this job; to continue from "
+                "these weights with other multipliers, start a new job (another job.name) with "
+                "checkpoint.load_path set to a file exported by scripts/export_checkpoint.py"
+            )
 
     def _load_initial_state(self) -> None:
         """Resume from the job's latest checkpoint, or else initialize the weights from checkpoint.load_path."""
@@ -340,6 +356,7 @@ class Trainer:
                 )
                 self._print(f"initialized {len(keys)} weights from {load_path}")
             return
+        self._check_optimizer_groups(latest)
         state = self.checkpointer.load(latest, self._app_state())
         self.iteration = int(state["iteration"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
