@@ -183,6 +183,18 @@ def test_resume_with_other_lr_multipliers_is_refused_with_a_clear_message(runs):
     assert latest(job) == "iter_000000030"  # nothing was written
 
 
+def test_resume_with_another_model_shape_names_the_checkpoint_and_what_to_do(runs):
+    job = runs["root"] / "other_width"
+    shutil.copytree(runs["reference"], job)
+    result = run_toy({**BASE, "job_dir": str(job), "max_iter": 33, "dim": 48}, nproc=1)
+    assert result.returncode != 0
+    output = result.stderr + result.stdout
+    assert f"cannot resume from {job / 'checkpoints' / 'iter_000000030'}: it could not be loaded" in output
+    assert "ize mismatch" in output  # DCP's own words, naming the tensor
+    assert "start a new job" in output
+    assert latest(job) == "iter_000000030"
+
+
 def test_nan_guard_skips_steps_then_saves_and_stops(runs):
     job = runs["root"] / "nan"
     result = run_toy({"job_dir": str(job), "max_iter": 20, "save_iter": 100, "nan_after_steps": 4,

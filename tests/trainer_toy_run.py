@@ -37,6 +37,7 @@ def make_config(options: dict) -> types.SimpleNamespace:
         # A LazyDict with the EMA at model.ema, as the config groups compose it (the trainer splits it off).
         model=L(ToyDiffusionModel)(
             nan_after_steps=options.get("nan_after_steps", -1),
+            dim=options.get("dim", 32),
             ema=L("cosmos_transfer.ema.PowerEMA")(s=0.1) if options.get("ema", True) else None,
         ),
         optimizer=functools.partial(torch.optim.AdamW, lr=options.get("lr", 3e-3), weight_decay=0.01),

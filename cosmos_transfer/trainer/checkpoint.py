@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -252,7 +253,16 @@ class Checkpointer:
         With the same world size each rank gets its own saved state (RNG, sampler); with a different one every rank
         gets rank 0's, marked `"resharded": True` so the caller can decide what still applies.
         """
-        dcp.load(app_state, checkpoint_id=path, process_group=self.group)
+        try:
+            dcp.load(app_state, checkpoint_id=path, process_group=self.group)
+        # DCP names the tensor; say which checkpoint and what to do. (CheckpointException is a BaseException.)
+        except (Exception, CheckpointException) as error:
+            raise RuntimeError(
+                f"cannot resume from {path}: it could not be loaded into this run's model, optimizer or EMA "
+                f"({_first_line(error)}). If the experiment or an override changed since it was saved, resume with the "
+                "settings it was saved with, or start a new job (another job.name, or move this job's checkpoints/ "
+                "folder away)"
+            ) from error
         own = os.path.join(path, f"trainer_state_rank{self.rank}.json")
         state = self.saved_trainer_state(path)
         if state.get("world_size") == self.world_size and os.path.isfile(own):
@@ -266,6 +276,14 @@ class Checkpointer:
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Initializing a model from load_path (weights only)
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of what an exception says, found through DCP's wrapping (CheckpointException holds the
+    per-rank failures in its message)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    mismatch = [line for line in lines if "mismatch" in line.lower()]
+    return (mismatch or lines or [type(error).__name__])[0]
 
 
 def _read_weights_file(path: str, use_ema: bool) -> dict[str, torch.Tensor]:
