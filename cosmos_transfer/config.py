@@ -8,6 +8,7 @@ See docs/CONFIG.md.
 """
 
 import difflib
+import math
 import os
 import re
 from typing import Any, Dict, List, Optional
@@ -72,6 +73,20 @@ def _at_least(minimum: float):
     return check
 
 
+def _finite(instance: Any, attribute: "attrs.Attribute", value: Any) -> None:
+    # NaN passes every comparison check silently (`nan < 0` is False): clip_grad_norm=nan turned clipping off.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{_label(instance, attribute)} is {value!r}; expected a finite number")
+
+
+def _folder_name(instance: Any, attribute: "attrs.Attribute", value: Any) -> None:
+    if not isinstance(value, str) or value in ("", ".", "..") or any(c in value for c in ("/", "\\", "\0")):
+        raise ConfigError(
+            f"{_label(instance, attribute)} is {value!r}; expected a single folder name (not empty, not '.' or '..', "
+            "no '/' or '\\'): the job folder is $OUTPUT_ROOT/{project}/{group}/{name} and must stay inside OUTPUT_ROOT"
+        )
+
+
 _DTYPES = (None, "float32", "bfloat16", "float16")
 
 
@@ -89,9 +104,9 @@ def _config_class(cls: type) -> type:
 class JobConfig:
     """Who this run is. Outputs go to `$OUTPUT_ROOT/{project}/{group}/{name}` (OUTPUT_ROOT defaults to ./outputs)."""
 
-    project: str = "cosmos_transfer"
-    group: str = "debug"
-    name: str = "default"
+    project: str = attrs.field(default="cosmos_transfer", validator=_folder_name)
+    group: str = attrs.field(default="debug", validator=_folder_name)
+    name: str = attrs.field(default="default", validator=_folder_name)
 
     @property
     def path(self) -> str:
@@ -110,11 +125,11 @@ class TrainerConfig:
     validation_num_batches: int = attrs.field(default=1, validator=_at_least(1))
     validation_samples: bool = True
     sample_num_steps: int = attrs.field(default=35, validator=_at_least(1))
-    sample_guidance: float = 0.0
+    sample_guidance: float = attrs.field(default=0.0, validator=_finite)
     seed: int = 0
     grad_accum_iter: int = attrs.field(default=1, validator=_at_least(1))
     # Gradient-norm clipping; 0 disables clipping (the norm is still logged).
-    clip_grad_norm: float = attrs.field(default=1.0, validator=_at_least(0))
+    clip_grad_norm: float = attrs.field(default=1.0, validator=[_finite, _at_least(0)])
     # Parameter-name pattern (fnmatch) -> learning-rate multiplier; first match wins (trainer/param_groups.py).
     lr_multipliers: Dict[str, float] = attrs.field(factory=dict)
     # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
@@ -129,12 +144,12 @@ class TrainerConfig:
     param_dtype: Optional[str] = attrs.field(default=None, validator=_dtype_name)
     reduce_dtype: Optional[str] = attrs.field(default="float32", validator=_dtype_name)
     # Collective timeout (seconds) for the process group.
-    timeout_s: float = attrs.field(default=1800.0, validator=_at_least(1))
+    timeout_s: float = attrs.field(default=1800.0, validator=[_finite, _at_least(1)])
     tensorboard: bool = True
     wandb_project: Optional[str] = None
     progress_bar: bool = True
     # Peak dense TFLOP/s of one device, for MFU; None looks it up from the device name.
-    peak_tflops: Optional[float] = None
+    peak_tflops: Optional[float] = attrs.field(default=None, validator=_finite)
 
 
 @_config_class
@@ -443,13 +458,28 @@ def _register_primary(config: Config) -> None:
     ConfigStore.instance().store(name=_PRIMARY_NAME, node=config)
 
 
+def _check_finite_numbers(value: Any, key: str) -> None:
+    """No NaN or infinity anywhere in a component (optimizer.lr, optimizer.weight_decay, scheduler.f_start, ...)."""
+    if isinstance(value, dict):
+        for child_key, child in value.items():
+            _check_finite_numbers(child, f"{key}.{child_key}")
+    elif isinstance(value, (list, tuple)):
+        for index, child in enumerate(value):
+            _check_finite_numbers(child, f"{key}[{index}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} is {value!r}; expected a finite number (a NaN or infinite value in a component "
+                          "trains garbage or fails far from the override)")
+
+
 def _rebuild(config: Config, composed: DictConfig) -> Config:
     """attrs objects from the composed (resolved) DictConfig; attrs validators run here."""
     values: dict[str, Any] = {}
     for name in _COMPONENTS:
         node = composed.get(name)
         if isinstance(node, (DictConfig, ListConfig)):
-            node = OmegaConf.create(OmegaConf.to_container(node, resolve=True), flags={"allow_objects": True})
+            container = OmegaConf.to_container(node, resolve=True)
+            _check_finite_numbers(container, name)
+            node = OmegaConf.create(container, flags={"allow_objects": True})
         values[name] = node
     for name, cls in _SECTIONS.items():
         section = OmegaConf.to_container(composed[name], resolve=True)
