@@ -54,7 +54,7 @@ def test_7b_control_experiments_compose(name, keys):
     assert model.base_dtype == "bfloat16" and model.finetune_base is False and model.video2world is True
     assert model.net.num_blocks == 28 and model.net.in_channels == 17
     assert model.net_ctrl.in_channels == 17 and model.net_ctrl.num_control_blocks == 3
-    assert model.net_ctrl.hint_channels == 128 and model.net_ctrl.rope_t_extrapolation_ratio == 2.0
+    assert model.net_ctrl.hint_channels == 128
     assert list(config.dataloader_train.dataset.hint_keys) == keys
     assert config.dataloader_train.dataset.num_frames == 121
     assert config.trainer.activation_checkpointing == "full"
@@ -79,3 +79,39 @@ def test_model_group_has_the_control_models(option, video2world):
     model = instantiate(model_config)
     assert type(model).__name__ == "ControlDiffusionModel" and list(model.net_ctrl) == ["vis"]
     assert not any(p.requires_grad for p in model.net.parameters())  # the base is frozen by default
+
+
+# The branch's RoPE as NVIDIA's configs set it: cosmos-transfer1 `config/inference/cosmos-1-diffusion-control2world.py`
+# (Base_7B_Config: net rope (h, w, t) = (1, 1, 2); make_ctrlnet_config_7b: the net_ctrl dict sets no RoPE ratio) and
+# `diffusion/training/experiment/ctrl_7b_tp_121frames.py` (the same split), over `config/transfer/net_ctrl.py`
+# (FADITV2EncoderConfig: a copy of FADITV2Config, which sets none either): the branch runs at GeneralDIT's default 1.0.
+@pytest.mark.parametrize("experiment, base_rope", [
+    ("ctrl_7b_edge_posttrain", (1.0, 1.0, 2.0)),
+    ("ctrl_7b_joint_posttrain", (1.0, 1.0, 2.0)),
+])
+def test_branch_rope_is_the_official_one_not_the_base_s(experiment, base_rope):
+    model = compose(f"experiment={experiment}").model
+    axes = ("h", "w", "t")
+    assert tuple(model.net[f"rope_{a}_extrapolation_ratio"] for a in axes) == base_rope
+    assert tuple(model.net_ctrl[f"rope_{a}_extrapolation_ratio"] for a in axes) == (1.0, 1.0, 1.0)
+    assert tuple(model.net_ctrl[f"extra_{a}_extrapolation_ratio"] for a in axes) == (1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("net_option, base_rope", [("cosmos_7b", (1.0, 1.0, 2.0)), ("cosmos_14b", (2.0, 2.0, 2.0)),
+                                                   ("tiny", (1.0, 1.0, 1.0))])
+def test_every_option_shares_the_architecture_but_not_the_rope(net_option, base_rope):
+    config = compose("experiment=ctrl_tiny", f"net={net_option}", f"net_ctrl={net_option}",
+                     "++model.net.rope_t_extrapolation_ratio=3.0")  # a user's base change does not reach the branch
+    net, branch = config.model.net, config.model.net_ctrl
+    for key in ("model_channels", "num_heads", "in_channels", "max_img_h", "max_frames", "patch_spatial"):
+        assert branch[key] == net[key], key
+    assert net.rope_t_extrapolation_ratio == 3.0 and branch.rope_t_extrapolation_ratio == 1.0
+    assert (net.get("rope_h_extrapolation_ratio", 1.0), net.get("rope_w_extrapolation_ratio", 1.0)) == base_rope[:2]
+    assert (branch.rope_h_extrapolation_ratio, branch.rope_w_extrapolation_ratio) == (1.0, 1.0)
+
+
+def test_an_undecided_base_argument_is_refused():
+    from configs.net_ctrl import branch_arguments
+
+    with pytest.raises(ValueError, match="neither in SHARED_WITH_BASE nor in BRANCH_OWN"):
+        branch_arguments({"_target_": "x", "model_channels": 8, "new_argument": 1})
