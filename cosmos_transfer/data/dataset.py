@@ -16,8 +16,8 @@ from a generator seeded with (seed, epoch, index): the same sample whichever wor
 
 Bad clips: the constructor checks every clip's files and video header and leaves out, with one warning each, clips
 with a missing caption, embedding or control file, an unreadable video, too few frames for the window, or a frame
-size that cannot be padded to the resolution. Problems found only while decoding (a video corrupt mid-stream, an
-unreadable embedding) skip the clip when it comes up, with one warning, and a replacement clip is drawn
+size that cannot be padded to the resolution. Problems found only while decoding (a video corrupt mid-stream, a
+damaged picture the decoder concealed, an unreadable embedding) skip the clip when it comes up, with one warning, and a replacement clip is drawn
 deterministically; each sample reports in `num_skipped` how many bad clips it replaced. When more than
 `max_bad_fraction` of the clips are bad, the dataset raises.
 """
@@ -176,7 +176,6 @@ class VideoDataset(Dataset):
         edge_preset / blur_preset: inference strengths of the edge / vis controls (see controls.py).
         use_latents: also return `latent` from root/latents (its window replaces the random one).
         max_bad_fraction: largest share of bad clips tolerated before raising.
-        decode_threads: FFmpeg threads per decode (2, as Cosmos gives decord; 0 lets FFmpeg choose).
     """
 
     def __init__(
@@ -195,7 +194,6 @@ class VideoDataset(Dataset):
         blur_preset: str = "medium",
         use_latents: bool = False,
         max_bad_fraction: float = 0.1,
-        decode_threads: int = 2,
     ):
         super().__init__()
         self.root = os.path.abspath(os.path.expanduser(str(root)))
@@ -224,7 +222,6 @@ class VideoDataset(Dataset):
         self.blur_preset = blur_preset
         self.use_latents = use_latents
         self.max_bad_fraction = max_bad_fraction
-        self.decode_threads = decode_threads
 
         self.clips, self.bad_files = scan_clips(
             self.root, self.num_frames, self.resolution, self.fps, self.hint_keys, text_embedding_folder, use_latents
@@ -313,7 +310,7 @@ class VideoDataset(Dataset):
         else:
             indices, stride = self._window(clip, rng)
         fit = fit_frame(clip.height, clip.width, self.resolution)
-        video = decode_padded(clip.video, indices, fit, self.decode_threads)  # [T, H, W, 3], reflection-padded
+        video = decode_padded(clip.video, indices, fit)  # [T, H, W, 3], reflection-padded
 
         sample = {
             "video": _to_cthw(video),
@@ -355,7 +352,7 @@ class VideoDataset(Dataset):
             if num_depth_frames < indices[-1] + 1:
                 raise BadSampleError(f"depth video {path} has {num_depth_frames} frames, fewer than the clip's "
                                      f"window needs ({indices[-1] + 1})")  # fmt: skip
-            return decode_padded(path, indices, fit, self.decode_threads)
+            return decode_padded(path, indices, fit)
         if key == "seg":
             masks = self._seg_masks(path, indices, fit)
             if self.is_train:

@@ -142,14 +142,13 @@ def fill_reflection(padded: np.ndarray, fit: Fit) -> None:
         padded[:, :, end:] = padded[:, :, _backward(end - 2, end - 2 - right)]
 
 
-def decode_padded(path, indices: list[int], fit: Fit, num_threads: int = 2) -> np.ndarray:
+def decode_padded(path, indices: list[int], fit: Fit) -> np.ndarray:
     """Decode frames at `indices`, resized into the inside of a padded array, then mirror -> uint8 [T, H, W, 3].
 
     Decoding straight into the padded array saves a copy of the whole window (300 MB for 121 frames at 720p).
     """
     padded = np.empty((len(indices), fit.height, fit.width, 3), np.uint8)
-    read_frames(path, indices, size=(fit.valid_height, fit.valid_width), num_threads=num_threads,
-                out=inside(padded, fit))  # fmt: skip
+    read_frames(path, indices, size=(fit.valid_height, fit.valid_width), out=inside(padded, fit))
     fill_reflection(padded, fit)
     return padded
 
