@@ -7,6 +7,8 @@
 --config      a Python file defining make_config() -> Config (default: configs/train.py)
 --dryrun      compose, print the resolved config as YAML, write <job dir>/config.yaml, exit without building anything
 --list-experiments   one `name<TAB>file` line per experiment (no experiment file is imported)
+--skip-checks one run without the checks made before building (cosmos_transfer/preflight.py: the files and folders
+              the run needs, the model's memory against the device and host, the world size)
 after `--`    Hydra overrides: `experiment=NAME`, group choices (`optimizer=adamw`), values (`trainer.max_iter=7`)
 
 Bad input ends with a one-paragraph message and exit status 2; set COSMOS_TRACEBACK=1 to see the traceback too.
@@ -42,6 +44,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="Python file defining make_config() (default: configs/train.py)")
     parser.add_argument("--dryrun", action="store_true", help="compose and print the config, build nothing")
     parser.add_argument("--list-experiments", action="store_true", help="print name<TAB>file of every experiment")
+    parser.add_argument("--skip-checks", action="store_true",
+                        help="skip the checks of paths, memory and world size made before building anything")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (usually given after --)")
     args = parser.parse_args(own)
     return args, list(args.overrides) + overrides
@@ -58,6 +62,21 @@ def write_config_yaml(config: Any, text: Optional[str] = None) -> str:
     with open(path, "w", encoding="utf-8") as f:
         f.write(text if text is not None else to_yaml(config))
     return path
+
+
+def preflight(config: Any) -> None:
+    """Every problem found before building anything (missing files, a model too big for the machine, a world size
+    that does not fit), in one PreflightError; see cosmos_transfer/preflight.py."""
+    import torch
+
+    from cosmos_transfer.preflight import PreflightError, check_run
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    problems = check_run(config, world_size=world_size,
+                         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size))),
+                         device_type="cuda" if torch.cuda.is_available() else "cpu")
+    if problems:
+        raise PreflightError(problems)
 
 
 def main(argv: list[str]) -> int:
@@ -92,6 +111,8 @@ def main(argv: list[str]) -> int:
         return 0
 
     freeze(config)
+    if not args.skip_checks:
+        preflight(config)
     if rank() == 0:
         write_config_yaml(config, text)
     from cosmos_transfer.trainer.trainer import train  # imported only now: composing needs no torch
@@ -102,13 +123,18 @@ def main(argv: list[str]) -> int:
 
 def run(argv: list[str]) -> int:
     """main() with bad input turned into a one-paragraph message and exit status 2."""
+    from cosmos_transfer.preflight import PreflightError
+
     try:
         return main(argv)
-    except ConfigError as error:
+    except (ConfigError, PreflightError) as error:
         if os.environ.get("COSMOS_TRACEBACK"):
             traceback.print_exc()
         if rank() == 0:  # composition is the same on every rank: one message is enough
             print(f"error: {error}", file=sys.stderr)
+            if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun answers a failed worker with its own traceback
+                print(f"(torchrun's ChildFailedError report that follows is about this exit, status "
+                      f"{EXIT_BAD_INPUT})", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
 
 

@@ -109,7 +109,9 @@ def test_training_run_freezes_writes_config_and_calls_the_trainer(tmp_path, monk
     seen = {}
     monkeypatch.setattr(trainer_module, "train", lambda config: seen.setdefault("config", config))
     monkeypatch.setenv("OUTPUT_ROOT", str(tmp_path))
-    assert _train_module().run([f"--config={CONFIG}", "--", "experiment=example_tiny", "job.name=called"]) == 0
+    # --skip-checks: the demo data need not exist here (the checks themselves: tests/test_preflight.py)
+    assert _train_module().run([f"--config={CONFIG}", "--skip-checks", "--", "experiment=example_tiny",
+                                "job.name=called"]) == 0
     config = seen["config"]
     assert config.job.name == "called" and getattr(config, "_frozen", False)
     assert os.path.isfile(os.path.join(config.job.path, "config.yaml"))

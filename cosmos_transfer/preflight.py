@@ -1,0 +1,225 @@
+"""Checks a training run makes right after composing, before anything large is built or read.
+
+    problems = check_run(config, world_size=1, local_world_size=1, device_type="cpu")
+    if problems:
+        raise PreflightError(problems)          # one message listing every problem
+
+What is checked (each cheap: file-system look-ups and a model built on the meta device, which allocates nothing):
+- paths: `checkpoint.load_path` (when the job has no checkpoint to resume from), the tokenizer folder of a tokenizer
+  that reads files, each dataset root (`dataloader_{train,val}.dataset.root`), its `videos/` folder and its
+  text-embedding folder;
+- memory: the model's weights, gradients, optimizer state and EMA (cosmos_transfer.memory) against the GPU's memory
+  (FSDP2 divides the networks by the number of ranks) and against the host's available memory (every rank builds
+  the whole model in host memory before moving it to its device);
+- world size: `trainer.fsdp_shard_size` divides it, there is a GPU for every local rank, every rank gets a batch.
+
+Activations are not counted (they come on top), so a run refused here could never have run; one that passes may
+still run out of memory later (docs/TRAINING.md, troubleshooting).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from cosmos_transfer.memory import GIB, MemoryReport, model_memory
+
+TOKENIZER_FILES_KEY = "checkpoint_dir"  # tokenizer configs with this key read released files when built
+
+
+class PreflightError(ValueError):
+    """Every problem the checks found, in one message."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        lines = [f"{len(problems)} problem(s) found before building anything:"]
+        lines += [f"  {i}. {problem}" for i, problem in enumerate(problems, 1)]
+        super().__init__("\n".join(lines))
+
+
+def _get(node: Any, dotted: str, default: Any = None) -> Any:
+    """node.a.b.c for attrs sections and OmegaConf/LazyDict nodes alike; `default` when any part is missing."""
+    for part in dotted.split("."):
+        if node is None:
+            return default
+        try:
+            node = node[part] if hasattr(node, "keys") else getattr(node, part)
+        except (KeyError, AttributeError, TypeError, ValueError):
+            return default
+        except Exception:  # noqa: BLE001 - an interpolation that cannot resolve: reported by the build itself
+            return default
+    return default if node is None else node
+
+
+def job_checkpoint(config: Any) -> str | None:
+    """The job's `checkpoints/latest_checkpoint.txt` when it exists (the run then resumes instead of loading)."""
+    path = os.path.join(str(config.job.path), "checkpoints", "latest_checkpoint.txt")
+    return path if os.path.isfile(path) else None
+
+
+def count_videos(root: str) -> int:
+    folder = os.path.join(root, "videos")
+    return sum(1 for name in os.listdir(folder) if name.endswith(".mp4")) if os.path.isdir(folder) else 0
+
+
+def check_paths(config: Any) -> list[str]:
+    problems = []
+    load_path = str(_get(config, "checkpoint.load_path", "") or "")
+    if load_path and job_checkpoint(config) is None and not os.path.exists(load_path):
+        problems.append(
+            f"checkpoint.load_path {load_path!r} does not exist (expected a .safetensors/.pt file or another job's "
+            "iter_* folder; docs/TRAINING.md step 1 converts the official base into one)"
+        )
+    tokenizer = _get(config, "model.tokenizer")
+    if tokenizer is not None and hasattr(tokenizer, "keys") and TOKENIZER_FILES_KEY in tokenizer \
+            and _get(tokenizer, "load_weights", True):
+        from cosmos_transfer.tokenizers.files import resolve_checkpoint_dir
+
+        try:
+            resolve_checkpoint_dir(_get(tokenizer, TOKENIZER_FILES_KEY), "model.tokenizer")
+        except FileNotFoundError as error:
+            problems.append(str(error))
+    for loader in ("dataloader_train", "dataloader_val"):
+        dataset = _get(config, f"{loader}.dataset")
+        root = _get(dataset, "root")
+        if root is None:
+            continue
+        root = str(root)
+        if not os.path.isdir(root):
+            problems.append(f"{loader}.dataset.root {root!r} does not exist (a folder with videos/, metas/ and "
+                            "text embeddings, docs/DATASETS.md)")
+            continue
+        if not os.path.isdir(os.path.join(root, "videos")):
+            problems.append(f"{loader}.dataset.root {root!r} has no videos/ folder (layout: docs/DATASETS.md)")
+        embeddings = _get(dataset, "text_embedding_folder")
+        if embeddings and not _get(dataset, "use_latents", False) \
+                and not os.path.isdir(os.path.join(root, str(embeddings))):
+            problems.append(
+                f"{loader}.dataset: text-embedding folder {os.path.join(root, str(embeddings))!r} does not exist "
+                f"(compute it with scripts/prepare_dataset.py {root} --text_encoder ..., or set "
+                f"{loader}.dataset.text_embedding_folder)"
+            )
+    return problems
+
+
+class _ShapeOnlyTokenizer(nn.Module):
+    """Stands in for a tokenizer whose files are missing, so that the model can be built for the memory count."""
+
+    def __init__(self, latent_channels: int, spatial_compression: int, temporal_compression: int) -> None:
+        super().__init__()
+        self.latent_channels = latent_channels
+        self.spatial_compression = spatial_compression
+        self.temporal_compression = temporal_compression
+
+    def latent_num_frames(self, num_frames: int) -> int:
+        return 1 + (num_frames - 1) // self.temporal_compression
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:  # never called: the model is only counted
+        raise NotImplementedError
+
+    decode = encode
+
+
+def estimate_memory(config: Any) -> tuple[MemoryReport | None, str]:
+    """(the model's memory report built on the meta device, a note) or (None, why it could not be built)."""
+    from cosmos_transfer.lazy_config import instantiate
+    from cosmos_transfer.trainer.trainer import split_ema_config
+
+    model_config, ema_config = split_ema_config(config.model)
+    kwargs: dict[str, Any] = {}
+    note = ""
+    tokenizer = _get(model_config, "tokenizer")
+    if tokenizer is not None and hasattr(tokenizer, "keys") and TOKENIZER_FILES_KEY in tokenizer:
+        channels = _get(tokenizer, "latent_channels") or _get(model_config, "net.out_channels", 16)
+        kwargs["tokenizer"] = _ShapeOnlyTokenizer(int(channels), int(_get(tokenizer, "spatial_compression", 8)),
+                                                  int(_get(tokenizer, "temporal_compression", 8)))
+        note = " (the tokenizer's own weights not counted)"
+    try:
+        with torch.device("meta"):
+            model = instantiate(model_config, **kwargs)
+    except Exception as error:  # noqa: BLE001 - the real build reports it with its own message
+        return None, f"{type(error).__name__}: {error}"
+    optimizer_states = 0 if "SGD" in str(_get(config, "optimizer._target_", "")) else 2
+    return model_memory(model, optimizer_states=optimizer_states, ema=ema_config is not None), note
+
+
+def host_available_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (Linux), else None (not checked)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def memory_problems(report: MemoryReport, note: str, *, world_size: int, local_world_size: int, device_type: str,
+                    device_bytes: int | None, host_bytes: int | None) -> list[str]:
+    """The model's persistent state against the device (per rank) and the host (all local ranks)."""
+    gib = lambda n: f"{n / GIB:,.1f} GiB"  # noqa: E731
+    figures = (f"{report.trainable_parameters / 1e6:,.1f} M trainable and {report.frozen_parameters / 1e6:,.1f} M "
+               f"frozen parameters: weights, gradients, optimizer state and EMA {gib(report.total_bytes)}{note}, "
+               "activations not counted")
+    more = "more GPUs (torchrun --nproc_per_node=N: FSDP2 divides the networks' share by N)" if device_type == \
+        "cuda" else "a machine with GPUs (docs/TRAINING.md: FSDP2 divides the networks' share by their number)"
+    options = (f"Options: {more}; a smaller experiment (e.g. experiment=demo_edge_tiny or ctrl_tiny on a CPU); "
+               "CPU offload of the training state does not exist in this trainer (inference has --offload for the "
+               "tokenizer)")
+    problems = []
+    sharded = report.total_bytes - report.tokenizer_bytes
+    per_rank = sharded / max(world_size, 1) + report.tokenizer_bytes
+    if device_type == "cuda" and device_bytes:
+        if per_rank > device_bytes:
+            problems.append(f"the model needs {gib(per_rank)} per GPU on {world_size} GPU(s), the GPU has "
+                            f"{gib(device_bytes)} ({figures}). {options}")
+    # Every rank builds the whole model in host memory before moving it (CPU training: it stays there).
+    weights = report.trainable_parameter_bytes + report.frozen_parameter_bytes + report.buffer_bytes \
+        + report.tokenizer_bytes
+    host_need = local_world_size * (weights if device_type == "cuda" else per_rank)
+    if host_bytes is not None and host_need > host_bytes:
+        where = "to build the model on each rank before moving it to its GPU" if device_type == "cuda" else \
+            "to train on the CPU"
+        problems.append(f"the model needs {gib(host_need)} of host memory {where} ({local_world_size} local "
+                        f"rank(s)); this machine has {gib(host_bytes)} available ({figures}). {options}")
+    return problems
+
+
+def world_size_problems(config: Any, *, world_size: int, local_world_size: int, device_type: str,
+                        cuda_devices: int) -> list[str]:
+    problems = []
+    shard = int(_get(config, "trainer.fsdp_shard_size", 0) or 0)
+    if 0 < shard < world_size and world_size % shard:
+        problems.append(f"trainer.fsdp_shard_size={shard} must divide the number of ranks ({world_size})")
+    if device_type == "cuda" and local_world_size > cuda_devices:
+        problems.append(f"{local_world_size} processes per node but {cuda_devices} GPU(s) on this node: set "
+                        f"torchrun --nproc_per_node to at most {cuda_devices}")
+    root = _get(config, "dataloader_train.dataset.root")
+    batch = int(_get(config, "dataloader_train.batch_size", 1) or 1)
+    if root is not None and os.path.isdir(os.path.join(str(root), "videos")):
+        clips = count_videos(str(root))
+        if 0 < clips < world_size * batch:
+            problems.append(f"{clips} clip(s) in {root} for {world_size} rank(s) x batch {batch}: every rank needs "
+                            "at least one batch; add clips, or use fewer ranks or a smaller "
+                            "dataloader_train.batch_size")
+    return problems
+
+
+def check_run(config: Any, *, world_size: int, local_world_size: int, device_type: str) -> list[str]:
+    """Every problem found, as one sentence each (empty: go ahead)."""
+    problems = check_paths(config)
+    cuda_devices = torch.cuda.device_count() if device_type == "cuda" else 0
+    problems += world_size_problems(config, world_size=world_size, local_world_size=local_world_size,
+                                    device_type=device_type, cuda_devices=cuda_devices)
+    if _get(config, "model") is not None:
+        report, note = estimate_memory(config)
+        if report is not None:
+            device_bytes = torch.cuda.get_device_properties(0).total_memory if cuda_devices else None
+            problems += memory_problems(report, note, world_size=world_size, local_world_size=local_world_size,
+                                        device_type=device_type, device_bytes=device_bytes,
+                                        host_bytes=host_available_bytes())
+    return problems
