@@ -121,7 +121,7 @@ def test_prepare_inputs_pads_other_aspect_ratios(files):
 def test_weight_video_of_the_wrong_length_is_named(files):
     spec = parse_spec({"input_video_path": files["input"], "edge": {"control_weight": files["short_weight"]}},
                       source="spec.json")
-    with pytest.raises(SpecError, match="short_weight.mp4 has 3 frames, but the input has 5"):
+    with pytest.raises(SpecError, match="short_weight.mp4 has 3 frames of 32x32, but input_video_path .* has 5 frames"):
         prepare_inputs(spec, (32, 32))
 
 
@@ -129,7 +129,7 @@ def test_control_video_of_another_length_is_named(files, tmp_path):
     short = tmp_path / "depth_short.mp4"
     write_video(short, _video(num_frames=4), fps=8, crf=0)
     spec = parse_spec({"input_video_path": files["input"], "depth": {"input_control": str(short)}})
-    with pytest.raises(SpecError, match="different lengths"):
+    with pytest.raises(SpecError, match="depth_short.mp4 has 4 frames of 32x32, but input_video_path .* has 5 frames"):
         prepare_inputs(spec, (32, 32))
 
 

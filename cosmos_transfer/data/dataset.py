@@ -5,7 +5,7 @@ Layout (files matched by stem; see docs/DATASETS.md):
     root/videos/<stem>.mp4                    the clips
     root/metas/<stem>.txt                     one caption per clip
     root/t5_xxl/<stem>.safetensors            text embeddings [n_tokens, D] (ours) ... or <stem>.pickle (Cosmos)
-    root/depth/<stem>.mp4                     optional, for hint key `depth` (frame-aligned with the clip)
+    root/depth/<stem>.mp4                     optional, for hint key `depth` (the clip's frame count and size)
     root/seg/<stem>.npz | <stem>.pickle       optional, for `seg`: label maps [T, H, W] (ours) or SAM2 RLE (Cosmos)
     root/keypoint/<stem>.npz | <stem>.pickle  optional, for `keypoint`: [T, P, 133, 3] (ours) or Cosmos' dict
     root/latents/<stem>.safetensors           optional cached tokenizer latents of one fixed window
@@ -15,10 +15,12 @@ pairs (a plain int means epoch 0), and every random choice of a sample (window, 
 from a generator seeded with (seed, epoch, index): the same sample whichever worker builds it.
 
 Bad clips: the constructor checks every clip's files and video header and leaves out, with one warning each, clips
-with a missing caption, embedding or control file, an unreadable video, too few frames for the window, or a frame
-size that cannot be padded to the resolution. Problems found only while decoding (a video corrupt mid-stream, a
-damaged picture the decoder concealed, an unreadable embedding) skip the clip when it comes up, with one warning, and a replacement clip is drawn
-deterministically; each sample reports in `num_skipped` how many bad clips it replaced. When more than
+with a missing caption, embedding or control file, an unreadable video, too few frames for the window, a frame
+size that cannot be padded to the resolution, or a depth video of another frame count or size than the clip (a
+control is never stretched). Problems found only while loading (a video corrupt mid-stream, a damaged picture the
+decoder concealed, a seg or keypoint file of another shape than the clip, an unreadable embedding) skip the clip when
+it comes up, with one warning, and a replacement clip is drawn deterministically; each sample reports in
+`num_skipped` how many bad clips it replaced (the trainer adds them up as `skipped_samples`). When more than
 `max_bad_fraction` of the clips are bad, the dataset raises.
 """
 
@@ -47,6 +49,7 @@ from cosmos_transfer.data.text_embeddings import (
 from cosmos_transfer.data.video import (
     BadSampleError,
     Fit,
+    check_same_shape,
     decode_padded,
     fit_frame,
     frame_stride,
@@ -150,6 +153,10 @@ def _check_clip(root, stem, video, num_frames, resolution, fps, hint_keys, text_
     clip = Clip(stem, video, caption, embedding, info.num_frames, info.fps, info.height, info.width,
                 control_files, latent)  # fmt: skip
     fit_frame(clip.height, clip.width, resolution)  # raises if the frame cannot be padded
+    if "depth" in control_files:  # from its header, like the clip's; seg and keypoint files are checked when loaded
+        depth = probe_video(control_files["depth"])
+        check_same_shape("depth video", control_files["depth"], (depth.num_frames, depth.height, depth.width),
+                         "its clip", video, clip_shape(clip))  # fmt: skip
     if not use_latents:
         stride = frame_stride(clip.fps, fps)
         if window_start_range(clip.num_frames, num_frames, stride) == 0:
@@ -347,32 +354,29 @@ class VideoDataset(Dataset):
         if key == "vis":
             return C.blur_control(video, rng) if self.is_train else C.blur_control(video, preset=self.blur_preset)
         path = clip.controls[key]
-        if key == "depth":  # a video aligned frame by frame with the clip: read the same frames, fitted the same way
-            num_depth_frames = probe_video(path).num_frames
-            if num_depth_frames < indices[-1] + 1:
-                raise BadSampleError(f"depth video {path} has {num_depth_frames} frames, fewer than the clip's "
-                                     f"window needs ({indices[-1] + 1})")  # fmt: skip
+        if key == "depth":  # the clip's shape (checked by scan_clips): read the same frames, fitted the same way
             return decode_padded(path, indices, fit)
         if key == "seg":
-            masks = self._seg_masks(path, indices, fit)
+            masks = self._seg_masks(path, clip, indices, fit)
             if self.is_train:
                 masks = C.sample_masks(masks, rng)
             return reflect_pad(C.colorize_masks(masks, rng), fit)
         if key == "keypoint":
-            return reflect_pad(C.render_keypoints(self._keypoints(path, indices), fit.valid_height, fit.valid_width), fit)
+            keypoints = self._keypoints(path, clip, indices)
+            return reflect_pad(C.render_keypoints(keypoints, fit.valid_height, fit.valid_width), fit)
         raise ValueError(f"no control named {key!r}")
 
-    def _seg_masks(self, path: str, indices: list[int], fit: Fit) -> np.ndarray:
-        """Binary masks of the window [N, T, h, w] from our label maps or Cosmos' SAM2 RLE pickle."""
+    def _seg_masks(self, path: str, clip: Clip, indices: list[int], fit: Fit) -> np.ndarray:
+        """Binary masks of the window [N, T, h, w] from our label maps or Cosmos' SAM2 RLE pickle (the clip's shape)."""
         size = (fit.valid_width, fit.valid_height)
         if path.endswith(".npz"):
             with np.load(path, allow_pickle=False) as data:
                 if "labels" not in data:
                     raise BadSampleError(f"segmentation file {path} has no 'labels' array")
                 labels = data["labels"]
-            if labels.ndim != 3 or labels.shape[0] <= indices[-1]:
-                raise BadSampleError(f"segmentation {path}: expected labels [T >= {indices[-1] + 1}, H, W], got "
-                                     f"{labels.shape}")
+            if labels.ndim != 3:
+                raise BadSampleError(f"segmentation {path}: expected labels [T, H, W], got {labels.shape}")
+            check_same_shape("segmentation", path, labels.shape, "its clip", clip.video, clip_shape(clip))
             window = np.stack([cv2.resize(labels[i].astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
                                for i in indices])  # fmt: skip
             ids = [int(i) for i in np.unique(window) if i != 0]
@@ -381,9 +385,8 @@ class VideoDataset(Dataset):
         for item in _as_list(safe_load(path), path):
             rle = item["segmentation_mask_rle"]
             num_frames, height, width = (int(v) for v in rle["mask_shape"])
-            if num_frames <= indices[-1]:
-                raise BadSampleError(f"segmentation {path} covers {num_frames} frames; the window needs "
-                                     f"{indices[-1] + 1}")
+            check_same_shape("segmentation", path, (num_frames, height, width), "its clip", clip.video,
+                             clip_shape(clip))  # fmt: skip
             runs = C.decode_coco_rle_counts(rle["data"]["counts"])
             frame_size = height * width
             frames = [C.rle_slice(runs, i * frame_size, (i + 1) * frame_size).reshape(height, width) for i in indices]
@@ -392,15 +395,15 @@ class VideoDataset(Dataset):
             return np.zeros((0, len(indices), fit.valid_height, fit.valid_width), bool)
         return np.stack(masks)
 
-    def _keypoints(self, path: str, indices: list[int]) -> np.ndarray:
+    def _keypoints(self, path: str, clip: Clip, indices: list[int]) -> np.ndarray:
         if path.endswith(".npz"):
             with np.load(path, allow_pickle=False) as data:
                 if "keypoints" not in data:
                     raise BadSampleError(f"keypoint file {path} has no 'keypoints' array")
                 keypoints = data["keypoints"]
-            if keypoints.ndim != 4 or keypoints.shape[0] <= indices[-1]:
-                raise BadSampleError(f"keypoints {path}: expected [T >= {indices[-1] + 1}, P, 133, 3], got "
-                                     f"{keypoints.shape}")
+            if keypoints.ndim != 4:
+                raise BadSampleError(f"keypoints {path}: expected [T, P, 133, 3], got {keypoints.shape}")
+            check_same_shape("keypoints", path, keypoints.shape[:1], "its clip", clip.video, (clip.num_frames,))
             return keypoints[indices].astype(np.float32)
         annotations = safe_load(path)
         if not isinstance(annotations, dict):
@@ -421,6 +424,10 @@ class VideoDataset(Dataset):
             raise BadSampleError(f"latent {clip.latent} was made for {count} frames at {height}x{width}, the dataset "
                                  f"wants {self.num_frames} at {self.resolution[0]}x{self.resolution[1]}")
         return latent, window_indices(start, count, stride), stride
+
+
+def clip_shape(clip: Clip) -> tuple[int, int, int]:
+    return clip.num_frames, clip.height, clip.width
 
 
 def _to_cthw(frames: np.ndarray) -> torch.Tensor:

@@ -9,6 +9,8 @@ then reflection-padded, centred, to exactly (H, W). A padding mask marks the pad
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
+
 import numpy as np
 
 from cosmos_transfer.video_io import read_frames
@@ -40,6 +42,26 @@ def resolve_resolution(resolution) -> tuple[int, int]:
 
 class BadSampleError(ValueError):
     """A sample cannot be used (too short, unpaddable, missing files...). The message names the file and why."""
+
+
+def describe_shape(shape: Sequence[int]) -> str:
+    """(frames,) or (frames, height, width) -> '12 frames' or '12 frames of 32x48'."""
+    return f"{shape[0]} frames" + (f" of {shape[1]}x{shape[2]}" if len(shape) == 3 else "")
+
+
+def check_same_shape(what: str, path: str, shape: Sequence[int], reference: str, reference_path: str,
+                     reference_shape: Sequence[int]) -> None:  # fmt: skip
+    """Raise BadSampleError unless a control file's (frames, height, width) equals its clip's.
+
+    A control is read frame for frame and resized exactly like its clip: one of another length would be out of step
+    with it, one of another size or aspect would be stretched. Neither is ever done, so the shapes must be equal.
+    """
+    if tuple(shape) != tuple(reference_shape):
+        raise BadSampleError(
+            f"{what} {path} has {describe_shape(shape)}, but {reference} {reference_path} has "
+            f"{describe_shape(reference_shape)}: a control needs exactly its video's frame count and frame size (it is "
+            f"never stretched, cut or padded); make it again from that video, at its size"
+        )
 
 
 def frame_stride(clip_fps: float, target_fps: float | None) -> int:

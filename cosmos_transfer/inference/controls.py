@@ -3,6 +3,8 @@
 Frames are fitted to the model's resolution exactly as in training (cosmos_transfer/data/video.py: resized with the
 aspect ratio kept, reflection-padded, a padding mask marking the padding), and the `edge` / `vis` controls are
 computed by the training code (cosmos_transfer/data/controls.py) with a named preset instead of random parameters.
+Every control video and weight video must have the input video's frame count and frame size: each is fitted with the
+input's geometry, so one of another size or aspect would be stretched; it is refused instead, naming both files.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import cv2
 import numpy as np
 
 from cosmos_transfer.data import controls as control_ops
-from cosmos_transfer.data.video import Fit, fit_frame, padding_mask, reflect_pad
+from cosmos_transfer.data.video import BadSampleError, Fit, check_same_shape, fit_frame, padding_mask, reflect_pad
 from cosmos_transfer.inference.spec import InferenceSpec, SpecError
 from cosmos_transfer.video_io import VideoReadError, read_video
 
@@ -77,14 +79,25 @@ def computed_control(key: str, frames: np.ndarray, canny_threshold: str, blur_st
     raise SpecError(f"the {key} control cannot be computed from the input video; give its 'input_control'")
 
 
-def weight_map(path: str, num_frames: int, fit: Fit, key: str, source: str) -> np.ndarray:
-    """A weight video -> float32 [T, H, W] in [0, 1] (brightness / 255), fitted like the frames."""
+@dataclasses.dataclass(frozen=True)
+class _Reference:
+    """The video every other one must match: the input video, or the first control video when there is none."""
+
+    what: str  # as the spec names it, e.g. "input_video_path"
+    path: str
+    shape: tuple[int, int, int]  # frames, height, width
+
+    def check(self, what: str, path: str, frames: np.ndarray, source: str) -> None:
+        try:
+            check_same_shape(what, path, frames.shape[:3], self.what, self.path, self.shape)
+        except BadSampleError as error:
+            raise SpecError(f"{source}: {error}") from None
+
+
+def weight_map(path: str, reference: _Reference, fit: Fit, key: str, source: str) -> np.ndarray:
+    """A weight video of the reference's shape -> float32 [T, H, W] in [0, 1] (brightness / 255), fitted likewise."""
     frames, _ = _read(path, f"{source}: '{key}' control_weight")
-    if frames.shape[0] != num_frames:
-        raise SpecError(
-            f"{source}: '{key}' control_weight video {path} has {frames.shape[0]} frames, but the input has "
-            f"{num_frames}: a weight video needs one frame per input frame"
-        )
+    reference.check(f"'{key}' control_weight", path, frames, source)
     gray = frames.astype(np.float32).mean(axis=-1, keepdims=True) / 255.0
     return _fit_frames(gray, fit, cv2.INTER_LINEAR)[..., 0]
 
@@ -99,32 +112,28 @@ def prepare_inputs(
 ) -> GenerationInputs:
     """Read the spec's videos and build the padded controls and weight maps at `resolution` (H, W).
 
-    All videos (input, control videos, weight videos) must have the same number of frames; `max_frames` then keeps
-    the first frames only.
+    All videos (input, control videos, weight videos) must have the same number of frames and the same frame size;
+    `max_frames` then keeps the first frames only.
     """
     source = spec.source
-    input_frames, fps = (None, None)
+    input_frames, fps, reference = None, None, None
     if spec.input_video is not None:
         input_frames, fps = _read(spec.input_video, f"{source}: input_video_path")
+        reference = _Reference("input_video_path", spec.input_video, input_frames.shape[:3])
     raw_controls: dict[str, np.ndarray] = {}
     for key, control in spec.controls.items():
         if control.input_control is not None:
             frames, control_fps = _read(control.input_control, f"{source}: '{key}' input_control")
+            if reference is None:
+                reference = _Reference(f"'{key}' input_control", control.input_control, frames.shape[:3])
+            reference.check(f"'{key}' input_control", control.input_control, frames, source)
             raw_controls[key] = _rgb(frames)
             fps = fps if fps is not None else control_fps
-    lengths = {"input video": input_frames.shape[0]} if input_frames is not None else {}
-    lengths.update({f"'{k}' input_control": v.shape[0] for k, v in raw_controls.items()})
-    if len(set(lengths.values())) > 1:
-        raise SpecError(
-            f"{source}: videos of different lengths: {lengths}; every control needs one frame per input frame"
-        )
-    num_frames = next(iter(lengths.values()))
-    if max_frames is not None:
-        num_frames = min(num_frames, max_frames)
+    full_length, height, width = reference.shape
+    num_frames = full_length if max_frames is None else min(full_length, max_frames)
 
-    reference = input_frames if input_frames is not None else next(iter(raw_controls.values()))
     try:
-        fit = fit_frame(reference.shape[1], reference.shape[2], resolution)
+        fit = fit_frame(height, width, resolution)
     except ValueError as error:
         raise SpecError(f"{source}: {error}") from error
 
@@ -136,11 +145,10 @@ def prepare_inputs(
         else:  # computed on the padded video, as the training dataset does
             controls[key] = computed_control(key, padded_input, canny_threshold, blur_strength)
     # A weight video has one frame per frame of the full input (before max_frames cuts it).
-    full_length = reference.shape[0]
     weights: dict[str, float | np.ndarray] = {}
     for key, control in spec.controls.items():
         if control.weight_is_map:
-            weights[key] = weight_map(control.control_weight, full_length, fit, key, source)[:num_frames]
+            weights[key] = weight_map(control.control_weight, reference, fit, key, source)[:num_frames]
         else:
             weights[key] = float(control.control_weight)
     return GenerationInputs(
