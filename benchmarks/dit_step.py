@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cosmos_transfer.checkpoint_convert import net_to_diffusers  # noqa: E402
+from cosmos_transfer.checkpoints.diffusers import net_to_diffusers  # noqa: E402
 from cosmos_transfer.networks.dit import GeneralDIT  # noqa: E402
 
 

@@ -1,84 +1,122 @@
 #!/usr/bin/env python
-"""Convert model weights between NVIDIA's official Cosmos files and ours.
+"""Convert model weights between NVIDIA's official Cosmos-Transfer1 / Cosmos-1.0 files and ours.
 
-    # official base model (e.g. Cosmos-Transfer1-7B base_model.pt) -> our weights file, for checkpoint.load_path
+    # official base model (Cosmos-Transfer1-7B base_model.pt, or any layout NVIDIA ships) -> our weights file
     python scripts/convert_checkpoint.py to-ours base_model.pt base_model.safetensors [--ema] [--dtype bfloat16]
 
-    # our weights (scripts/export_checkpoint.py output) -> an official-layout .pt, for NVIDIA's tools
-    python scripts/convert_checkpoint.py to-official demo.safetensors demo_official.pt
-
-    # ControlNet (Cosmos-Transfer1): base + official control files, or new branches copied from the base
+    # ControlNet: base + official control files, or new branches copied from the base
     python scripts/convert_checkpoint.py to-ours base_model.pt ctrl.safetensors --control edge=edge_control.pt
     python scripts/convert_checkpoint.py to-ours base_model.pt ctrl.safetensors --new-control edge --num-control-blocks 3
-    # one branch of our control model -> an official control file
-    python scripts/convert_checkpoint.py to-official ctrl.safetensors edge_control.pt --control-key edge
+    # a file holding base and branch (NVIDIA's combine_base_ctrl_ckpt.py output): name the branch's hint key
+    python scripts/convert_checkpoint.py to-ours checkpoints_teacher/edge_control.pt ctrl.safetensors --control-key edge
 
-Official files are read with torch.load(weights_only=True). Names are the same on both sides (`net.*` and the
-uncertainty head `logvar.*`); the conversion unwraps containers, drops Transformer Engine `_extra_state` entries and
-reports anything else it leaves out. See cosmos_transfer/checkpoint_convert.py.
+    # ours -> NVIDIA's layouts: every branch as <key>_control.pt in a folder, and base_model.pt when the base was
+    # trained (model.finetune_base=True; a frozen base is NVIDIA's base_model.pt unchanged and is left out)
+    python scripts/convert_checkpoint.py to-official ctrl.safetensors official/ [--finetune-base]
+    python scripts/convert_checkpoint.py to-official ctrl.safetensors edge_control.pt --control-key edge   # one branch
+    python scripts/convert_checkpoint.py to-official base.safetensors base_model.pt                       # no branches
+
+Every file read is named with the layout found (cosmos_transfer/checkpoints/transfer1.py lists them) and what was left
+out (Transformer Engine `_extra_state`, optimizer state, ...). Files are read with torch.load(weights_only=True).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
 
-from cosmos_transfer import checkpoint_convert
+from cosmos_transfer.checkpoints import files, transfer1
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("direction", choices=("to-ours", "to-official"))
-    parser.add_argument("source", help="input file (.pt official; .safetensors or .pt ours)")
-    parser.add_argument("output", help="output file: .safetensors or .pt")
-    parser.add_argument("--ema", action="store_true", help="to-ours: take the file's 'ema' state dict")
+    parser.add_argument("source", help="input file (.pt or .safetensors)")
+    parser.add_argument("output", help="to-ours: .safetensors or .pt; to-official: a .pt file or a folder")
+    parser.add_argument("--ema", action="store_true", help="to-ours: take the files' EMA weights ('ema')")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), help="cast floating-point weights")
-    # ControlNet branches (key handling in cosmos_transfer/networks/dit_ctrl.py).
     parser.add_argument("--control", action="append", default=[], metavar="KEY=PATH",
                         help="to-ours: add the official control file PATH as branch KEY (repeatable)")
     parser.add_argument("--new-control", action="append", default=[], metavar="KEY",
                         help="to-ours: add a new branch KEY initialized from the base (repeatable)")
     parser.add_argument("--num-control-blocks", type=int, default=3, help="blocks of a --new-control branch")
-    parser.add_argument("--control-key", help="to-official: write branch KEY as an official control file")
+    parser.add_argument("--control-key", help="to-ours: the hint key of a branch inside SOURCE (base+control files); "
+                                              "to-official: write only branch KEY")
+    parser.add_argument("--finetune-base", action="store_true",
+                        help="to-official: the base was trained too: also write base_model.pt")
     args = parser.parse_args(argv)
-    controls = {}
+    args.controls = {}
     for item in args.control:
         key, sep, path = item.partition("=")
         if not sep or not key or not path:
             parser.error(f"--control expects KEY=PATH (e.g. edge=edge_control.pt), got {item!r}")
-        controls[key] = path
+        args.controls[key] = path
+    if args.direction == "to-official" and (args.controls or args.new_control or args.ema):
+        parser.error("--control, --new-control and --ema apply to to-ours only (export EMA weights with "
+                     "scripts/export_checkpoint.py --ema)")
+    return args
 
+
+def _write(state: dict[str, torch.Tensor], path: str, dtype: str | None) -> None:
+    files.save_weights_file(state, path, _DTYPES.get(dtype))
+    total = sum(v.numel() for v in state.values())
+    print(f"wrote {path}: {len(state)} tensors, {total / 1e6:.1f}M values")
+
+
+def _left_out(entries: list[str], why: str) -> None:
+    if entries:
+        shown = ", ".join(entries[:6]) + (" ..." if len(entries) > 6 else "")
+        print(f"left out {len(entries)} entries ({why}): {shown}")
+
+
+def to_ours(args: argparse.Namespace) -> None:
+    base = transfer1.read_weights(args.source, use_ema=args.ema)
+    print(f"read {base.describe()}")
+    controls = {}
+    for key, path in args.controls.items():
+        controls[key] = transfer1.read_control(path, use_ema=args.ema)
+        print(f"read {controls[key].describe()} -> branch '{key}'")
+    weights = transfer1.control_model_weights(base, controls, args.new_control, args.num_control_blocks,
+                                              hint_key=args.control_key)
+    _write(weights, args.output, args.dtype)
+
+
+def to_official(args: argparse.Namespace) -> None:
+    found = transfer1.read_weights(args.source)
+    print(f"read {found.describe()}")
+    state = found.ours(args.control_key)
+    single_file = args.output.endswith(".pt")
+    keys = [args.control_key] if args.control_key else None
+    result = transfer1.to_official(state, keys, finetune_base=args.finetune_base and not single_file)
+    if single_file:
+        if len(result.files) != 1:
+            raise ValueError(f"the weights make {len(result.files)} official files ({sorted(result.files)}); give a "
+                             "folder as the output, or one branch with --control-key KEY")
+        ((name, official),) = result.files.items()
+        _write(official, args.output, args.dtype)
+    else:
+        for name, official in result.files.items():
+            _write(official, os.path.join(args.output, name), args.dtype)
+    base_left = [k for k in result.left_out if k.startswith(transfer1.NET)]
+    if base_left:
+        print(f"left out the base ({len(base_left)} net.* tensors): a frozen base is NVIDIA's {transfer1.BASE_FILE} "
+              "unchanged; if the base was trained (model.finetune_base=True), write it too: a folder as the output "
+              "and --finetune-base")
+    _left_out([k for k in result.left_out if not k.startswith(transfer1.NET)], "no weights of NVIDIA's layouts")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
     try:
-        if args.direction == "to-ours":
-            result = checkpoint_convert.load_official(args.source, use_ema=args.ema)
-            if controls or args.new_control:
-                from cosmos_transfer.networks import dit_ctrl
-
-                weights, dropped = dit_ctrl.add_control_branches(
-                    result.state_dict, controls, args.new_control, args.num_control_blocks, use_ema=args.ema)
-                result = checkpoint_convert.Conversion(weights, sorted(result.dropped + dropped))
-        elif args.control_key:
-            from cosmos_transfer.networks import dit_ctrl
-
-            weights = checkpoint_convert.load_weights_file(args.source)
-            result = checkpoint_convert.Conversion(dit_ctrl.ours_to_official_control(weights, args.control_key))
-        else:
-            if args.ema:
-                parser.error("--ema applies to to-ours only (export EMA weights with scripts/export_checkpoint.py --ema)")
-            result = checkpoint_convert.ours_to_official(checkpoint_convert.load_weights_file(args.source))
-        checkpoint_convert.save_weights_file(result.state_dict, args.output, _DTYPES.get(args.dtype))
+        (to_ours if args.direction == "to-ours" else to_official)(args)
     except (FileNotFoundError, ValueError) as error:
         print(f"convert_checkpoint: {error}", file=sys.stderr)
         return 1
-    total = sum(v.numel() for v in result.state_dict.values())
-    print(f"wrote {args.output}: {len(result.state_dict)} tensors, {total / 1e6:.1f}M values")
-    if result.dropped:
-        shown = ", ".join(result.dropped[:6]) + (" ..." if len(result.dropped) > 6 else "")
-        print(f"left out {len(result.dropped)} entries that hold no weights of ours: {shown}")
     return 0
 
 

@@ -146,7 +146,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
         say("no checkpoint: the untrained model")
     else:
         keys = loading.load_weights(model, checkpoint_path, use_ema=not args.no_ema,
-                                    control_checkpoints=control_checkpoints)
+                                    control_checkpoints=control_checkpoints, report=say)
         say(f"loaded {len(keys)} weights from {checkpoint_path}" + ("" if args.no_ema else " (EMA where saved)"))
     loading.prepare_for_inference(model, device, dtype)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from cosmos_transfer import checkpoint_convert
+from cosmos_transfer.checkpoints import files, transfer1
 from cosmos_transfer.diffusion.conditioner import VideoConditioner
 from cosmos_transfer.diffusion.edm import build_logvar_head
 from cosmos_transfer.diffusion.model import DiffusionModel
@@ -19,7 +19,6 @@ from cosmos_transfer.networks.dit_ctrl import (
     NEW_BRANCH_KEY_PATTERNS,
     GeneralDITControl,
     normalize_control_weights,
-    official_control_to_ours,
     prepare_control_weights,
     resample_weight_map,
 )
@@ -167,17 +166,23 @@ def official_control_state(seed=0) -> dict:
     return state
 
 
-def test_official_control_names_load_strictly_into_the_branch():
+def test_official_control_names_load_strictly_into_the_branch(tmp_path):
     official = official_control_state()
-    ours, dropped = official_control_to_ours(official, "edge")
-    assert dropped == ["net.blocks.block0.blocks.0.block.attn.attn_op._extra_state"]
+    torch.save(official, tmp_path / "edge_control.pt")
+    found = transfer1.read_control(str(tmp_path / "edge_control.pt"))
+    assert found.layout == "control" and not found.has_base
+    assert found.left_out == ["net.blocks.block0.blocks.0.block.attn.attn_op._extra_state"]
+    ours = transfer1.branch_of(found, "edge")
     branch_state = {k[len("net_ctrl.edge."):]: v for k, v in ours.items() if k.startswith("net_ctrl.edge.")}
     branch = GeneralDITControl(num_control_blocks=NUM_CONTROL_BLOCKS, hint_channels=HINT_CHANNELS, **ARCH)
     branch.load_state_dict(branch_state, strict=True)  # every official name, nothing else
     assert torch.equal(branch.zero_blocks.block1.weight, official["net.zero_blocks.block1.weight"])
     assert torch.equal(branch.input_hint_block[14].bias, official["net.input_hint_block.14.bias"])
-    with pytest.raises(ValueError, match="base-model checkpoint"):
-        official_control_to_ours({k: v for k, v in official.items() if "x_embedder2" not in k}, "edge")
+    assert torch.equal(ours["logvar.1.weight"], official["logvar.1.weight"])
+    # A base file given where a control file is needed is named as such.
+    torch.save({k: v for k, v in official.items() if "x_embedder2" not in k}, tmp_path / "base_model.pt")
+    with pytest.raises(files.WeightsFileError, match="given as a control-branch file, but it holds the base only"):
+        transfer1.read_control(str(tmp_path / "base_model.pt"))
 
 
 def test_convert_cli_base_plus_official_control_loads_strictly_and_round_trips(tmp_path):
@@ -194,7 +199,7 @@ def test_convert_cli_base_plus_official_control_loads_strictly_and_round_trips(t
     out = str(tmp_path / "ctrl.safetensors")
     assert convert_checkpoint.main(["to-ours", base_file, out, "--control", f"edge={control_file}"]) == 0
     model = make_model(base=make_base(seed=5))
-    model.load_state_dict(checkpoint_convert.load_weights_file(out), strict=True)
+    model.load_state_dict(files.load_weights_file(out), strict=True)
     assert torch.equal(model.net.blocks.block2.blocks[2].block.layer1.weight, base.blocks.block2.blocks[2].block.layer1.weight)
     assert torch.equal(model.net_ctrl["edge"].x_embedder2.proj[1].weight, official["net.x_embedder2.proj.1.weight"])
     assert torch.equal(model.logvar[1].weight, official["logvar.1.weight"])  # the branch's trained head
@@ -214,7 +219,7 @@ def test_convert_cli_new_branch_copies_base(tmp_path):
     out = str(tmp_path / "init.safetensors")
     assert convert_checkpoint.main(["to-ours", base_file, out, "--new-control", "edge", "--new-control", "depth",
                                     "--num-control-blocks", str(NUM_CONTROL_BLOCKS)]) == 0
-    weights = checkpoint_convert.load_weights_file(out)
+    weights = files.load_weights_file(out)
     model = make_model(hint_keys=["edge", "depth"], base=make_base(seed=7))
     missing, unexpected = model.load_state_dict(weights, strict=False)
     assert not unexpected
@@ -235,7 +240,8 @@ def test_control_weight_forms():
     per_control = prepare_control_weights([0.2, 0.7], 2, 1, grid)
     assert torch.all(per_control[0] == 0.2) and torch.all(per_control[1] == 0.7)
     assert torch.equal(prepare_control_weights(torch.tensor([0.2, 0.7]), 2, 1, grid), per_control)
-    # Latent-resolution map [B,1,T,H,W] (latent 2 x 8 x 8 -> tokens 2 x 4 x 4): area average per token.
+    # Latent-resolution map [B,1,T,H,W] (latent 2 x 8 x 8 -> tokens 2 x 4 x 4): halving by trilinear interpolation
+    # (align_corners=False) samples between 2 x 2 latent pixels, i.e. averages them.
     latent_map = torch.zeros(1, 1, 2, 8, 8)
     latent_map[..., :, 4:] = 1.0
     latent_map[..., 1, 0, 0] = 1.0  # one latent pixel of the 4 of token (1, 0, 0)
@@ -244,14 +250,6 @@ def test_control_weight_forms():
     expected[:, :, 2:] = 1.0
     expected[1, 0, 0] = 0.25
     assert torch.equal(tokens, expected)
-    # Pixel-resolution map: 1 + 8k frames (causal tokenizer: frame 0 alone, then groups of 8), 8x the latent size.
-    pixel_map = torch.zeros(1, 1, 9, 64, 64)
-    pixel_map[:, :, 0] = 0.2
-    pixel_map[:, :, 1:5] = 1.0  # half of the second group
-    resampled = resample_weight_map(pixel_map, grid, latent_frames=2, temporal_compression=8)
-    assert resampled.shape == (1, 1, 2, 4, 4)
-    torch.testing.assert_close(resampled[0, 0, 0], torch.full((4, 4), 0.2))
-    torch.testing.assert_close(resampled[0, 0, 1], torch.full((4, 4), 0.5))
     # One map per control, [K,B,1,T,H,W], and a mixed list (number + map).
     stacked = prepare_control_weights(torch.stack([latent_map, 1 - latent_map]), 2, 1, grid)
     assert torch.allclose(stacked.sum(0), torch.ones(1, 2, 16, 1))
@@ -261,16 +259,72 @@ def test_control_weight_forms():
         prepare_control_weights([1.0, 1.0, 1.0], 2, 1, grid)
     with pytest.raises(ValueError, match="frames"):
         prepare_control_weights(torch.ones(1, 1, 5, 8, 8), 1, 1, grid)
-    with pytest.raises(ValueError, match="batch"):
+    with pytest.raises(ValueError, match="B 1 or 2"):
         prepare_control_weights(torch.ones(3, 1, 2, 8, 8), 1, 2, grid)
 
 
-def test_normalization_only_where_the_sum_exceeds_one():
-    weights = torch.tensor([[0.9, 0.3, -1.0], [0.6, 0.2, 0.5]])  # K=2 controls, 3 positions
-    normalized = normalize_control_weights(weights)
-    torch.testing.assert_close(normalized[:, 0], torch.tensor([0.6, 0.4]))  # 1.5 -> divided
-    torch.testing.assert_close(normalized[:, 1], torch.tensor([0.3, 0.2]))  # 0.5 -> unchanged
-    torch.testing.assert_close(normalized[:, 2], torch.tensor([0.0, 0.5]))  # negative clamped at 0
+# Expected values below are computed by hand from NVIDIA's rule: cosmos-transfer1 diffusion/inference/
+# inference_utils.py, resize_control_weight_map (trilinear, align_corners=False; frame 0 alone to (1, h, w), frames
+# 1.. to (T-1, h, w)), called by world_generation_pipeline.py _run_model with the token grid (t, h // 2, w // 2).
+# align_corners=False samples output index i of a resize by factor s at input coordinate (i + 0.5) * s - 0.5.
+def test_weight_map_resampling_matches_hand_computed_trilinear_values():
+    # A linear map w = 100 t + 10 y + x is reproduced exactly at the sampled coordinates.
+    t, y, x = torch.meshgrid(torch.arange(9.0), torch.arange(4.0), torch.arange(4.0), indexing="ij")
+    linear = (100 * t + 10 * y + x)[None, None]  # pixel frames 1 + 8 * (2 - 1) = 9, 4 x 4 pixels
+    tokens = resample_weight_map(linear, (2, 2, 2), latent_frames=2, temporal_compression=8)[0, 0]
+    # Space 4 -> 2: coordinate 2i + 0.5. Frame 0 stays frame 0; frames 1..8 (8 of them) -> 1 frame at coordinate
+    # 0.5 * 8 - 0.5 = 3.5 of that group, i.e. pixel frame 1 + 3.5 = 4.5.
+    for i in range(2):
+        for j in range(2):
+            assert tokens[0, i, j] == 10 * (2 * i + 0.5) + (2 * j + 0.5)
+            assert tokens[1, i, j] == 100 * 4.5 + 10 * (2 * i + 0.5) + (2 * j + 0.5)
+    # Shrinking 8 -> 2 samples coordinate 4i + 1.5: only pixels 4i + 1 and 4i + 2 count (no area average), so a
+    # weight at pixel (0, 0) vanishes and one at (1, 1) gives its token a quarter.
+    for (py, px), value in (((0, 0), 0.0), ((1, 1), 0.25), ((2, 2), 0.25), ((3, 3), 0.0)):
+        one_hot = torch.zeros(1, 1, 1, 8, 8)
+        one_hot[..., py, px] = 1.0
+        assert resample_weight_map(one_hot, (1, 2, 2), latent_frames=1)[0, 0, 0, 0, 0] == value
+    # Time 17 pixel frames -> 3 latent frames: frame 0 alone; frames 1..16 -> 2 frames at 3.5 and 11.5 of the group
+    # (pixel frames 4.5 and 12.5), no averaging over the 8 frames of a latent frame.
+    ramp = torch.arange(17.0).view(1, 1, 17, 1, 1).expand(1, 1, 17, 2, 2)
+    resampled = resample_weight_map(ramp, (3, 2, 2), latent_frames=3, temporal_compression=8)[0, 0, :, 0, 0]
+    assert resampled.tolist() == [0.0, 4.5, 12.5]
+    # A map already at the latent frames is resized in space only; a one-frame map holds for every frame.
+    latent = torch.rand(1, 1, 3, 2, 2)
+    assert torch.equal(resample_weight_map(latent, (3, 2, 2), latent_frames=3), latent)
+    still = resample_weight_map(torch.full((1, 1, 1, 4, 4), 0.7), (3, 2, 2), latent_frames=3)
+    assert still.shape == (1, 1, 3, 2, 2) and torch.allclose(still, torch.full_like(still, 0.7))
+
+
+# NVIDIA's weights (inference_utils.py load_spatial_temporal_weights): numbers are not clamped and are divided by
+# their sum where it exceeds 1 (`w / w.sum().clip(1)`); maps (and numbers mixed with maps) are clamped at 0 and
+# normalized per pixel at the video's resolution, before resize_control_weight_map.
+def test_normalization_follows_nvidia_numbers_and_maps():
+    grid = (1, 1, 1)
+
+    def numbers(values):
+        return prepare_control_weights(values, len(values), 1, grid)[:, 0, 0, 0, 0].tolist()
+
+    assert numbers([0.9, 0.6]) == pytest.approx([0.6, 0.4])  # sum 1.5 -> divided
+    assert numbers([0.3, 0.2]) == pytest.approx([0.3, 0.2])  # sum 0.5 -> unchanged
+    assert numbers([2.0]) == [1.0]  # one control above 1 acts at 1
+    assert numbers([-0.5]) == [-0.5]  # no clamping: a negative weight subtracts the residual
+    assert numbers([1.5, -0.5]) == [1.5, -0.5]  # sum 1: unchanged, above 1 and below 0 alike
+    torch.testing.assert_close(normalize_control_weights(torch.tensor([[0.9, -1.0], [0.6, 0.5]])),
+                               torch.tensor([[0.6, -1.0], [0.4, 0.5]]))
+    # With a map, everything is clamped at 0: the number -0.5 becomes 0.
+    one = torch.ones(1, 1, 1, 2, 2)
+    mixed = prepare_control_weights([-0.5, one * 0.5], 2, 1, grid)[:, 0, 0, 0, 0]
+    assert mixed.tolist() == [0.0, 0.5]
+    # Normalized before resampling, as NVIDIA: maps [2, 0] and [0, 0] over two pixels -> [1, 0] -> token 0.5
+    # (resampling first would give 1 / max(1, 1) = 1).
+    first = torch.tensor([2.0, 0.0]).view(1, 1, 1, 1, 2)
+    weights = prepare_control_weights([first, torch.zeros_like(first)], 2, 1, grid)
+    assert weights[0].item() == 0.5 and weights[1].item() == 0.0
+    # Maps of another size than the first one's are resized to it (trilinear) before the per-pixel normalization.
+    coarse = torch.full((1, 1, 1, 1, 1), 3.0)
+    weights = prepare_control_weights([one, coarse], 2, 1, (1, 2, 2))[:, 0, 0, :, 0]
+    torch.testing.assert_close(weights, torch.tensor([[0.25] * 4, [0.75] * 4]))
 
 
 def test_spatio_temporal_map_scales_branch_residuals_per_token():

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cosmos_transfer.checkpoint_convert import net_to_diffusers
+from cosmos_transfer.checkpoints.diffusers import net_to_diffusers
 from cosmos_transfer.networks.dit import GeneralDIT
 
 transformer_cosmos = pytest.importorskip("diffusers.models.transformers.transformer_cosmos")

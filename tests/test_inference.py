@@ -200,14 +200,14 @@ def test_branches_the_spec_leaves_out_run_with_weight_zero(spec_files):
 
 
 def test_official_base_and_control_files_load_into_the_model(tmp_path):
+    from cosmos_transfer.checkpoints.transfer1 import to_official
     from cosmos_transfer.inference import loading
-    from cosmos_transfer.networks.dit_ctrl import ours_to_official_control
 
     source = make_model(seed=1)
     state = source.state_dict()
     base = {k: v for k, v in state.items() if k.startswith("net.")}  # an official base file: net.* only
     torch.save(base, tmp_path / "base_model.pt")
-    torch.save({"model": ours_to_official_control(state, "edge")}, tmp_path / "edge_control.pt")
+    torch.save({"model": to_official(state).files["edge_control.pt"]}, tmp_path / "edge_control.pt")
 
     target = make_model(seed=2)
     keys = loading.load_weights(target, str(tmp_path / "base_model.pt"),
@@ -216,6 +216,6 @@ def test_official_base_and_control_files_load_into_the_model(tmp_path):
     for key, value in target.state_dict().items():
         torch.testing.assert_close(value, state[key], rtol=0, atol=0, msg=key)
     with pytest.raises(ValueError, match="the model has no 'depth' branch"):
-        loading.load_official_control(target, "depth", str(tmp_path / "edge_control.pt"))
+        loading.load_control_file(target, "depth", str(tmp_path / "edge_control.pt"))
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         loading.load_weights(target, str(tmp_path / "missing.pt"))

@@ -57,7 +57,7 @@ def model_weights(demo_files):
     """A demo model whose control layers are not zero (so that weights visibly matter), saved two ways."""
     import torch.distributed.checkpoint as dcp
 
-    from cosmos_transfer.checkpoint_convert import save_weights_file
+    from cosmos_transfer.checkpoints.files import save_weights_file
     from cosmos_transfer.inference import loading
 
     model = loading.build_model(loading.compose_config(EXPERIMENT))

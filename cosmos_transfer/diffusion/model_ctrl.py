@@ -37,7 +37,7 @@ from torch import nn
 
 from cosmos_transfer.diffusion.conditioner import Condition, VideoConditioner
 from cosmos_transfer.diffusion.model import DiffusionModel
-from cosmos_transfer.networks.dit_ctrl import GeneralDITControl, normalize_control_weights, prepare_control_weights
+from cosmos_transfer.networks.dit_ctrl import GeneralDITControl, prepare_control_weights
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -75,7 +75,8 @@ class ControlDiffusionModel(DiffusionModel):
         hint_keys: control inputs, e.g. ["edge"] or ["edge", "depth"] (or "control_input_edge", ...); the batch
             carries `control_input_<key>` (uint8 [B,3,T,H,W]).
         control_weights: default weight per hint key (None = 1 each), any form of prepare_control_weights.
-        normalize_control_weights: where the weights sum to more than 1, divide them by their sum (Cosmos).
+        normalize_control_weights: where the weights sum to more than 1, divide them by their sum; maps are also
+            clamped at 0 (NVIDIA's inference rule, see networks/dit_ctrl.py).
         hint_dropout_rate: joint training: per-sample probability of dropping each hint (at least one is kept).
         finetune_base: also train the base network (default: frozen).
         branch_dropout_rate: with finetune_base, per-sample probability of training without any control.
@@ -187,17 +188,14 @@ class ControlDiffusionModel(DiffusionModel):
 
     # ----------------------------------------------------------------------------------------------- network
     def control_weight_tokens(self, condition: ControlCondition, latent_shape: Sequence[int]) -> torch.Tensor:
-        """Dense per-branch weights [K,B,T',S,1] on the token grid, with hint/branch dropout applied."""
+        """Dense per-branch weights [K,B,T',S,1] on the token grid, with hint/branch dropout applied (dropped hints
+        get weight 0 before the normalization, so the kept ones share the total)."""
         B, _, T, H, W = latent_shape
         first = next(iter(self.net_ctrl.values()))
         grid = (T // first.patch_temporal, H // first.patch_spatial, W // first.patch_spatial)
         weights = prepare_control_weights(condition.control_weight, len(self.hint_keys), B, grid, latent_frames=T,
-                                          temporal_compression=self.temporal_compression, normalize=False,
-                                          device=self.device)
-        if condition.hint_keep is not None:  # dropped hints get weight 0 first: the kept ones share the total
-            weights = weights * condition.hint_keep.T.to(weights.device)[:, :, None, None, None]
-        if self.normalize_control_weights:
-            weights = normalize_control_weights(weights)
+                                          temporal_compression=self.temporal_compression, keep=condition.hint_keep,
+                                          normalize=self.normalize_control_weights, device=self.device)
         if condition.branch_keep is not None:
             weights = weights * condition.branch_keep.to(weights.device)[None, :, None, None, None]
         return weights

@@ -5,15 +5,16 @@ from one of
 - our training checkpoints: a DCP folder `iter_*`, a job's `checkpoints/` folder or the job folder itself (latest
   checkpoint); EMA weights by default (`use_ema`), the plain ones when the run had no EMA;
 - a `.safetensors` (or `.pt`) file of ours (scripts/export_checkpoint.py, scripts/convert_checkpoint.py);
-- official Cosmos files: a base model `.pt` (converted on the fly) plus, for each hint key, an official control
-  file such as `edge_control.pt` (`control_checkpoints={"edge": path}`).
+- official Cosmos files in any layout NVIDIA ships (checkpoints/transfer1.py: `base_model.pt`, net.* files,
+  base+control files), plus, for each hint key, an official control file such as `edge_control.pt`
+  (`control_checkpoints={"edge": path}`).
 All files are read with weights_only=True.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -68,10 +69,12 @@ def load_weights(
     *,
     use_ema: bool = True,
     control_checkpoints: dict[str, str] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """Load `checkpoint` (ours or an official base file) and official control files into `model`; returns the
-    loaded keys. Every key of the model must be provided by one of the files. `use_ema` applies to our training
-    checkpoints (the EMA's weights where the run kept an EMA)."""
+    """Load `checkpoint` (ours, or an official file in any layout of checkpoints/transfer1.py) and official control
+    files into `model`; returns the loaded keys. Every key of the model must be provided by one of the files.
+    `use_ema` applies to our training checkpoints (the EMA's weights where the run kept an EMA). `report` gets one
+    line per file saying which layout it has."""
     from cosmos_transfer.trainer.checkpoint import load_model_weights
 
     control_checkpoints = dict(control_checkpoints or {})
@@ -83,7 +86,8 @@ def load_weights(
     # exported or converted with.
     use_ema = use_ema and os.path.isdir(path)
     try:
-        loaded = load_model_weights(model, path, strict=True, allowed_missing_keys=allowed_missing, use_ema=use_ema)
+        loaded = load_model_weights(model, path, strict=True, allowed_missing_keys=allowed_missing, use_ema=use_ema,
+                                    report=report)
     except CheckpointException as error:  # DCP wraps shape mismatches: keep the one line that says what is wrong
         lines = [line.strip() for line in str(error).splitlines() if "mismatch" in line.lower()]
         raise ValueError(
@@ -91,14 +95,15 @@ def load_weights(
             "build the model as in training (same experiment and the same model overrides after --)"
         ) from None
     for key, control_path in control_checkpoints.items():
-        loaded += load_official_control(model, key, control_path)
-    return loaded
+        loaded += load_control_file(model, key, control_path, report=report)
+    return sorted(set(loaded))  # a branch started from the base file is then replaced by its control file
 
 
-def load_official_control(model: nn.Module, hint_key: str, path: str) -> list[str]:
-    """Load an official control file (`edge_control.pt`, ...) into the model's branch for `hint_key`."""
-    from cosmos_transfer.checkpoint_convert import unwrap
-    from cosmos_transfer.networks.dit_ctrl import official_control_to_ours
+def load_control_file(model: nn.Module, hint_key: str, path: str,
+                      report: Callable[[str], None] | None = None) -> list[str]:
+    """Load a file holding one control branch (an official `edge_control.pt`, a base+control file, ...) into the
+    model's branch for `hint_key`, with the `logvar.*` saved beside it; a base inside the file is not used."""
+    from cosmos_transfer.checkpoints import transfer1
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"control checkpoint {path} (for '{hint_key}') does not exist")
@@ -106,9 +111,10 @@ def load_official_control(model: nn.Module, hint_key: str, path: str) -> list[st
     if branches is None or hint_key not in branches:
         have = sorted(branches.keys()) if branches is not None else []
         raise ValueError(f"control checkpoint {path}: the model has no '{hint_key}' branch (its branches: {have})")
-    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    weights, _ = official_control_to_ours(unwrap(saved, source=path), hint_key)
-    weights = {k: v for k, v in weights.items() if not k.startswith("net.")}  # the base comes from the base file
+    found = transfer1.read_control(path)
+    if report is not None:
+        report(found.describe() + (" (its base is not used: the base comes from --checkpoint)" if found.has_base else ""))
+    weights = transfer1.branch_of(found, hint_key)
     own = model.state_dict()
     expected = {k for k in own if k.startswith(f"net_ctrl.{hint_key}.")}
     missing = sorted(expected - set(weights))

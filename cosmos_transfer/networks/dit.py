@@ -9,7 +9,7 @@
     final AdaLN layer -> Linear -> unpatchify -> [B,C_out,T,H,W]
 
 Parameter names are those of the official checkpoints (e.g. `blocks.block0.blocks.0.block.attn.to_q.0.weight`,
-`to_q.1` being the q RMSNorm), so an official state dict (without its `net.` prefix, see checkpoint_convert.py)
+`to_q.1` being the q RMSNorm), so an official state dict (without its `net.` prefix, see checkpoints/transfer1.py)
 loads with strict=True. The EDM uncertainty head `logvar` is NOT part of the net: official files keep it beside the
 net (`net.*` and `logvar.0.freqs`, `logvar.0.phases`, `logvar.1.weight`), which is exactly the layout of our
 DiffusionModel's state dict (it builds `logvar` itself when the net has none).

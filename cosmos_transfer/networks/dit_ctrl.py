@@ -14,14 +14,13 @@ checkpoints (`edge_control.pt`, ...: `net.<name>` there); `final_layer`, which t
 uses, is kept (so those files load strictly) and frozen (so it costs no gradient or optimizer memory).
 
 Control weights (`prepare_control_weights`): a scalar, one scalar per control, or a spatio-temporal map [B,1,T,H,W]
-(one for all controls, a list of them, or [K,B,1,T,H,W]) at pixel or latent resolution, resampled to the token grid.
-Weights are clamped at 0 and, where their sum over the controls exceeds 1, divided by that sum (Cosmos' inference
-rule). The official-checkpoint key conversion for control branches is at the end of this file.
+(one for all controls, a list of them, or [K,B,1,T,H,W]) at pixel or latent resolution, resampled to the token grid
+and normalized as NVIDIA's inference does (see the comment above BRANCH_OWN_LAYERS). Reading and writing official
+control files is cosmos_transfer/checkpoints/transfer1.py's.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Union
 
@@ -165,21 +164,27 @@ class GeneralDITControl(GeneralDIT):
 
 
 # ------------------------------------------------------------------------------------------------ control weights
-def _resample_frames(weight: torch.Tensor, frames: int, temporal_compression: int) -> torch.Tensor:
-    """[B,1,T,H,W] -> [B,1,frames,H,W]: as-is, or pixel frames (T = c*(frames-1)+1) averaged per latent frame."""
-    T = weight.shape[2]
-    if T == frames:
+# How NVIDIA's Transfer1 inference turns the spec's weights into the tensor its branch multiplies (facts from
+# cosmos-transfer1 `diffusion/inference/inference_utils.py`: load_spatial_temporal_weights, resize_control_weight_map,
+# validate_controlnet_specs; `diffusion/inference/world_generation_pipeline.py`: _run_model;
+# `diffusion/networks/general_dit_ctrl_enc.py`: GeneralDITEncoder.forward):
+# - only numbers: no clamping; divided by their sum where the sum exceeds 1 (`w / w.sum().clip(1)`), so one control
+#   at 2.0 acts at 1.0, and (1.5, -0.5) stays as given. A negative weight subtracts the branch's residual; NVIDIA's
+#   spec check (and ours, inference/spec.py) refuses negative numbers, the network takes them.
+# - any map: every weight becomes a map at the video's resolution (numbers constant, other-sized maps trilinear),
+#   all clamped at 0, divided per pixel by their sum where it exceeds 1, then resampled to the token grid:
+#   trilinear (align_corners=False), the first frame alone to one latent frame, the others to the remaining ones.
+# NVIDIA builds these tensors in bf16; we keep float32 (its rounding, e.g. 0.3 -> 0.30078, is not reproduced).
+# BRANCH_OWN_LAYERS: the branch's layers that a base network does not have (a new branch starts them from zero).
+BRANCH_OWN_LAYERS = ("x_embedder2", "input_hint_block", "zero_blocks")
+# checkpoint.allowed_missing_keys for new branches started from base weights.
+NEW_BRANCH_KEY_PATTERNS = tuple(f"net_ctrl.*.{layer}.*" for layer in BRANCH_OWN_LAYERS)
+
+
+def _trilinear(weight: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    if tuple(weight.shape[2:]) == tuple(size):
         return weight
-    if T == temporal_compression * (frames - 1) + 1:
-        # Causal tokenizer: pixel frame 0 alone makes latent frame 0, then each group of c frames makes one.
-        rest = weight[:, :, 1:].reshape(*weight.shape[:2], frames - 1, temporal_compression, *weight.shape[3:])
-        return torch.cat([weight[:, :, :1], rest.mean(dim=3)], dim=2)
-    if T == 1:
-        return weight.expand(-1, -1, frames, -1, -1)
-    raise ValueError(
-        f"control weight map has {T} frames; expected 1, the latent frames ({frames}) or the pixel frames "
-        f"({temporal_compression * (frames - 1) + 1})"
-    )
+    return F.interpolate(weight, size=size, mode="trilinear", align_corners=False)
 
 
 def resample_weight_map(
@@ -187,29 +192,69 @@ def resample_weight_map(
 ) -> torch.Tensor:
     """Spatio-temporal weight map [B,1,T,H,W] at pixel or latent resolution -> [B,1,T',H',W'] on the token grid.
 
-    Time: pixel frames are averaged per latent frame (first frame alone, as the causal tokenizer does), then latent
-    frames per token frame. Space: area averaging when shrinking (each token gets the mean weight of its pixels),
-    bilinear when enlarging.
+    NVIDIA's rule (inference_utils.py, resize_control_weight_map): trilinear interpolation, align_corners=False,
+    straight to the token grid in space; in time the first frame alone makes latent frame 0 and the other frames
+    are interpolated to the remaining latent frames (T is the latent frames or the pixel frames, 1 + c*(frames-1)).
+    A map of one frame applies to every frame. With temporal patches (never in the released models) each token
+    frame takes the mean of its latent frames.
     """
     if weight.ndim != 5 or weight.shape[1] != 1:
         raise ValueError(f"control weight map must be [B,1,T,H,W], got shape {tuple(weight.shape)}")
     t_tokens, h_tokens, w_tokens = token_grid
-    weight = _resample_frames(weight.float(), latent_frames, temporal_compression)
+    T = weight.shape[2]
+    pixel_frames = temporal_compression * (latent_frames - 1) + 1
+    if T not in (1, latent_frames, pixel_frames):
+        raise ValueError(
+            f"control weight map has {T} frames; expected 1, the latent frames ({latent_frames}) or the pixel frames "
+            f"({pixel_frames})"
+        )
+    weight = weight.float()
+    first = _trilinear(weight[:, :, :1], (1, h_tokens, w_tokens))
+    if T == 1:
+        weight = first.expand(-1, -1, latent_frames, -1, -1)
+    elif latent_frames == 1:
+        weight = first
+    else:
+        rest = _trilinear(weight[:, :, 1:], (latent_frames - 1, h_tokens, w_tokens))
+        weight = torch.cat([first, rest], dim=2)
     if latent_frames != t_tokens:  # temporal patches: mean over each patch's latent frames
-        weight = weight.reshape(weight.shape[0], 1, t_tokens, latent_frames // t_tokens, *weight.shape[3:]).mean(3)
-    B, _, T, H, W = weight.shape
-    if (H, W) != (h_tokens, w_tokens):
-        planes = weight.reshape(B * T, 1, H, W)
-        mode = "area" if H >= h_tokens and W >= w_tokens else "bilinear"
-        planes = F.interpolate(planes, size=(h_tokens, w_tokens), mode=mode)
-        weight = planes.reshape(B, 1, T, h_tokens, w_tokens)
+        weight = weight.reshape(weight.shape[0], 1, t_tokens, latent_frames // t_tokens, h_tokens, w_tokens).mean(3)
     return weight
 
 
 def normalize_control_weights(weights: torch.Tensor) -> torch.Tensor:
-    """[K, ...] weights of K controls: clamp at 0, then divide by their sum over K wherever that sum exceeds 1."""
-    weights = weights.clamp(min=0)
+    """[K, ...] weights of K controls, divided by their sum over K wherever that sum exceeds 1 (no clamping)."""
     return weights / weights.sum(dim=0, keepdim=True).clamp(min=1.0)
+
+
+def _weight_items(control_weight: ControlWeight, num_controls: int) -> list:
+    if control_weight is None:
+        items = [1.0] * num_controls
+    elif isinstance(control_weight, torch.Tensor) and control_weight.ndim in (1, 6):
+        items = list(control_weight.unbind(0))
+    elif isinstance(control_weight, (torch.Tensor, int, float)):
+        items = [control_weight] * num_controls
+    elif isinstance(control_weight, Sequence) and not isinstance(control_weight, str):
+        items = list(control_weight)
+    else:
+        raise TypeError(f"control_weight: unsupported type {type(control_weight).__name__}")
+    if len(items) != num_controls:
+        raise ValueError(f"control_weight gives {len(items)} weights for {num_controls} controls")
+    out = []
+    for item in items:
+        if isinstance(item, torch.Tensor) and item.ndim == 5:
+            out.append(item)
+            continue
+        if isinstance(item, torch.Tensor):
+            if item.numel() != 1:
+                raise ValueError(
+                    f"a control weight must be a number or a map [B,1,T,H,W], got a tensor of shape {tuple(item.shape)}"
+                )
+            item = item.item()
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise TypeError(f"a control weight must be a number or a tensor map, got {type(item).__name__}")
+        out.append(float(item))
+    return out
 
 
 def prepare_control_weights(
@@ -220,6 +265,7 @@ def prepare_control_weights(
     *,
     latent_frames: int | None = None,
     temporal_compression: int = 8,
+    keep: torch.Tensor | None = None,
     normalize: bool = True,
     device: torch.device | None = None,
 ) -> torch.Tensor:
@@ -227,167 +273,41 @@ def prepare_control_weights(
 
     Accepted forms (K = num_controls): None (1 for every control); a number or 0-d tensor (the same for every
     control); a 1-D tensor or a sequence of K numbers (one per control); a map [B|1,1,T,H,W] (the same for every
-    control); a tensor [K,B|1,1,T,H,W]; a sequence of K items, each a number or a map.
-    Maps may be at pixel or latent resolution (see resample_weight_map).
+    control); a tensor [K,B|1,1,T,H,W]; a sequence of K items, each a number or a map. Maps may be at pixel or latent
+    resolution (see resample_weight_map).
+    keep: [B, K] 0/1, controls dropped per sample before normalizing (joint training's hint dropout).
+    normalize: NVIDIA's rule, see the comment above BRANCH_OWN_LAYERS (maps clamped at 0 and normalized at their own
+        resolution, before resampling; numbers only normalized).
     """
     t_tokens, h_tokens, w_tokens = token_grid
     latent_frames = t_tokens if latent_frames is None else latent_frames
-    shape = (batch_size, 1, t_tokens, h_tokens, w_tokens)
+    items = _weight_items(control_weight, num_controls)
+    if keep is not None:
+        keep = keep.to(device=device, dtype=torch.float32).T  # [K, B]
+    maps = [item for item in items if isinstance(item, torch.Tensor)]
+    if not maps:
+        weights = torch.tensor(items, dtype=torch.float32, device=device)[:, None].expand(num_controls, batch_size)
+        if keep is not None:
+            weights = weights * keep
+        if normalize:
+            weights = normalize_control_weights(weights)
+        return weights[:, :, None, None, None].expand(num_controls, batch_size, t_tokens, h_tokens * w_tokens, 1)
 
-    def dense(item) -> torch.Tensor:
-        if isinstance(item, torch.Tensor) and item.ndim == 5:
-            if item.shape[0] not in (1, batch_size):
-                raise ValueError(f"control weight map has batch {item.shape[0]}, expected 1 or {batch_size}")
-            resampled = resample_weight_map(item.to(device), token_grid, latent_frames, temporal_compression)
-            return resampled.expand(shape)
-        if isinstance(item, torch.Tensor):
-            if item.numel() != 1:
-                raise ValueError(
-                    f"a control weight must be a number or a map [B,1,T,H,W], got a tensor of shape {tuple(item.shape)}"
-                )
-            item = item.item()
-        if not isinstance(item, (int, float)):
-            raise TypeError(f"a control weight must be a number or a tensor map, got {type(item).__name__}")
-        return torch.full(shape, float(item), device=device)
-
-    if control_weight is None:
-        items = [1.0] * num_controls
-    elif isinstance(control_weight, torch.Tensor) and control_weight.ndim == 6:
-        items = list(control_weight.unbind(0))
-    elif isinstance(control_weight, torch.Tensor) and control_weight.ndim == 1:
-        items = list(control_weight.unbind(0))
-    elif isinstance(control_weight, (torch.Tensor, int, float)):
-        items = [control_weight] * num_controls
-    elif isinstance(control_weight, Sequence) and not isinstance(control_weight, str):
-        items = list(control_weight)
-    else:
-        raise TypeError(f"control_weight: unsupported type {type(control_weight).__name__}")
-    if len(items) != num_controls:
-        raise ValueError(f"control_weight gives {len(items)} weights for {num_controls} controls")
-    weights = torch.stack([dense(item) for item in items])  # [K, B, 1, T', H', W']
+    size = tuple(maps[0].shape[2:])  # the weights' common resolution: the first map's (NVIDIA: the video's)
+    dense = []
+    for item in items:
+        if isinstance(item, float):
+            dense.append(torch.full((batch_size, 1, *size), item, device=device))
+            continue
+        if item.shape[0] not in (1, batch_size) or item.shape[1] != 1:
+            raise ValueError(f"control weight map must be [B,1,T,H,W] with B 1 or {batch_size}, got {tuple(item.shape)}")
+        dense.append(_trilinear(item.to(device=device, dtype=torch.float32), size).expand(batch_size, 1, *size))
+    weights = torch.stack(dense)  # [K, B, 1, T, H, W]
+    if normalize:
+        weights = weights.clamp(min=0)
+    if keep is not None:
+        weights = weights * keep[:, :, None, None, None, None]
     if normalize:
         weights = normalize_control_weights(weights)
-    return weights.reshape(num_controls, batch_size, t_tokens, h_tokens * w_tokens, 1)
-
-
-# --------------------------------------------------------------------------------------- official control checkpoints
-# An official control file (`edge_control.pt`, ...; a torch.save'd dict, maybe wrapped in "model"/"ema") holds the
-# branch as `net.<branch key>`, the trained uncertainty head as `logvar.*`, and sometimes the base as
-# `base_model.net.*` (+ `base_model.logvar.*`). Ours: the branch of hint key K is `net_ctrl.K.*` in the control
-# model, the base `net.*`, the head `logvar.*`.
-CONTROL_PREFIX = "net_ctrl."
-_BASE_MODEL_PREFIX = "base_model."
-_NON_WEIGHT = re.compile(r".*_extra_state$")
-
-
-def official_control_to_ours(state: dict[str, torch.Tensor], hint_key: str) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Official control state dict -> (our ControlDiffusionModel weights for `hint_key`, dropped keys).
-
-    `net.X` -> `net_ctrl.<hint_key>.X`; `logvar.*` kept; `base_model.net.X` -> `net.X` (when the file has the base).
-    """
-    ours: dict[str, torch.Tensor] = {}
-    dropped = []
-    for key, value in state.items():
-        if _NON_WEIGHT.match(key) or not isinstance(value, torch.Tensor):
-            dropped.append(key)
-        elif key.startswith("net."):
-            ours[f"{CONTROL_PREFIX}{hint_key}.{key[len('net.'):]}"] = value
-        elif key.startswith("logvar."):
-            ours[key] = value
-        elif key.startswith(_BASE_MODEL_PREFIX + "net."):
-            ours[key[len(_BASE_MODEL_PREFIX):]] = value
-        else:
-            dropped.append(key)
-    if not any(k.startswith(CONTROL_PREFIX) for k in ours):
-        raise ValueError(
-            f"official_control_to_ours: no control-branch weights ('net.*') found; first keys: {list(state)[:5]}"
-        )
-    if not any(k.startswith(f"{CONTROL_PREFIX}{hint_key}.x_embedder2.") for k in ours):
-        raise ValueError("official_control_to_ours: the file's 'net.*' has no 'x_embedder2' (hint embedding): "
-                         "this is a base-model checkpoint, not a control checkpoint")
-    return ours, sorted(dropped)
-
-
-def ours_to_official_control(state: dict[str, torch.Tensor], hint_key: str, include_base: bool = False
-                             ) -> dict[str, torch.Tensor]:
-    """Our control-model weights -> an official control file for `hint_key` (`net.*` = branch, `logvar.*`)."""
-    prefix = f"{CONTROL_PREFIX}{hint_key}."
-    official = {"net." + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if not official:
-        branches = sorted({k.split(".")[1] for k in state if k.startswith(CONTROL_PREFIX)})
-        raise ValueError(f"ours_to_official_control: no branch '{hint_key}' in the weights; branches: {branches}")
-    official.update({k: v for k, v in state.items() if k.startswith("logvar.")})
-    if include_base:
-        official.update({_BASE_MODEL_PREFIX + k: v for k, v in state.items() if k.startswith("net.")})
-    return official
-
-
-def control_weights_from_base(state: dict[str, torch.Tensor], hint_keys: Sequence[str], num_control_blocks: int
-                              ) -> dict[str, torch.Tensor]:
-    """New branches initialized from base weights: for each hint key, `net_ctrl.K.X` = `net.X` for every X the
-    branch shares with the base (embedders, blocks 0..num_control_blocks-1, final layer, norms).
-
-    The result, merged with the base weights, is what `checkpoint.load_path` takes to start a new control branch
-    from official base weights; the branch's own parts (x_embedder2, input_hint_block, zero_blocks) are absent and
-    keep their initialization (allow them with checkpoint.allowed_missing_keys, see `NEW_BRANCH_KEY_PATTERNS`).
-    """
-    shared = {}
-    for key, value in state.items():
-        if not key.startswith("net."):
-            continue
-        name = key[len("net."):]
-        match = re.match(r"blocks\.block(\d+)\.", name)
-        if match and int(match.group(1)) >= num_control_blocks:
-            continue
-        for hint_key in hint_keys:
-            shared[f"{CONTROL_PREFIX}{hint_key}.{name}"] = value.clone()  # files may not share storage
-    if not shared:
-        raise ValueError(f"control_weights_from_base: no 'net.*' base weights; first keys: {list(state)[:5]}")
-    return shared
-
-
-# checkpoint.allowed_missing_keys for a new branch started by control_weights_from_base.
-NEW_BRANCH_KEY_PATTERNS = ("net_ctrl.*.x_embedder2.*", "net_ctrl.*.input_hint_block.*", "net_ctrl.*.zero_blocks.*")
-
-
-def load_official_control(path: str, hint_key: str, use_ema: bool = False) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Read an official control file (torch.load, weights_only=True) as our weights for branch `hint_key`."""
-    import os
-
-    from cosmos_transfer import checkpoint_convert
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"official control checkpoint {path} does not exist")
-    saved = checkpoint_convert.torch_load_weights(path)
-    return official_control_to_ours(checkpoint_convert.unwrap(saved, use_ema=use_ema, source=path), hint_key)
-
-
-def add_control_branches(
-    state: dict[str, torch.Tensor],
-    official_controls: dict[str, str] | None = None,
-    new_branches: Sequence[str] = (),
-    num_control_blocks: int = 3,
-    use_ema: bool = False,
-) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Base-model weights (`net.*`, `logvar.*`) + control branches -> our ControlDiffusionModel weights.
-
-    official_controls: hint key -> official control file (`edge_control.pt`, ...): the branch, and its trained
-        `logvar.*`, which replaces the base's (the base inside such a file is used only when `state` has none).
-    new_branches: hint keys of new branches initialized from the base (control_weights_from_base).
-    Returns (weights, dropped keys).
-    """
-    merged = dict(state)
-    dropped: list[str] = []
-    for hint_key, path in (official_controls or {}).items():
-        control, control_dropped = load_official_control(path, hint_key, use_ema)
-        dropped += control_dropped
-        for key, value in control.items():
-            if key.startswith("net.") and key in state:
-                continue  # the base file's weights win over a copy inside the control file
-            merged[key] = value
-    overlap = set(new_branches) & set(official_controls or {})
-    if overlap:
-        raise ValueError(f"add_control_branches: hint keys {sorted(overlap)} given both as official files and as new")
-    if new_branches:
-        merged.update(control_weights_from_base(merged, list(new_branches), num_control_blocks))
-    return merged, dropped
+    tokens = resample_weight_map(weights.flatten(0, 1), token_grid, latent_frames, temporal_compression)
+    return tokens.reshape(num_controls, batch_size, t_tokens, h_tokens * w_tokens, 1)

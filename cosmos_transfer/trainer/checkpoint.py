@@ -25,7 +25,8 @@ import os
 import random
 import shutil
 from concurrent.futures import Future
-from typing import Any, Iterable
+import re
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.checkpoint.stateful import Stateful
 
-from cosmos_transfer import checkpoint_convert
+from cosmos_transfer.checkpoints import transfer1
 
 LATEST_FILE = "latest_checkpoint.txt"
 PARTIAL_SUFFIX = ".partial"
@@ -286,22 +287,48 @@ def _first_line(error: BaseException) -> str:
     return (mismatch or lines or [type(error).__name__])[0]
 
 
-def _read_weights_file(path: str, use_ema: bool) -> dict[str, torch.Tensor]:
-    """Weights from a `.safetensors` file (ours) or a `.pt` file (ours or an official Cosmos checkpoint, unwrapped
-    from its {"model": ...} container; Transformer Engine's `_extra_state` entries are not weights and are dropped)."""
-    if path.endswith(".safetensors"):
-        if use_ema:
+def _read_weights_file(path: str, model_keys: Iterable[str], use_ema: bool) -> tuple[dict[str, torch.Tensor], str]:
+    """Weights for the model from a file of ours or NVIDIA's (any layout of checkpoints/transfer1.py), and a line
+    saying what the file held. An official branch goes to the model's one branch; a model with branches that the
+    file lacks gets them started from the file's base, as NVIDIA starts a branch (model_ctrl.py build_model)."""
+    model_keys = set(model_keys)
+    net_keys = [k[len(transfer1.NET):] for k in model_keys if k.startswith(transfer1.NET)]
+    found = transfer1.read_weights(path, use_ema=use_ema, net_keys=net_keys)
+    branches = sorted({k.split(".")[1] for k in model_keys if k.startswith(transfer1.CONTROL) and k.count(".") >= 2})
+    if found.official_branch is not None:
+        if len(branches) != 1:
             raise ValueError(
-                f"checkpoint.load_path={path}: a safetensors file holds one set of weights; export the EMA weights "
-                "with scripts/export_checkpoint.py --ema and load that file without load_ema"
+                f"checkpoint.load_path={path} holds a control branch ({transfer1.LAYOUTS[found.layout]}), but the model "
+                f"has {'no branch' if not branches else 'the branches ' + str(branches)}: "
+                + ("use a control experiment (model ControlDiffusionModel)" if not branches else
+                   "convert the files into one of ours, naming each branch: scripts/convert_checkpoint.py to-ours "
+                   "base_model.pt out.safetensors --control KEY=KEY_control.pt ...")
             )
-        return checkpoint_convert.load_weights_file(path)
-    state = checkpoint_convert.unwrap(checkpoint_convert.torch_load_weights(path), use_ema=use_ema, source=path)
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and not k.endswith("_extra_state")}
+        weights = found.ours(branches[0])
+    else:
+        weights = found.ours()
+    needs_base = any(k.startswith(transfer1.NET) for k in model_keys)
+    if needs_base and not found.has_base:
+        raise ValueError(
+            f"checkpoint.load_path={path} holds only a control branch ({transfer1.LAYOUTS[found.layout]}), but the "
+            "model needs its base too: combine them into one file with scripts/convert_checkpoint.py to-ours "
+            f"base_model.pt out.safetensors --control KEY={path} (inference: --checkpoint base_model.pt "
+            f"--control_checkpoint KEY={path})"
+        )
+    description = found.describe()
+    absent = [b for b in branches if not any(k.startswith(f"{transfer1.CONTROL}{b}.") for k in weights)]
+    if absent and found.has_base:
+        for branch in absent:
+            blocks = {int(m.group(1)) for k in model_keys
+                      if (m := re.match(rf"{re.escape(transfer1.CONTROL + branch)}\.blocks\.block(\d+)\.", k))}
+            weights.update(transfer1.branch_from_base(weights, [branch], max(blocks, default=-1) + 1))
+        description += f"; branches {absent} started from its base"
+    return weights, description
 
 
 def _check_keys(
-    path: str, model_keys: Iterable[str], file_keys: Iterable[str], strict: bool, allowed_missing: list[str]
+    path: str, model_keys: Iterable[str], file_keys: Iterable[str], strict: bool, allowed_missing: list[str],
+    hint: str = "",
 ) -> list[str]:
     """Keys of the model the file provides; raises on missing/unexpected keys that strict loading forbids."""
     model_keys, file_keys = set(model_keys), set(file_keys)
@@ -315,10 +342,27 @@ def _check_keys(
     if strict and (missing or unexpected):
         raise ValueError(
             f"checkpoint.load_path={path} does not match the model: {len(missing)} missing keys {missing[:8]}, "
-            f"{len(unexpected)} unexpected keys {unexpected[:8]}. Allow missing keys (e.g. a fresh control branch) "
-            "with checkpoint.allowed_missing_keys=['net_ctrl.*'], or set checkpoint.strict_load=false."
+            f"{len(unexpected)} unexpected keys {unexpected[:8]}. "
+            + (hint or "Allow missing keys (e.g. a fresh control branch) with checkpoint.allowed_missing_keys="
+               "['net_ctrl.*'], or set checkpoint.strict_load=false.")
         )
     return sorted(model_keys & file_keys)
+
+
+def _branch_hint(missing: Iterable[str]) -> str:
+    """What to do when a file lacks the branches' own layers (it holds a base only)."""
+    from cosmos_transfer.networks.dit_ctrl import BRANCH_OWN_LAYERS, NEW_BRANCH_KEY_PATTERNS
+
+    own = sorted({k.split(".")[1] for k in missing if k.startswith(transfer1.CONTROL) and k.count(".") >= 2
+                  and k.split(".")[2] in BRANCH_OWN_LAYERS})
+    if not own:
+        return ""
+    return (
+        f"The file holds no trained layers of the branches {own} ({', '.join(BRANCH_OWN_LAYERS)}). For a trained "
+        "branch, load its control file too (inference: --control_checkpoint KEY=KEY_control.pt; training: "
+        "scripts/convert_checkpoint.py to-ours base_model.pt out.safetensors --control KEY=KEY_control.pt); to start "
+        f"new branches from the base, allow them: checkpoint.allowed_missing_keys={list(NEW_BRANCH_KEY_PATTERNS)}."
+    )
 
 
 def load_model_weights(
@@ -328,12 +372,14 @@ def load_model_weights(
     strict: bool = True,
     allowed_missing_keys: Iterable[str] = (),
     use_ema: bool = False,
+    report: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Initialize `model` (possibly FSDP2-sharded) from `path`; returns the loaded keys.
 
     `path` is one of: one of our DCP checkpoints (a folder with `.metadata`: its `model.*` weights, or `ema.*` with
-    `use_ema`), a `.safetensors` file (see scripts/export_checkpoint.py), or a `.pt` file such as an official Cosmos
-    checkpoint (read with weights_only=True). Weights only: no optimizer, no iteration. Every rank calls this.
+    `use_ema`), a `.safetensors` file (see scripts/export_checkpoint.py), or a `.pt` file of ours or NVIDIA's in any
+    layout of checkpoints/transfer1.py (read with weights_only=True; `report` gets a line saying which layout).
+    Weights only: no optimizer, no iteration. Every rank calls this.
     """
     allowed_missing = list(allowed_missing_keys)
     if not os.path.exists(path):
@@ -342,7 +388,8 @@ def load_model_weights(
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, ".metadata")):
             raise ValueError(f"checkpoint.load_path={path} is a folder but not a DCP checkpoint (no .metadata)")
-        stored = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+        safe_dcp.verify_checkpoint(path)  # its manifest, when it has one
+        stored = safe_dcp.read_metadata(path).state_dict_metadata
         file_keys = [k[len("model.") :] for k in stored if k.startswith("model.")]
         keys = _check_keys(path, model_state, file_keys, strict, allowed_missing)
         to_load = {f"model.{k}": model_state[k] for k in keys}
@@ -350,18 +397,16 @@ def load_model_weights(
             for k in keys:
                 if f"ema.shadow.{k}" in stored:
                     to_load[f"ema.shadow.{k}"] = to_load.pop(f"model.{k}")
-        dcp.load(to_load, checkpoint_id=path, planner=DefaultLoadPlanner(allow_partial_load=False))
+        safe_dcp.load(to_load, path)
         loaded = {k.split(".", 2)[-1] if k.startswith("ema.shadow.") else k[len("model.") :]: v
                   for k, v in to_load.items()}
         set_model_state_dict(model, loaded, options=StateDictOptions(strict=False))
         return keys
-    weights = _read_weights_file(path, use_ema)
-    if not set(weights) & set(model_state):
-        # Official base-model files name the network's keys without the "net." our model puts in front.
-        prefixed = {f"net.{k}": v for k, v in weights.items()}
-        if set(prefixed) & set(model_state):
-            weights = prefixed
-    keys = _check_keys(path, model_state, weights, strict, allowed_missing)
+    weights, description = _read_weights_file(path, model_state, use_ema)
+    if report is not None:
+        report(description)
+    missing = set(model_state) - set(weights)
+    keys = _check_keys(path, model_state, weights, strict, allowed_missing, _branch_hint(missing))
     full = {}
     for k in keys:
         target = model_state[k]
