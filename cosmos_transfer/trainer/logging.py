@@ -89,7 +89,9 @@ class MetricsLogger:
                     "trainer.wandb_project is set but wandb is not installed: pip install 'cosmos_transfer[wandb]'"
                 ) from None
             self.wandb = wandb.init(project=wandb_project, name=wandb_name, config=wandb_config, resume="allow")
-        if progress_bar:
+        # Only on a terminal: in a log file (a pipe, a batch job) every refresh would be one more copy of the bar,
+        # the last one written again on close. Logs get plain lines instead (callbacks=loss_line) and metrics.jsonl.
+        if progress_bar and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.progress = tqdm(
@@ -149,6 +151,12 @@ class MetricsLogger:
         else:
             print(message, file=sys.stderr, flush=True)
 
+    def close_progress(self) -> None:
+        """End the progress bar (once: its last state stays on screen) so that lines after it print below it."""
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+
     def add_image(self, tag: str, image_hwc_uint8: np.ndarray, iteration: int) -> None:
         if self.tensorboard is not None:
             self.tensorboard.add_image(tag, image_hwc_uint8, iteration, dataformats="HWC")
@@ -160,10 +168,74 @@ class MetricsLogger:
     def close(self) -> None:
         if not self.enabled:
             return
-        if self.progress is not None:
-            self.progress.close()
+        self.close_progress()
         self.metrics_file.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+# -- console lines (rank 0): what a run is doing, in words ----------------------------------------------------------
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:,.2f} B" if n >= 1e9 else f"{n / 1e6:,.2f} M" if n >= 1e6 else f"{n:,}"
+
+
+def _clips(loader: Any) -> str:
+    dataset = getattr(loader, "dataset", None)
+    if dataset is None:
+        return "?"
+    root = getattr(dataset, "root", None)
+    try:
+        count = f"{len(dataset):,}"
+    except TypeError:
+        count = "?"
+    return f"{count} in {root}" if root else count
+
+
+def _tokens_per_step(trainer: Any) -> str:
+    """Transformer tokens per optimizer step over all ranks, from the dataset's clip shape (no batch is read)."""
+    loader = trainer.data.loader
+    dataset = getattr(loader, "dataset", None)
+    num_frames, resolution = getattr(dataset, "num_frames", None), getattr(dataset, "resolution", None)
+    batch_size = int(getattr(loader, "batch_size", None) or 1)
+    if not num_frames or not resolution:
+        return "?"
+    video = torch.empty(batch_size, 3, int(num_frames), *map(int, resolution), device="meta")
+    try:
+        per_micro_batch = trainer._tokens({"video": video})
+    except Exception:  # noqa: BLE001 - a model that cannot tell from a shape: the figure is only informative
+        return "?"
+    total = per_micro_batch * trainer.grad_accum_iter * trainer.world_size
+    return (f"{total:,} ({batch_size} clip(s) of {num_frames} frames at {resolution[0]}x{resolution[1]} per rank, "
+            f"x {trainer.grad_accum_iter} accumulation x {trainer.world_size} rank(s))")
+
+
+def startup_summary(trainer: Any) -> str:
+    """The lines a run starts with: where it writes, where it starts from, what it trains on and how big it is."""
+    model = trainer.model
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    if trainer.resumed_from:
+        start = f"resumed from {trainer.resumed_from} (iteration {trainer.iteration})"
+    else:
+        load_path = getattr(trainer.config.checkpoint, "load_path", "") or ""
+        start = f"new run, weights from {load_path}" if load_path else "new run, initial weights"
+    lines = [
+        f"job folder   {trainer.job_dir}",
+        f"start        {start}; training to iteration {trainer.max_iter:,}",
+        f"clips        train {_clips(trainer.data.loader)}"
+        + (f"; validation {_clips(trainer.val_loader)}" if trainer.val_loader is not None else ""),
+        f"parameters   {_count(trainable)} trainable, {_count(frozen)} frozen",
+        f"tokens/step  {_tokens_per_step(trainer)}",
+        f"world        {trainer.world_size} rank(s) on {trainer.device.type}",
+    ]
+    return "\n".join(lines)
+
+
+def validation_line(iteration: int, metrics: dict[str, float] | None, samples: str | None) -> str:
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in (metrics or {}).items() if isinstance(v, (int, float)))
+    return (f"validation at iteration {iteration}: {losses or 'no batches'}"
+            + (f"; samples {samples} (and {os.path.basename(samples)[:-4]}_grid.gif)" if samples else ""))

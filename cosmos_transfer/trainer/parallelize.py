@@ -86,6 +86,28 @@ def apply_activation_checkpointing(block: nn.Module, mode: ActivationCheckpointi
     block.forward = functools.partial(_checkpointed_forward, block.forward, mode)
 
 
+def _copy_view_outputs(module: nn.Module, args, output):
+    """A forward hook that runs just before FSDP2's own: outputs that are views become copies.
+
+    FSDP2 puts its pre-backward hook (the all-gather of the unit's weights for the backward pass) on the tensors a unit
+    returns. An in-place op on a returned *view* would replace its autograd node and drop that hook, skipping the
+    all-gather and giving wrong gradients, so PyTorch warns ("... returned a view tensor ... will silently drop the
+    pre-backward hook ...") on each rank's first step. GeneralDIT returns such a view (the unpatchify rearrange of
+    its last layer). Our models do no in-place op on it today; the copy (latent-sized: ~14 MB for a 121-frame 720p
+    clip) makes that hold for any model and removes the warning, instead of hiding it.
+    """
+    def copy(value):
+        if isinstance(value, torch.Tensor):
+            return value.clone() if value._base is not None and value.requires_grad else value
+        if isinstance(value, (tuple, list)):
+            return type(value)(copy(v) for v in value)
+        if isinstance(value, dict):
+            return {k: copy(v) for k, v in value.items()}
+        return value
+
+    return copy(output)
+
+
 def data_parallel_mesh(device: torch.device, shard_size: int = 0) -> DeviceMesh:
     """1-D mesh over all ranks (FSDP), or 2-D (replicate, shard) when shard_size divides the world (HSDP)."""
     world = torch.distributed.get_world_size()
@@ -131,7 +153,9 @@ def parallelize(
             if compile_blocks:
                 block.compile()
             fully_shard(block, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=reshard_after_forward)
+            block.register_forward_hook(_copy_view_outputs, prepend=True)  # before FSDP2's post-forward hook
         fully_shard(net, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=reshard_after_forward)
+        net.register_forward_hook(_copy_view_outputs, prepend=True)
     return model
 
 
