@@ -65,6 +65,21 @@ def count_videos(root: str) -> int:
     return sum(1 for name in os.listdir(folder) if name.endswith(".mp4")) if os.path.isdir(folder) else 0
 
 
+def check_tokenizer_files(config: Any) -> list[str]:
+    """The folder of a tokenizer that reads released files (encoder.jit, decoder.jit, mean_std.pt) holds them."""
+    tokenizer = _get(config, "model.tokenizer")
+    if tokenizer is None or not hasattr(tokenizer, "keys") or TOKENIZER_FILES_KEY not in tokenizer \
+            or not _get(tokenizer, "load_weights", True):
+        return []
+    from cosmos_transfer.tokenizers.files import resolve_checkpoint_dir
+
+    try:
+        resolve_checkpoint_dir(_get(tokenizer, TOKENIZER_FILES_KEY), "model.tokenizer")
+    except FileNotFoundError as error:
+        return [str(error)]
+    return []
+
+
 def check_paths(config: Any) -> list[str]:
     problems = []
     load_path = str(_get(config, "checkpoint.load_path", "") or "")
@@ -73,15 +88,7 @@ def check_paths(config: Any) -> list[str]:
             f"checkpoint.load_path {load_path!r} does not exist (expected a .safetensors/.pt file or another job's "
             "iter_* folder; docs/TRAINING.md step 1 converts the official base into one)"
         )
-    tokenizer = _get(config, "model.tokenizer")
-    if tokenizer is not None and hasattr(tokenizer, "keys") and TOKENIZER_FILES_KEY in tokenizer \
-            and _get(tokenizer, "load_weights", True):
-        from cosmos_transfer.tokenizers.files import resolve_checkpoint_dir
-
-        try:
-            resolve_checkpoint_dir(_get(tokenizer, TOKENIZER_FILES_KEY), "model.tokenizer")
-        except FileNotFoundError as error:
-            problems.append(str(error))
+    problems += check_tokenizer_files(config)
     for loader in ("dataloader_train", "dataloader_val"):
         dataset = _get(config, f"{loader}.dataset")
         root = _get(dataset, "root")

@@ -2,7 +2,7 @@
 """Generate a video under control: a prompt, an input video and a control spec -> an mp4.
 
     python scripts/inference.py --experiment demo_edge_tiny --spec spec.json --out outputs/inference/demo.mp4 \\
-        --text_encoder demo --num_steps 12 --guidance 0 --side_by_side
+        --text_encoder minilm --num_steps 12 --guidance 0 --side_by_side
 
 The spec (see cosmos_transfer/inference/spec.py) names the prompt, the input video and, per hint key, a
 `control_weight` (a number or a weight video) and optionally an `input_control` video; `edge` and `vis` controls
@@ -29,6 +29,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)  # configs/ and experiments/ import from the repository root
 
+from cosmos_transfer.cli import MINILM, add_resolution_argument, resolution_option  # noqa: E402
+
 EXIT_BAD_INPUT = 2
 
 
@@ -50,7 +52,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     text = parser.add_argument_group("text")
     text.add_argument("--prompt", help="overrides the spec's prompt")
     text.add_argument("--negative_prompt", help="overrides the spec's negative prompt")
-    text.add_argument("--text_encoder", help="local Hugging Face folder of the text encoder (T5-XXL), or 'demo'")
+    text.add_argument("--text_encoder", "--text-encoder", dest="text_encoder",
+                      help=f"{MINILM!r} (the demo's all-MiniLM-L6-v2) or a local Hugging Face folder (T5-XXL: "
+                           "google-t5/t5-11b), as in scripts/prepare_dataset.py")
     text.add_argument("--text_length", type=int, help="tokens of the text embedding (default: the experiment's)")
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--seed", type=int, default=1)
@@ -65,14 +69,14 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     sampling.add_argument("--blur_strength", default="medium",
                           choices=["very_low", "low", "medium", "high", "very_high"])
     video = parser.add_argument_group("video")
-    video.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"),
-                       help="generation size (default: the experiment's training resolution)")
+    add_resolution_argument(video, "--resolution",
+                            help="generation size, HxW (default: the experiment's training resolution)")
     video.add_argument("--window_frames", type=int, help="frames per window (default: the experiment's num_frames)")
     video.add_argument("--conditioning_latent_frames", type=int, default=1,
                        help="latent frames each window takes from the previous one (video2world models)")
     video.add_argument("--max_frames", type=int, help="use only the first frames of the input")
     video.add_argument("--fps", type=float, help="output frame rate (default: the input's)")
-    video.add_argument("--output_size", type=int, nargs=2, metavar=("H", "W"), help="resize the output video")
+    add_resolution_argument(video, "--output_size", help="resize the output video to HxW")
     video.add_argument("--side_by_side", action="store_true", help="also write input | controls | output")
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--device", help="cuda or cpu (default: cuda when available)")
@@ -83,7 +87,31 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     args = parser.parse_args(argv)
     if not args.out.endswith(".mp4"):
         parser.error(f"--out must end in .mp4, got {args.out}")
+    args.resolution = resolution_option(parser, "--resolution", args.resolution)
+    args.output_size = resolution_option(parser, "--output_size", args.output_size)
     return args, overrides
+
+
+def check_inputs(args: argparse.Namespace, config) -> list[str]:
+    """Every problem with the files this run needs, found before anything is read or built (one message)."""
+    from cosmos_transfer.cli import TextEncoderError, resolve_text_encoder
+    from cosmos_transfer.preflight import check_tokenizer_files
+
+    problems = []
+    if not os.path.isfile(args.spec):
+        problems.append(f"--spec {args.spec!r} does not exist (a control spec JSON, docs/INFERENCE.md)")
+    if args.text_encoder:
+        try:
+            args.text_encoder_folder = resolve_text_encoder(args.text_encoder)[0]
+        except (TextEncoderError, ImportError) as error:
+            problems.append(str(error))
+    if args.checkpoint and args.checkpoint.lower() != "none" and not os.path.exists(args.checkpoint):
+        problems.append(f"--checkpoint {args.checkpoint} does not exist")
+    for item in args.control_checkpoint:
+        path = item.partition("=")[2]
+        if path and not os.path.exists(path):
+            problems.append(f"--control_checkpoint {item!r}: {path!r} does not exist")
+    return problems + check_tokenizer_files(config)
 
 
 def _dataset_option(config, name: str, default):
@@ -117,13 +145,16 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
     started = time.time()
     control_checkpoints = _control_checkpoints(args.control_checkpoint)
     say = lambda message: print(f"[{time.time() - started:6.1f}s] {message}", flush=True)  # noqa: E731
+    config = loading.compose_config(args.experiment, overrides, args.config)
+    problems = check_inputs(args, config)
+    if problems:
+        raise ValueError(f"{len(problems)} problem(s) found before reading anything:\n"
+                         + "\n".join(f"  {i}. {problem}" for i, problem in enumerate(problems, 1)))
     spec = load_spec(args.spec)
     if args.prompt is not None:
         spec = spec.replace(prompt=args.prompt, prompt_embedding=None)
     if args.negative_prompt is not None:
         spec = spec.replace(negative_prompt=args.negative_prompt, negative_prompt_embedding=None)
-
-    config = loading.compose_config(args.experiment, overrides, args.config)
     resolution = tuple(args.resolution) if args.resolution else resolve_resolution(
         _dataset_option(config, "resolution", "720"))
     window_frames = args.window_frames or int(_dataset_option(config, "num_frames", 121))
@@ -138,7 +169,8 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
                             blur_strength=args.blur_strength, max_frames=args.max_frames)
     say(f"input: {inputs.num_frames} frames at {inputs.fps:g} fps, generated at {resolution[0]}x{resolution[1]}, "
         f"controls {sorted(inputs.controls)}")
-    text = pipeline.encode_text(spec, length=text_length, text_encoder=args.text_encoder, device=device)
+    text = pipeline.encode_text(spec, length=text_length, text_encoder=getattr(args, "text_encoder_folder", None),
+                                device=device)
 
     # Stage 2: the model.
     model = loading.build_model(config)

