@@ -43,13 +43,13 @@ def damaged(path: str, what: str, error: BaseException | str, redownload: str = 
     )
 
 
-def require_file(path: str, what: str) -> None:
+def require_file(path: str, what: str, redownload: str = "") -> None:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{what} {path} does not exist")
     if not os.path.isfile(path):
         raise WeightsFileError(f"{what} {path} is not a file")
     if os.path.getsize(path) == 0:
-        raise damaged(path, what, "the file is empty")
+        raise damaged(path, what, "the file is empty", redownload)
 
 
 def load_torch_file(path: str, what: str = "weights file", redownload: str = "") -> object:
@@ -57,7 +57,7 @@ def load_torch_file(path: str, what: str = "weights file", redownload: str = "")
 
     Also accepts the io.BytesIO objects in which older Transformer Engine releases stored `_extra_state` (a harmless
     container of bytes; nothing else outside tensors and plain containers is allowed)."""
-    require_file(path, what)
+    require_file(path, what, redownload)
     with torch.serialization.safe_globals([io.BytesIO]):
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -82,7 +82,7 @@ def load_torch_file(path: str, what: str = "weights file", redownload: str = "")
 
 def load_safetensors_file(path: str, what: str = "weights file", redownload: str = "") -> dict[str, torch.Tensor]:
     """All tensors of a `.safetensors` file, or a clear error for a damaged header or truncated data."""
-    require_file(path, what)
+    require_file(path, what, redownload)
     from safetensors.torch import load_file
 
     try:

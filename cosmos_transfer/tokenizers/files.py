@@ -15,6 +15,8 @@ import warnings
 
 import torch
 
+from cosmos_transfer.checkpoints import files
+
 ENCODER_FILE = "encoder.jit"
 DECODER_FILE = "decoder.jit"
 MEAN_STD_FILE = "mean_std.pt"
@@ -46,14 +48,22 @@ def resolve_checkpoint_dir(checkpoint_dir: str | None, who: str) -> str:
     return folder
 
 
+REDOWNLOAD = (
+    "download the tokenizer folder nvidia/Cosmos-Tokenize1-CV8x8x8-720p again (encoder.jit, decoder.jit, mean_std.pt; "
+    "for a tokenizer of ours, write it again with save_torchscript)"
+)
+
+
 def load_jit_module(path: str) -> torch.jit.ScriptModule:
+    """A TorchScript file, or a clear error naming it when it is damaged or incomplete (never torch's traceback)."""
+    files.require_file(path, "tokenizer file", REDOWNLOAD)
     try:
         with warnings.catch_warnings():
             # torch 2.13 marks TorchScript deprecated; the released tokenizer exists only in this format.
             warnings.simplefilter("ignore", DeprecationWarning)
             return torch.jit.load(path, map_location="cpu")
     except Exception as error:  # noqa: BLE001 - any failure becomes one message naming the file
-        raise ValueError(f"cannot load the TorchScript file {path!r}: {error}") from error
+        raise files.damaged(path, "tokenizer file", error, REDOWNLOAD) from None
 
 
 def load_mean_std(folder: str, latent_channels: int, latent_chunk_duration: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,10 +72,7 @@ def load_mean_std(folder: str, latent_channels: int, latent_chunk_duration: int)
     The file holds two tensors with C values (one per channel) or C * K values (per channel and latent frame, as
     the Cosmos CV8x8x8 file: the first latent_chunk_duration frames are used, as in the original)."""
     path = os.path.join(folder, MEAN_STD_FILE)
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001
-        raise ValueError(f"cannot read {path!r} (expected a (mean, std) pair of tensors): {error}") from error
+    loaded = files.load_torch_file(path, "tokenizer statistics file", REDOWNLOAD)
     is_pair = isinstance(loaded, (tuple, list)) and len(loaded) == 2
     if not (is_pair and all(isinstance(t, torch.Tensor) for t in loaded)):
         raise ValueError(f"{path!r}: expected a (mean, std) pair of tensors, got {type(loaded).__name__}")
