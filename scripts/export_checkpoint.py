@@ -17,8 +17,12 @@ import sys
 import warnings
 
 import torch
-import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cosmos_transfer.trainer import safe_dcp  # noqa: E402
+from cosmos_transfer.trainer.checkpoint import read_latest_name  # noqa: E402
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -27,16 +31,17 @@ def resolve_checkpoint(path: str) -> str:
     """The DCP folder `path` names: itself, or the latest one when `path` is a job's checkpoints folder."""
     if os.path.isfile(os.path.join(path, ".metadata")):
         return path
-    latest = os.path.join(path, "latest_checkpoint.txt")
-    if os.path.isfile(latest):
-        with open(latest, encoding="utf-8") as f:
-            return os.path.join(path, f.read().strip())
+    name = read_latest_name(path)  # a name inside `path`, never a path out of it
+    if name is not None:
+        return os.path.join(path, name)
     raise FileNotFoundError(f"{path} is neither a DCP checkpoint (no .metadata) nor a folder with latest_checkpoint.txt")
 
 
 def read_weights(path: str, ema: bool = False) -> dict[str, torch.Tensor]:
-    """Full (unsharded) model weights from a DCP checkpoint folder, keyed by parameter name."""
-    metadata = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+    """Full (unsharded) model weights from a DCP checkpoint folder, keyed by parameter name (its files checked
+    against its manifest first; nothing in them can run code)."""
+    safe_dcp.verify_checkpoint(path)
+    metadata = safe_dcp.read_metadata(path).state_dict_metadata
     template = {
         key: torch.empty(meta.size, dtype=meta.properties.dtype)
         for key, meta in metadata.items()
@@ -46,7 +51,7 @@ def read_weights(path: str, ema: bool = False) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path} holds no model weights (no 'model.*' keys): is it one of our training checkpoints?")
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
         warnings.simplefilter("ignore", UserWarning)
-        dcp.load(template, checkpoint_id=path, no_dist=True)
+        safe_dcp.load(template, path, no_dist=True)
     weights = {k[len("model.") :]: v for k, v in template.items() if k.startswith("model.")}
     if ema:
         # PowerEMA saves its fp32 shadow of each trainable parameter as "shadow.<parameter name>".

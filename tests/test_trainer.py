@@ -195,16 +195,17 @@ def test_resume_with_another_model_shape_names_the_checkpoint_and_what_to_do(run
     assert latest(job) == "iter_000000030"
 
 
-def test_nan_guard_skips_steps_then_saves_and_stops(runs):
+def test_nan_guard_skips_steps_then_stops_without_saving_the_diverged_state(runs):
     job = runs["root"] / "nan"
     result = run_toy({"job_dir": str(job), "max_iter": 20, "save_iter": 100, "nan_after_steps": 4,
                       "max_nan_steps": 3}, nproc=1)
     assert result.returncode != 0
     assert "3 consecutive iterations had a NaN/Inf loss" in result.stderr
+    assert "No checkpoint was saved before: rerunning starts from the beginning" in result.stderr
     lines = {m["iteration"]: m for m in metrics(job)}
     assert [lines[i]["skipped_step"] for i in range(1, 8)] == [False] * 4 + [True] * 3
     assert lines[7]["skipped_steps"] == 3
-    assert latest(job) == "iter_000000007"
+    assert not (job / "checkpoints" / "latest_checkpoint.txt").exists()  # see test_checkpoint_safety.py
 
 
 def test_export_to_safetensors_and_reload_through_load_path(runs):

@@ -6,11 +6,14 @@ Layout of a job's checkpoint folder:
       iter_000001000/                 one complete checkpoint (only ever appears complete: see below)
         .metadata, __0_0.distcp, ...  DCP shards: "model.<param>", "optimizer.state.<param>.*", "ema.*" (each rank writes its own shards)
         trainer_state_rank0.json ...  one per rank: iteration, RNG states, data sampler state, scheduler, counters
+        manifest.json                 size and CRC-32 of every other file (safe_dcp.py), checked before resuming
       latest_checkpoint.txt           the name of the newest complete checkpoint, e.g. "iter_000001000"
 
 A checkpoint is written into `iter_N.partial/`, renamed to `iter_N/` once every rank has written its part, and only
 then is `latest_checkpoint.txt` replaced (write to a temp file, then an atomic rename). A run killed at any moment
-leaves the previous checkpoint usable; leftover `.partial` folders are removed at the next start.
+leaves the previous checkpoint usable; leftover `.partial` folders are removed at the next start. Resuming checks the
+latest checkpoint against its manifest and falls back to the newest intact one (the damaged ones are renamed
+`iter_N.damaged`); checkpoints are read through safe_dcp.py, which never runs code from the files.
 
 Per-rank state goes to JSON rather than into DCP: DCP treats equal keys on different ranks as one replicated value,
 while RNG states differ per rank; JSON is also readable and safe to load.
@@ -19,6 +22,8 @@ while RNG states differ per rank; JSON is also readable and safe to load.
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import fnmatch
 import json
 import os
@@ -26,7 +31,7 @@ import random
 import shutil
 from concurrent.futures import Future
 import re
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -34,7 +39,6 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -45,6 +49,8 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.checkpoint.stateful import Stateful
 
 from cosmos_transfer.checkpoints import transfer1
+from cosmos_transfer.trainer import safe_dcp
+from cosmos_transfer.trainer.safe_dcp import DamagedCheckpointError
 
 LATEST_FILE = "latest_checkpoint.txt"
 PARTIAL_SUFFIX = ".partial"
@@ -148,13 +154,17 @@ class Checkpointer:
         async_save: write with `dcp.async_save` in a background thread; training continues while files are written.
             The checkpoint becomes "latest" once the write has finished (checked at each step and before the next
             save and at the end).
+        say: where warnings go (rank 0 prints them).
     """
 
-    def __init__(self, directory: str, keep_last_k: int = 3, async_save: bool = False) -> None:
+    def __init__(
+        self, directory: str, keep_last_k: int = 3, async_save: bool = False, say: Callable[[str], None] | None = None
+    ) -> None:
         self.directory = os.path.abspath(directory)
         self.keep_last_k = int(keep_last_k)
         self.async_save = bool(async_save)
         self.rank = dist.get_rank()
+        self._say = say or (lambda message: print(f"[cosmos_transfer] {message}", flush=True))
         self.world_size = dist.get_world_size()
         # Checkpoint collectives run on their own gloo group: an async save talks from a background thread while
         # training keeps using the default group, and gloo also serves CPU tensors under NCCL.
@@ -167,21 +177,78 @@ class Checkpointer:
                     shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
         dist.barrier(group=self.group)
 
+    def say(self, message: str) -> None:
+        if self.rank == 0:
+            self._say(message)
+
     # -- finding ------------------------------------------------------------------------------------------------------
     def latest(self) -> str | None:
-        """Path of the newest complete checkpoint, or None when there is none."""
-        path = os.path.join(self.directory, LATEST_FILE)
-        if not os.path.isfile(path):
+        """Path of the checkpoint `latest_checkpoint.txt` names (not checked), or None when there is none."""
+        name = read_latest_name(self.directory)
+        return None if name is None else os.path.join(self.directory, name)
+
+    def _older_checkpoints(self, than: str) -> list[str]:
+        """Complete checkpoints of this folder older than `than`, newest first."""
+        limit = _iteration_of(os.path.basename(than))
+        names = [n for n in os.listdir(self.directory)
+                 if _iteration_of(n) is not None and (limit is None or _iteration_of(n) < limit)]
+        return [os.path.join(self.directory, n) for n in sorted(names, key=_iteration_of, reverse=True)]
+
+    def check_intact(self, path: str) -> None:
+        """Raise DamagedCheckpointError naming what is wrong with checkpoint `path` (collective)."""
+        if not os.path.isdir(path):
+            raise DamagedCheckpointError(f"checkpoint {path} is missing")
+        if not safe_dcp.verify_checkpoint(path, group=self.group):
+            # Written before checkpoints had a manifest: at least every shard must be there and long enough.
+            safe_dcp.check_shard_files(path, safe_dcp.read_metadata(path))
+            self.say(f"{path} has no {safe_dcp.MANIFEST_FILE} (written by an older version): only its file sizes "
+                     "are checked")
+        self.saved_trainer_state(path)
+
+    def resume_point(self) -> str | None:
+        """The checkpoint to resume from: the latest one, or the newest intact good one before it (with a warning
+        naming what is wrong with the ones passed over). None when the job has no checkpoint yet (collective)."""
+        named = self.latest()
+        if named is None:
             return None
-        with open(path, encoding="utf-8") as f:
-            name = f.read().strip()
-        folder = os.path.join(self.directory, name)
-        if not name or not os.path.isfile(os.path.join(folder, ".metadata")):
-            raise RuntimeError(
-                f"{path} names checkpoint {name!r}, but {folder} is not a complete DCP checkpoint (no .metadata). "
-                "Point the file at another iter_* folder in that directory or delete it to start over."
+        passed_over: list[str] = []
+        for path in [named, *self._older_checkpoints(named)]:
+            try:
+                self.check_intact(path)
+            except DamagedCheckpointError as error:
+                passed_over.append(str(error))
+                continue
+            streak = int(self.saved_trainer_state(path).get("nan_streak", 0) or 0)
+            if streak > 0:  # written by an older version after non-finite steps
+                passed_over.append(f"checkpoint {path} was saved after {streak} non-finite steps")
+                continue
+            break
+        else:
+            raise DamagedCheckpointError(
+                f"no intact checkpoint in {self.directory} to resume from: " + "; ".join(passed_over)
+                + ". Restore the files from a copy, or move the folder away to start the job over"
             )
-        return folder
+        if passed_over:
+            self.say("WARNING: " + "; ".join(passed_over) + f"; resuming from the newest intact checkpoint {path}")
+            if self.rank == 0:
+                self._set_aside(named, keep=path)
+                self._publish(os.path.basename(path))
+            dist.barrier(group=self.group)
+        return path
+
+    def _set_aside(self, newest: str, keep: str) -> None:
+        """Rename the damaged checkpoints after `keep` up to `newest` to `<name>.damaged` (kept for inspection, out
+        of the way of pruning and of later saves)."""
+        for name in os.listdir(self.directory):
+            iteration = _iteration_of(name)
+            newest_iteration = _iteration_of(os.path.basename(newest))
+            if iteration is not None and _iteration_of(os.path.basename(keep)) < iteration and (
+                newest_iteration is None or iteration <= newest_iteration
+            ):
+                target = os.path.join(self.directory, name + DAMAGED_SUFFIX)
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(os.path.join(self.directory, name), target)
+                self.say(f"moved the damaged checkpoint {name} to {target}")
 
     # -- saving -------------------------------------------------------------------------------------------------------
     def save(self, iteration: int, app_state: dict[str, Any], rank_state: dict[str, Any]) -> None:
@@ -193,15 +260,18 @@ class Checkpointer:
         if self.rank == 0:
             shutil.rmtree(partial, ignore_errors=True)
         dist.barrier(group=self.group)
-        os.makedirs(partial, exist_ok=True)
-        with open(os.path.join(partial, f"trainer_state_rank{self.rank}.json"), "w", encoding="utf-8") as f:
-            json.dump({**rank_state, "world_size": self.world_size, "rank": self.rank}, f)
-        if self.async_save:
-            future = dcp.async_save(app_state, checkpoint_id=partial, process_group=self.group)
-            self._pending = (future, partial, final)
-        else:
-            dcp.save(app_state, checkpoint_id=partial, process_group=self.group)
-            self._finalize(partial, final)
+        state_file = f"trainer_state_rank{self.rank}.json"
+        writer = safe_dcp.ManifestWriter(partial, self.rank, extra_files=[state_file])
+        with _naming_write_errors(partial):
+            os.makedirs(partial, exist_ok=True)
+            with open(os.path.join(partial, state_file), "w", encoding="utf-8") as f:
+                json.dump({**rank_state, "world_size": self.world_size, "rank": self.rank}, f)
+            if self.async_save:
+                future = dcp.async_save(app_state, storage_writer=writer, process_group=self.group)
+                self._pending = (future, partial, final)
+            else:
+                dcp.save(app_state, storage_writer=writer, process_group=self.group)
+                self._finalize(partial, final)
 
     def poll(self) -> None:
         """Finish an asynchronous save whose writes are done (cheap; call once per step)."""
@@ -214,39 +284,54 @@ class Checkpointer:
             return
         future, partial, final = self._pending
         self._pending = None
-        future.result()  # raises if the background write failed
-        self._finalize(partial, final)
+        with _naming_write_errors(partial):
+            future.result()  # raises if the background write failed
+            self._finalize(partial, final)
 
     def _finalize(self, partial: str, final: str) -> None:
-        # When rank 0's DCP save returns, every rank's shards and the metadata are on disk (DCP's final step
-        # gathers all ranks' write results before rank 0 writes .metadata), so rank 0 can publish alone.
+        # When rank 0's DCP save returns, every rank's shards, manifest part and the metadata are on disk (DCP's
+        # final step gathers all ranks' write results before rank 0 writes .metadata), so rank 0 can publish alone.
         if self.rank != 0:
             return
+        safe_dcp.finish_manifest(partial)  # before the checkpoint can become "latest"
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(partial, final)
+        self._publish(os.path.basename(final))
+        self._prune(keep=os.path.basename(final))
+
+    def _publish(self, name: str) -> None:
+        """Point latest_checkpoint.txt at `name` (write a temp file, then an atomic rename)."""
         tmp = os.path.join(self.directory, LATEST_FILE + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(os.path.basename(final) + "\n")
+            f.write(name + "\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, os.path.join(self.directory, LATEST_FILE))
-        self._prune(keep=os.path.basename(final))
 
     def _prune(self, keep: str) -> None:
         if self.keep_last_k <= 0:
             return
-        names = sorted(n for n in os.listdir(self.directory) if n.startswith("iter_") and not n.endswith(PARTIAL_SUFFIX))
+        names = sorted((n for n in os.listdir(self.directory) if _iteration_of(n) is not None), key=_iteration_of)
         for name in names[: max(0, len(names) - self.keep_last_k)]:
             if name != keep:
                 shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
     # -- loading ------------------------------------------------------------------------------------------------------
     @staticmethod
-    def saved_trainer_state(path: str) -> dict[str, Any]:
-        """Rank 0's trainer state in checkpoint `path` (iteration, settings to check before loading, ...)."""
-        with open(os.path.join(path, "trainer_state_rank0.json"), encoding="utf-8") as f:
-            return json.load(f)
+    def saved_trainer_state(path: str, rank: int = 0) -> dict[str, Any]:
+        """A rank's trainer state in checkpoint `path` (iteration, settings to check before loading, ...)."""
+        file = os.path.join(path, f"trainer_state_rank{rank}.json")
+        if not os.path.isfile(file):
+            raise DamagedCheckpointError(f"checkpoint {path} is damaged: trainer_state_rank{rank}.json is missing")
+        try:
+            with open(file, encoding="utf-8") as f:
+                state = json.load(f)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise DamagedCheckpointError(f"{file} is damaged: not valid JSON ({error}); truncated?") from None
+        if not isinstance(state, dict) or not isinstance(state.get("iteration"), int):
+            raise DamagedCheckpointError(f"{file} is damaged: it holds no trainer state (no integer 'iteration')")
+        return state
 
     def load(self, path: str, app_state: dict[str, Any]) -> dict[str, Any]:
         """Load `app_state` in place from checkpoint `path`; return this rank's trainer state.
@@ -255,7 +340,9 @@ class Checkpointer:
         gets rank 0's, marked `"resharded": True` so the caller can decide what still applies.
         """
         try:
-            dcp.load(app_state, checkpoint_id=path, process_group=self.group)
+            safe_dcp.load(app_state, path, process_group=self.group)
+        except (safe_dcp.UnsafeCheckpointError, DamagedCheckpointError):
+            raise
         # DCP names the tensor; say which checkpoint and what to do. (CheckpointException is a BaseException.)
         except (Exception, CheckpointException) as error:
             raise RuntimeError(
@@ -264,15 +351,73 @@ class Checkpointer:
                 "settings it was saved with, or start a new job (another job.name, or move this job's checkpoints/ "
                 "folder away)"
             ) from error
-        own = os.path.join(path, f"trainer_state_rank{self.rank}.json")
         state = self.saved_trainer_state(path)
+        own = os.path.join(path, f"trainer_state_rank{self.rank}.json")
         if state.get("world_size") == self.world_size and os.path.isfile(own):
-            with open(own, encoding="utf-8") as f:
-                state = json.load(f)
+            state = self.saved_trainer_state(path, self.rank)
             state["resharded"] = False
         else:
             state["resharded"] = True
         return state
+
+
+_CHECKPOINT_NAME = re.compile(r"iter_(\d+)")
+DAMAGED_SUFFIX = ".damaged"
+
+
+def _iteration_of(name: str) -> int | None:
+    """The iteration of a checkpoint folder name `iter_<N>`; None for anything else (.partial, .damaged, files)."""
+    match = _CHECKPOINT_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def read_latest_name(directory: str) -> str | None:
+    """The checkpoint name in `<directory>/latest_checkpoint.txt` (None without the file); it must name a folder
+    inside `directory`, never a path that leaves it."""
+    path = os.path.join(directory, LATEST_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        name = f.read().strip()
+    if not name or name in (".", "..") or os.path.basename(name) != name or "\\" in name or "/" in name:
+        raise ValueError(
+            f"{path} names {name!r}, which is not a checkpoint folder inside {directory}: it must hold the name of one "
+            "of that folder's iter_* checkpoints (e.g. iter_000001000). Fix the file, or delete it to start over"
+        )
+    return name
+
+
+@contextlib.contextmanager
+def _naming_write_errors(partial: str) -> Iterator[None]:
+    """An OS error while writing a checkpoint (a full disk, a quota, permissions) named with the path, also from
+    inside DCP's wrapping; the previous checkpoint stays the latest."""
+    try:
+        yield
+    except (Exception, CheckpointException) as error:  # CheckpointException is a BaseException
+        os_error = _find_os_error(error)
+        if os_error is None:
+            raise
+        where = os_error.filename or partial
+        message = f"cannot write checkpoint {partial}: {os_error.strerror or os_error} ({where})"
+        if os_error.errno in (errno.ENOSPC, errno.EDQUOT):
+            usage = shutil.disk_usage(os.path.dirname(partial))
+            message += (
+                f". The disk holding {os.path.dirname(partial)} is full ({usage.free / 1e9:.1f} GB free of "
+                f"{usage.total / 1e9:.1f} GB): free space there, lower checkpoint.keep_last_k, or put the job on a "
+                "larger disk (OUTPUT_ROOT)"
+            )
+        raise OSError(os_error.errno, message + ". The previous checkpoint is still the latest") from error
+
+
+def _find_os_error(error: BaseException) -> OSError | None:
+    if isinstance(error, OSError):
+        return error
+    for failure in getattr(error, "failures", {}).values():  # CheckpointException: {rank: (exception, traceback)}
+        inner = failure[0] if isinstance(failure, tuple) else failure
+        if isinstance(inner, OSError):
+            return inner
+    cause = error.__cause__ or error.__context__
+    return _find_os_error(cause) if cause is not None and cause is not error else None
 
 
 # ----------------------------------------------------------------------------------------------------------------------

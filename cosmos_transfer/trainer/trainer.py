@@ -39,23 +39,19 @@ from cosmos_transfer.trainer.checkpoint import (
     OptimizerState,
     StatefulAdapter,
     capture_rng_state,
-    checkpoint_name,
     load_model_weights,
     restore_rng_state,
 )
-from cosmos_transfer.trainer.logging import (
-    MetricsLogger,
-    device_peak_tflops,
-    peak_memory_gb,
-    startup_summary,
-    validation_line,
-)
+from cosmos_transfer.trainer.logging import MetricsLogger, device_peak_tflops, peak_memory_gb
 from cosmos_transfer.trainer.param_groups import lr_param_groups, scale_group_rates
 from cosmos_transfer.trainer.parallelize import find_networks, parallelize, replicated_trainable_parameters
 from cosmos_transfer.trainer.signals import PreemptionHandler
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
+
+
+NAN_STOP_FILE = "nan_stop.txt"  # in checkpoints/: left by a NaN stop, read and removed by the next run
 
 
 class NonFiniteLossError(RuntimeError):
@@ -250,11 +246,13 @@ class Trainer:
             os.path.join(self.job_dir, "checkpoints"),
             keep_last_k=int(_option(ckpt_cfg, "keep_last_k", 3)),
             async_save=bool(_option(ckpt_cfg, "async_save", False)),
+            say=self._print,
         )
         self.iteration = 0
         self.skipped_steps = 0
         self.skipped_samples = 0
         self.nan_streak = 0
+        self.save_deferred = False  # a save that fell inside a run of non-finite steps waits for a finite one
         self.resumed_from: str | None = None
         self._flops_unavailable = False
         self._load_initial_state()
@@ -330,10 +328,35 @@ class Trainer:
             "data": self.data.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "lr_multipliers": self._lr_multipliers(),
+            "optimizer_lr": self._configured_lr(),
         }
 
     def _lr_multipliers(self) -> dict[str, float]:
         return {str(k): float(v) for k, v in dict(_option(self.config.trainer, "lr_multipliers", None) or {}).items()}
+
+    def _configured_lr(self) -> float | None:
+        """optimizer.lr as configured (a LazyDict or, from Python, a functools.partial); None when not set."""
+        optimizer = self.config.optimizer
+        keywords = getattr(optimizer, "keywords", None)  # functools.partial
+        if isinstance(keywords, dict):
+            value = keywords.get("lr")
+        elif hasattr(optimizer, "get"):
+            value = optimizer.get("lr")
+        else:
+            value = getattr(optimizer, "lr", None)
+        return None if value is None else float(value)
+
+    def _check_learning_rate(self, checkpoint: str) -> None:
+        """Resuming restores the optimizer's and the scheduler's saved rates: a changed optimizer.lr would be
+        ignored while config.yaml shows it, so it is refused (docs/TRAINING.md)."""
+        saved, current = self.checkpointer.saved_trainer_state(checkpoint).get("optimizer_lr"), self._configured_lr()
+        if saved is not None and current is not None and float(saved) != current:
+            raise ValueError(
+                f"optimizer.lr is {current:g}, but {checkpoint} was saved with {float(saved):g}: resuming restores the "
+                "saved optimizer and learning-rate schedule, so the new value would be ignored. Set optimizer.lr back "
+                f"to {float(saved):g} to resume this job; to train on from these weights at another rate, start a new "
+                f"job (another job.name) with checkpoint.load_path={checkpoint}"
+            )
 
     def _check_optimizer_groups(self, checkpoint: str) -> None:
         """The optimizer's parameter groups come from trainer.lr_multipliers: a checkpoint saved with other
@@ -350,8 +373,9 @@ class Trainer:
     def _load_initial_state(self) -> None:
         """Resume from the job's latest checkpoint, or else initialize the weights from checkpoint.load_path."""
         ckpt_cfg = self.config.checkpoint
-        latest = self.checkpointer.latest()
+        latest = self.checkpointer.resume_point()
         if latest is None:
+            self._report_nan_stop(None)
             load_path = _option(ckpt_cfg, "load_path", "")
             if load_path:
                 keys = load_model_weights(
@@ -364,6 +388,8 @@ class Trainer:
                 self._print(f"initialized {len(keys)} weights from {load_path}")
             return
         self._check_optimizer_groups(latest)
+        self._check_learning_rate(latest)
+        self._report_nan_stop(latest)
         state = self.checkpointer.load(latest, self._app_state())
         self.iteration = int(state["iteration"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
@@ -381,6 +407,22 @@ class Trainer:
             self._print(f"resumed from {latest} at iteration {self.iteration}")
         self.resumed_from = latest
 
+    def _nan_stop_file(self) -> str:
+        return os.path.join(self.checkpointer.directory, NAN_STOP_FILE)
+
+    def _report_nan_stop(self, resuming: str | None) -> None:
+        """After a NaN stop, say that this run starts from the last good checkpoint (the stop left a note)."""
+        path = self._nan_stop_file()
+        if not os.path.isfile(path):
+            return
+        with open(path, encoding="utf-8") as f:
+            note = f.read().strip()
+        self._print(f"the previous run {note}; " + (f"resuming from the last good checkpoint {resuming}" if resuming
+                                                    else "it left no good checkpoint: starting from the beginning"))
+        distributed.barrier()
+        if self.rank == 0:
+            os.remove(path)
+
     def _print(self, message: str) -> None:
         if self.rank == 0:
             logger = getattr(self, "logger", None)
@@ -396,8 +438,6 @@ class Trainer:
             if self.iteration >= self.max_iter:
                 self._print(f"nothing to do: iteration {self.iteration} >= trainer.max_iter {self.max_iter}")
                 return
-            self._print(startup_summary(self))
-            started, first_iteration = time.perf_counter(), self.iteration
             self.model.train()
             for callback in self.callbacks:
                 callback.on_train_start(self)
@@ -408,6 +448,7 @@ class Trainer:
                     self.validate()
                 last = self.iteration == self.max_iter
                 saved = last or (self.save_iter > 0 and self.iteration % self.save_iter == 0)
+                saved = saved or (self.save_deferred and self.nan_streak == 0)
                 if saved:
                     self.save()
                 if not last and distributed.all_reduce_max_flag(preemption.requested, self.device):
@@ -418,22 +459,20 @@ class Trainer:
             self.checkpointer.wait()
             for callback in self.callbacks:
                 callback.on_train_end(self)
-            self.logger.close_progress()
-            self._print(f"{'stopped' if self.iteration < self.max_iter else 'finished'} at iteration "
-                        f"{self.iteration} of {self.max_iter}: {self.iteration - first_iteration} iteration(s) in "
-                        f"{time.perf_counter() - started:.1f} s; latest checkpoint {self.checkpointer.latest()}; "
-                        f"metrics in {os.path.join(self.job_dir, 'metrics.jsonl')}")
         finally:
             preemption.restore()
             self.logger.close()
 
     def save(self) -> None:
-        save_start = time.perf_counter()
+        """Checkpoint the current state, unless the last steps were non-finite: such a state never becomes the
+        latest checkpoint (the save waits for the next finite step; a stop keeps the last good checkpoint)."""
+        if self.nan_streak > 0:
+            self.save_deferred = True
+            self._print(f"not saving at iteration {self.iteration}: its last {self.nan_streak} step(s) were "
+                        f"non-finite; the latest checkpoint stays {self.checkpointer.latest() or '(none yet)'}")
+            return
+        self.save_deferred = False
         self.checkpointer.save(self.iteration, self._app_state(), self._rank_state())
-        self._print(f"checkpoint at iteration {self.iteration} "
-                    f"{'being written to' if self.checkpointer.async_save else 'saved to'} "
-                    f"{os.path.join(self.checkpointer.directory, checkpoint_name(self.iteration))} "
-                    f"({time.perf_counter() - save_start:.1f} s)")
         for callback in self.callbacks:
             callback.on_save(self, self.iteration)
 
@@ -495,12 +534,19 @@ class Trainer:
             self._print(f"iteration {self.iteration}: non-finite loss or gradient on some rank, step skipped "
                         f"({self.nan_streak} in a row)")
             if self.nan_streak >= self.max_nan_steps:
-                self.save()
-                self.checkpointer.wait()
+                self.checkpointer.wait()  # an earlier (good) asynchronous save is published; this state is not saved
+                good = self.checkpointer.latest()
+                note = (f"stopped at iteration {self.iteration} after {self.nan_streak} consecutive non-finite steps "
+                        f"(trainer.max_nan_steps={self.max_nan_steps})")
+                if self.rank == 0:
+                    with open(self._nan_stop_file(), "w", encoding="utf-8") as f:
+                        f.write(note + "\n")
                 raise NonFiniteLossError(
                     f"{self.nan_streak} consecutive iterations had a NaN/Inf loss or gradient (trainer.max_nan_steps="
-                    f"{self.max_nan_steps}); stopped at iteration {self.iteration} after saving a checkpoint. Lower "
-                    "the learning rate, check the data, or resume from an earlier checkpoint."
+                    f"{self.max_nan_steps}); stopped at iteration {self.iteration} without saving this state. "
+                    + (f"Rerunning resumes from the last good checkpoint {good}. " if good else
+                       "No checkpoint was saved before: rerunning starts from the beginning. ")
+                    + "Lower the learning rate, check the data, or resume from an earlier checkpoint."
                 )
 
     def _flops(self, batch: Any) -> float:
@@ -574,7 +620,7 @@ class Trainer:
                 if self.val_loader_start is not None:
                     self.val_loader.load_state_dict(self.val_loader_start)
                 batches = self.val_loader
-            losses, first_batch, val_metrics, samples = [], None, None, None
+            losses, first_batch = [], None
             for index, batch in enumerate(batches):
                 if index >= num_batches:
                     break
@@ -590,12 +636,10 @@ class Trainer:
                     callback.on_validation_end(self, self.iteration, val_metrics)
             if first_batch is not None and bool(_option(trainer_cfg, "validation_samples", True)):
                 if hasattr(self.model, "generate_samples") and hasattr(self.model, "decode"):
-                    samples = self._write_samples(first_batch)
-        self._print(validation_line(self.iteration, val_metrics, samples))
+                    self._write_samples(first_batch)
         self.model.train()
 
-    def _write_samples(self, batch: dict[str, Any]) -> str | None:
-        """Generate from the batch and write the sample videos (rank 0); returns the mp4's path."""
+    def _write_samples(self, batch: dict[str, Any]) -> None:
         from cosmos_transfer.video_io import write_gif, write_video
 
         trainer_cfg = self.config.trainer
@@ -607,7 +651,7 @@ class Trainer:
         )
         generated = self.model.decode(latent)
         if self.rank != 0:
-            return None
+            return
         panels = [k for k in sorted(batch) if k.startswith("control_input_")][:1]
         videos = [batch[k][0] for k in panels]
         videos.append(((generated[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
@@ -624,7 +668,6 @@ class Trainer:
         write_video(stem + ".mp4", frames[len(panels)].numpy(), fps=fps)
         write_gif(stem + "_grid.gif", grid, fps=fps)
         self.logger.add_image("samples/grid_first_frame", grid[0], self.iteration)
-        return stem + ".mp4"
 
 
 def train(config: Any) -> None:
