@@ -219,6 +219,7 @@ def _split(path: str, state: dict[str, torch.Tensor], net_keys: tuple[str, ...] 
             result = WeightsFile(path, "base+control", base=base, branches={None: take(NET)},
                                  branch_logvar=take(LOGVAR, LOGVAR))
         else:
+            # A top-level logvar.* beside base_model.* is the same head (NVIDIA's control model shares its base's).
             result = WeightsFile(path, "base_model", base={**take(LOGVAR, LOGVAR), **base})
     elif any(k.startswith(NET) for k in keys):
         if _is_branch(_with_prefix(state, NET)):
@@ -226,16 +227,13 @@ def _split(path: str, state: dict[str, torch.Tensor], net_keys: tuple[str, ...] 
         else:
             result = WeightsFile(path, "net", base={**take(NET, NET), **take(LOGVAR, LOGVAR)})
     elif any(k.startswith(_NET_TOP_LEVEL) or k in net_keys for k in keys):
-        bare = {k: v for k, v in state.items() if k in net_keys or k.startswith(_NET_TOP_LEVEL + tuple(
-            f"{layer}." for layer in ("x_embedder2", "input_hint_block", "zero_blocks")))}
+        logvar = take(LOGVAR, LOGVAR)
+        bare = {k: v for k, v in state.items() if not k.startswith(LOGVAR)}  # a network's keys, unprefixed
         used.update(bare)
         if _is_branch(bare):
-            result = WeightsFile(path, "bare", branches={None: bare})
+            result = WeightsFile(path, "bare", branches={None: bare}, branch_logvar=logvar)
         else:
-            result = WeightsFile(path, "bare", base={NET + k: v for k, v in bare.items()})
-        result.branch_logvar = take(LOGVAR, LOGVAR) if result.branches else {}
-        if not result.branches:
-            result.base.update(take(LOGVAR, LOGVAR))
+            result = WeightsFile(path, "bare", base={**{NET + k: v for k, v in bare.items()}, **logvar})
     else:
         raise _unknown(path, state, "")
     result.left_out = sorted(set(state) - used)
