@@ -398,6 +398,10 @@ def test_latest_file_cannot_name_a_checkpoint_outside_the_folder(job, tmp_path):
     assert "inside" in output(result)
     result = export(job / "checkpoints", tmp_path / "x.safetensors")
     assert result.returncode == 2 and "inside" in result.stderr
+    from cosmos_transfer.inference.loading import resolve_checkpoint  # scripts/inference.py --checkpoint <job>
+
+    with pytest.raises(ValueError, match="not a checkpoint folder inside"):
+        resolve_checkpoint(str(job))
 
 
 DISK_FULL = """

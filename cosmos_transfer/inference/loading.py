@@ -43,11 +43,12 @@ def resolve_checkpoint(path: str) -> str:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if os.path.isfile(os.path.join(path, ".metadata")):
         return path
+    from cosmos_transfer.trainer.checkpoint import read_latest_name
+
     for folder in (path, os.path.join(path, "checkpoints")):
-        latest = os.path.join(folder, "latest_checkpoint.txt")
-        if os.path.isfile(latest):
-            with open(latest, encoding="utf-8") as file:
-                return os.path.join(folder, file.read().strip())
+        name = read_latest_name(folder)  # a checkpoint inside `folder`, never a path out of it
+        if name is not None:
+            return os.path.join(folder, name)
     raise FileNotFoundError(
         f"{path} is neither a weights file, a DCP checkpoint (no .metadata) nor a job/checkpoints folder with "
         "latest_checkpoint.txt"
