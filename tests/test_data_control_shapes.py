@@ -67,12 +67,18 @@ def _seg(root, stem, shape, fmt="npz"):
     return path
 
 
-def _keypoints(root, stem, num_frames):
+def _keypoints(root, stem, num_frames, fmt="npz"):
     os.makedirs(os.path.join(root, "keypoint"), exist_ok=True)
     keypoints = np.zeros((num_frames, 1, 133, 3), np.float32)
     keypoints[:, 0, 5] = (0.2, 0.5, 1.0)
-    path = os.path.join(root, "keypoint", stem + ".npz")
-    np.savez(path, keypoints=keypoints)
+    if fmt == "npz":
+        path = os.path.join(root, "keypoint", stem + ".npz")
+        np.savez(path, keypoints=keypoints)
+        return path
+    path = os.path.join(root, "keypoint", stem + ".pickle")  # Cosmos: {frame: [{'body-keypoints', 'hand-keypoints'}]}
+    with open(path, "wb") as file:
+        pickle.dump({t: [{"body-keypoints": keypoints[t, 0, :91], "hand-keypoints": keypoints[t, 0, 91:]}]
+                     for t in range(num_frames)}, file)  # fmt: skip
     return path
 
 
@@ -112,16 +118,20 @@ def test_seg_of_another_shape_is_skipped_and_counted(tmp_path, caplog, fmt, shap
     assert int(ds[(0, (index + 1) % len(ds))]["num_skipped"]) == 0  # the well-made files load as before
 
 
-def test_keypoints_of_another_length_are_skipped_and_counted(tmp_path, caplog):
+@pytest.mark.parametrize("fmt", ["npz", "cosmos_pickle"])
+def test_keypoints_of_another_length_are_skipped_and_counted(tmp_path, caplog, fmt):
     root = make_tiny_dataset(tmp_path, stems=STEMS)
     for stem in STEMS:
-        _keypoints(root, stem, 12 if stem != "c3" else 20)
+        _keypoints(root, stem, 12 if stem != "c3" else 20, fmt)
     ds = _dataset(root, ["keypoint"])
     index = [clip.stem for clip in ds.clips].index("c3")
     with caplog.at_level(logging.WARNING, logger="cosmos_transfer.data"):
         assert ds[(0, index)]["num_skipped"] == 1
+        assert int(ds[(0, (index + 1) % len(ds))]["num_skipped"]) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and os.path.join(root, "keypoint", "c3.npz") in warnings[0] and "20 frames" in warnings[0]
+    path = os.path.join(root, "keypoint", "c3." + ("npz" if fmt == "npz" else "pickle"))
+    assert len(warnings) == 1 and path in warnings[0]
+    assert ("20 frames" if fmt == "npz" else "frame 19") in warnings[0] and "12 frames" in warnings[0]
 
 
 def _prepare_dataset_main():

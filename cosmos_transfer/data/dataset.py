@@ -408,6 +408,11 @@ class VideoDataset(Dataset):
         annotations = safe_load(path)
         if not isinstance(annotations, dict):
             raise BadSampleError(f"keypoint pickle {path} holds a {type(annotations).__name__}, expected a dict")
+        # Frames nobody is in have no entry, so only a frame past the clip's end shows that the length is wrong.
+        last = max((key for key in annotations if isinstance(key, int)), default=-1)
+        if last >= clip.num_frames:
+            raise BadSampleError(f"keypoint pickle {path} has people in frame {last}, but its clip {clip.video} has "
+                                 f"{clip.num_frames} frames: a control needs exactly its video's frame count")  # fmt: skip
         return C.cosmos_keypoints_to_array(annotations, indices, path)
 
     def _load_latent(self, clip: Clip) -> tuple[torch.Tensor, list[int], int]:
