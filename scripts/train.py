@@ -27,8 +27,10 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # so `configs.*` and `experiments.*` import when run from anywhere
 
 from cosmos_transfer.config import ConfigError, freeze, load_make_config, override, to_yaml  # noqa: E402
+from cosmos_transfer.trainer.job_lock import JobLockedError, hold_job_lock  # noqa: E402
 
 EXIT_BAD_INPUT = 2
+EXIT_JOB_LOCKED = 3  # another run is training in this job folder (cosmos_transfer/trainer/job_lock.py)
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -106,11 +108,14 @@ def main(argv: list[str]) -> int:
     if args.dryrun:
         if rank() == 0:
             print(text, end="")
+            hold_job_lock(config.job.path)  # a running job's config.yaml is not overwritten
             path = write_config_yaml(config, text)
             print(f"# written to {path}", file=sys.stderr)
         return 0
 
     freeze(config)
+    if rank() == 0:
+        hold_job_lock(config.job.path)  # one run per job folder: before anything is written into it
     if not args.skip_checks:
         preflight(config)
     if rank() == 0:
@@ -136,6 +141,12 @@ def run(argv: list[str]) -> int:
                 print(f"(torchrun's ChildFailedError report that follows is about this exit, status "
                       f"{EXIT_BAD_INPUT})", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
+    except JobLockedError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)  # only rank 0 takes the lock
+        if "TORCHELASTIC_RUN_ID" in os.environ:
+            print(f"(torchrun's ChildFailedError report that follows is about this exit, status {EXIT_JOB_LOCKED})",
+                  file=sys.stderr, flush=True)
+        return EXIT_JOB_LOCKED
 
 
 if __name__ == "__main__":

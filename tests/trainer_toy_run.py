@@ -5,6 +5,12 @@
 Fault injection for the tests (test-only, patched in here, never in the library):
   "crash_in_save_at": N    rank 1 dies (os._exit) while DCP writes the checkpoint of iteration N
   "signal_at": N           rank 1 sends itself SIGTERM during iteration N (as a scheduler would)
+  "step_sleep_s": S        every training step takes S seconds longer (so that a test can signal torchrun mid-run)
+  "slow_validation_s": S   each validation sample takes S seconds to load; the first one touches
+                           <job_dir>/validation_started (a validation pass that outlasts torchrun's shutdown timeout)
+  "slow_sampling_s": S     each network call of the validation sampler takes S seconds longer; the first one touches
+                           <job_dir>/sampling_started
+Other options: "num_workers" (data-loader worker processes per rank), "validation_num_batches".
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import time
 import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -28,9 +35,33 @@ from cosmos_transfer.trainer import trainer as trainer_module  # noqa: E402
 from trainer_toy import ToyDiffusionModel, ToyVideoDataset  # noqa: E402
 
 
+class SlowValidationDataset(ToyVideoDataset):
+    """ToyVideoDataset whose samples take `delay_s` each; the first read leaves a marker file for the test."""
+
+    def __init__(self, marker: str, delay_s: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.marker, self.delay_s = marker, delay_s
+
+    def __getitem__(self, key):
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+        time.sleep(self.delay_s)
+        return super().__getitem__(key)
+
+
 def make_config(options: dict) -> types.SimpleNamespace:
     def dataloader():
-        return build_dataloader(ToyVideoDataset(length=options.get("dataset_length", 32)), batch_size=4, seed=3)
+        return build_dataloader(ToyVideoDataset(length=options.get("dataset_length", 32)), batch_size=4, seed=3,
+                                num_workers=options.get("num_workers", 0))
+
+    def slow_val_dataloader():
+        marker = os.path.join(options["job_dir"], "validation_started")
+        dataset = SlowValidationDataset(marker, options["slow_validation_s"], length=options.get("dataset_length", 32))
+        return build_dataloader(dataset, batch_size=4, seed=3)
+
+    val_loader = dataloader if options.get("val_loader", False) else None
+    if "slow_validation_s" in options:
+        val_loader = slow_val_dataloader
 
     return types.SimpleNamespace(
         job=types.SimpleNamespace(path=options["job_dir"], name="toy"),
@@ -43,12 +74,13 @@ def make_config(options: dict) -> types.SimpleNamespace:
         optimizer=functools.partial(torch.optim.AdamW, lr=options.get("lr", 3e-3), weight_decay=0.01),
         scheduler=functools.partial(schedulers.lambda_linear, warm_up_steps=[3], f_start=[0.1]),
         dataloader_train=dataloader,
-        dataloader_val=dataloader if options.get("val_loader", False) else None,
+        dataloader_val=val_loader,
         trainer=types.SimpleNamespace(
             callbacks={"loss_line": L("cosmos_transfer.trainer.callbacks.LossLine")(every=10)},
             max_iter=options["max_iter"],
             validation_iter=options.get("validation_iter", 0),
-            sample_num_steps=3,
+            validation_num_batches=options.get("validation_num_batches", 1),
+            sample_num_steps=options.get("sample_num_steps", 3),
             grad_accum_iter=options.get("grad_accum_iter", 1),
             clip_grad_norm=1.0,
             lr_multipliers=options.get("lr_multipliers", {}),
@@ -89,6 +121,29 @@ def main() -> None:
                 os.kill(os.getpid(), signal.SIGTERM)
 
         trainer_module.Trainer.train_step = step_then_signal
+    if "step_sleep_s" in options:
+        step = trainer_module.Trainer.train_step
+
+        def slow_step(self):
+            step(self)
+            time.sleep(options["step_sleep_s"])
+
+        trainer_module.Trainer.train_step = slow_step
+    if "slow_sampling_s" in options:
+        generate = ToyDiffusionModel.generate_samples
+
+        def slow_generate(self, batch, **kwargs):
+            def slow_call(module, args):
+                open(os.path.join(options["job_dir"], "sampling_started"), "w").close()
+                time.sleep(options["slow_sampling_s"])
+
+            hook = self.net.register_forward_pre_hook(slow_call)
+            try:
+                return generate(self, batch, **kwargs)
+            finally:
+                hook.remove()
+
+        ToyDiffusionModel.generate_samples = slow_generate
     trainer_module.train(make_config(options))
 
 

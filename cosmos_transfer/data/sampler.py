@@ -12,6 +12,10 @@ read ahead. ResumableDataLoader counts the batches it hands out and keeps the sa
     loader.load_state_dict(state)        # after restart: the next batch is the one that would have come next
 
 `build_dataloader(...)` makes such a loader for the current torch.distributed rank (a LazyCall target).
+
+Preemption: the loader's worker processes ignore SIGTERM, SIGUSR1 and SIGINT (torchrun and Slurm signal them along
+with their rank, and a worker killed by the signal would crash the rank before it saves); the rank decides what to do
+(cosmos_transfer/trainer/signals.py).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cosmos_transfer.trainer.signals import ignore_stop_signals_in_worker, stop_signals_blocked
 
 
 class ResumableDistributedSampler(Sampler):
@@ -105,13 +111,15 @@ class ResumableDataLoader(DataLoader):
     """A DataLoader over a ResumableDistributedSampler that records each batch it hands out.
 
     Iterating runs through the rest of the current epoch; when an epoch is exhausted the next `iter()` starts the
-    following one. `state_dict()` / `load_state_dict()` save and restore the position exactly.
+    following one. `state_dict()` / `load_state_dict()` save and restore the position exactly. Its worker processes
+    ignore the stop signals (module docstring); a `worker_init_fn` given here runs after that.
     """
 
     def __init__(self, dataset: Dataset, sampler: ResumableDistributedSampler, **kwargs):
         if not isinstance(sampler, ResumableDistributedSampler):
             raise TypeError(f"ResumableDataLoader needs a ResumableDistributedSampler, got {type(sampler).__name__}")
         kwargs.setdefault("drop_last", True)
+        kwargs["worker_init_fn"] = ignore_stop_signals_in_worker(then=kwargs.get("worker_init_fn"))
         super().__init__(dataset, sampler=sampler, **kwargs)
 
     def __iter__(self):
@@ -121,7 +129,9 @@ class ResumableDataLoader(DataLoader):
             usable -= usable % self.batch_size
         if sampler.consumed >= usable:
             sampler.set_epoch(sampler.epoch + 1)  # the previous epoch was used up: start the next one
-        for batch in super().__iter__():
+        with stop_signals_blocked():  # workers start here: none may die of a signal before it ignores it
+            batches = super().__iter__()
+        for batch in batches:
             sampler.advance(_batch_length(batch))
             yield batch
 

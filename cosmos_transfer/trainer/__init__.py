@@ -7,9 +7,10 @@
     logging.py      metrics.jsonl, TensorBoard, optional W&B, progress bar, MFU peak table
     callbacks.py    hook points for extra behaviour (trainer.callbacks)
     distributed.py  process group set-up (NCCL on CUDA, gloo on CPU) and small collectives
-    signals.py      SIGTERM/SIGUSR1 -> save at the next step boundary and exit 0
+    signals.py      SIGTERM/SIGUSR1 -> save at the next step boundary and exit 0; data-loader workers ignore them
+    job_lock.py     one run per job folder: rank 0 holds an flock on <job dir>/job.lock
 
-Job folder `$OUTPUT_ROOT/{project}/{group}/{name}`: config.yaml, metrics.jsonl, tensorboard/, samples/,
+Job folder `$OUTPUT_ROOT/{project}/{group}/{name}`: job.lock, config.yaml, metrics.jsonl, tensorboard/, samples/,
 checkpoints/iter_{N:09d}/, checkpoints/latest_checkpoint.txt. Rerunning the same command resumes; on CPU with the same
 world size the losses that follow are bitwise those of an uninterrupted run. scripts/export_checkpoint.py turns a
 checkpoint into one safetensors file, which `checkpoint.load_path` reads back.

@@ -5,7 +5,7 @@ One iteration, on every rank:
     batch(es) -> model.training_step -> backward (x grad_accum_iter) -> all-reduce the gradients FSDP does not own
     -> gradient norm and clipping -> NaN/Inf guard (all ranks agree) -> optimizer, scheduler and EMA step
     -> metrics.jsonl line -> validation every trainer.validation_iter -> checkpoint every checkpoint.save_iter
-    -> preemption check (SIGTERM/SIGUSR1: save and exit 0)
+    -> preemption check (SIGTERM/SIGUSR1: save and exit 0; also checked inside validation and its sampling)
 
 Rerunning the same command resumes from `<job dir>/checkpoints/latest_checkpoint.txt`; with the same world size on
 CPU the losses that follow are bitwise those of an uninterrupted run (model, optimizer, scheduler, EMA, every rank's
@@ -42,10 +42,11 @@ from cosmos_transfer.trainer.checkpoint import (
     load_model_weights,
     restore_rng_state,
 )
+from cosmos_transfer.trainer.job_lock import hold_job_lock
 from cosmos_transfer.trainer.logging import MetricsLogger, device_peak_tflops, peak_memory_gb
 from cosmos_transfer.trainer.param_groups import lr_param_groups, scale_group_rates
 from cosmos_transfer.trainer.parallelize import find_networks, parallelize, replicated_trainable_parameters
-from cosmos_transfer.trainer.signals import PreemptionHandler
+from cosmos_transfer.trainer.signals import PreemptionHandler, StopRequested, stop_before_each_call
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -219,6 +220,8 @@ class Trainer:
         self.seed = int(_option(trainer_cfg, "seed", 0))
         self.save_iter = int(_option(ckpt_cfg, "save_iter", 0))
         self.job_dir = str(config.job.path)
+        if self.rank == 0:  # one run per job folder, taken before anything is written into it (job_lock.py)
+            hold_job_lock(self.job_dir)
         if self.grad_accum_iter < 1:
             raise ValueError(f"trainer.grad_accum_iter must be >= 1, got {self.grad_accum_iter}")
 
@@ -432,8 +435,13 @@ class Trainer:
                 print(f"[cosmos_transfer] {message}", flush=True)
 
     # -- the loop -----------------------------------------------------------------------------------------------------
+    def stop_requested(self) -> bool:
+        """True on every rank once any rank got SIGTERM/SIGUSR1 (a tiny all-reduce: call it on all ranks together)."""
+        preemption = getattr(self, "preemption", None)  # installed by run()
+        return distributed.all_reduce_max_flag(preemption is not None and preemption.requested, self.device)
+
     def run(self) -> None:
-        preemption = PreemptionHandler().install()
+        self.preemption = preemption = PreemptionHandler().install()
         try:
             if self.iteration >= self.max_iter:
                 self._print(f"nothing to do: iteration {self.iteration} >= trainer.max_iter {self.max_iter}")
@@ -451,7 +459,7 @@ class Trainer:
                 saved = saved or (self.save_deferred and self.nan_streak == 0)
                 if saved:
                     self.save()
-                if not last and distributed.all_reduce_max_flag(preemption.requested, self.device):
+                if not last and self.stop_requested():
                     self._print(f"preempted: saving at iteration {self.iteration} and exiting")
                     if not saved:
                         self.save()
@@ -608,7 +616,18 @@ class Trainer:
         return self.ema.swapped_in()
 
     def validate(self) -> None:
-        """Validation loss and a generated sample, on every rank (each its own batch: no rank waits alone)."""
+        """Validation loss and a generated sample, on every rank (each its own batch: no rank waits alone).
+
+        A stop request (SIGTERM/SIGUSR1) abandons the pass between batches or sampler steps, so the save starts soon.
+        """
+        try:
+            self._validation_pass()
+        except StopRequested as stop:
+            self._print(f"stop requested: {stop} abandoned at iteration {self.iteration}, to save sooner")
+        finally:
+            self.model.train()
+
+    def _validation_pass(self) -> None:
         trainer_cfg = self.config.trainer
         num_batches = int(_option(trainer_cfg, "validation_num_batches", 1))
         self.model.eval()
@@ -624,6 +643,8 @@ class Trainer:
             for index, batch in enumerate(batches):
                 if index >= num_batches:
                     break
+                if self.stop_requested():
+                    raise StopRequested("validation")
                 batch = move_to_device(batch, self.device)
                 first_batch = first_batch if first_batch is not None else batch
                 loss, metrics = self.model.training_step(batch)
@@ -636,8 +657,9 @@ class Trainer:
                     callback.on_validation_end(self, self.iteration, val_metrics)
             if first_batch is not None and bool(_option(trainer_cfg, "validation_samples", True)):
                 if hasattr(self.model, "generate_samples") and hasattr(self.model, "decode"):
-                    self._write_samples(first_batch)
-        self.model.train()
+                    networks = [net for _, net in find_networks(self.model)]
+                    with stop_before_each_call(networks, self.stop_requested):  # the model's sampler loop
+                        self._write_samples(first_batch)
 
     def _write_samples(self, batch: dict[str, Any]) -> None:
         from cosmos_transfer.video_io import write_gif, write_video
