@@ -387,6 +387,7 @@ class Trainer:
                     strict=bool(_option(ckpt_cfg, "strict_load", True)),
                     allowed_missing_keys=list(_option(ckpt_cfg, "allowed_missing_keys", [])),
                     use_ema=bool(_option(ckpt_cfg, "load_ema", False)),
+                    report=self._print,  # which layout the file has (official files: checkpoints/transfer1.py)
                 )
                 self._print(f"initialized {len(keys)} weights from {load_path}")
             return
