@@ -6,7 +6,8 @@
 
     # ControlNet: base + official control files, or new branches copied from the base
     python scripts/convert_checkpoint.py to-ours base_model.pt ctrl.safetensors --control edge=edge_control.pt
-    python scripts/convert_checkpoint.py to-ours base_model.pt ctrl.safetensors --new-control edge --num-control-blocks 3
+    python scripts/convert_checkpoint.py to-ours base_model.pt ctrl.safetensors --new-control edge \\
+        --num-control-blocks 3
     # a file holding base and branch (NVIDIA's combine_base_ctrl_ckpt.py output): name the branch's hint key
     python scripts/convert_checkpoint.py to-ours checkpoints_teacher/edge_control.pt ctrl.safetensors --control-key edge
 

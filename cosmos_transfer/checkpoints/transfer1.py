@@ -36,8 +36,8 @@ BASE_FILE = "base_model.pt"
 
 # Layout -> how to recognize it and who writes it (cosmos-transfer1 paths).
 LAYOUTS = {
-    "base_model": "base_model.pt: the base as base_model.net.* + base_model.logvar.* (Cosmos-Transfer1-7B base_model.pt; "
-                  "read into the control model by diffusion/inference/inference_utils.py load_network_model)",
+    "base_model": "base_model.pt: the base as base_model.net.* + base_model.logvar.* (Cosmos-Transfer1-7B "
+                  "base_model.pt; read into the control model by diffusion/inference/inference_utils.py load_network_model)",
     "net": "a base model as net.* + logvar.* (Cosmos-1.0 base files, the Sample-AV base; our own DiffusionModel files)",
     "control": "<key>_control.pt: a control branch as net.* with x_embedder2/input_hint_block/zero_blocks, + logvar.* "
                "(edge_control.pt, vis_control.pt, ...; scripts/convert_ckpt_tp_to_fsdp.py *_ema_model_only.pt)",
@@ -46,7 +46,8 @@ LAYOUTS = {
     "distilled": "a distilled control model: net.base_model.net.* (base) + net.net_ctrl.* (branch) "
                  "(diffusion/inference/world_generation_pipeline.py DistilledControl2WorldGenerationPipeline)",
     "bare": "a GeneralDIT state dict without prefix (x_embedder.*, blocks.*, ...)",
-    "ours": "our control model: net.*, logvar.*, net_ctrl.<key>.* (scripts/export_checkpoint.py, convert_checkpoint.py)",
+    "ours": "our control model: net.*, logvar.*, net_ctrl.<key>.* (scripts/export_checkpoint.py, "
+            "convert_checkpoint.py)",
 }
 # Top-level modules of a GeneralDIT state dict (to recognize a bare one).
 _NET_TOP_LEVEL = ("x_embedder.", "pos_embedder.", "extra_pos_embedder.", "t_embedder.", "blocks.", "final_layer.",
@@ -243,7 +244,8 @@ def _split(path: str, state: dict[str, torch.Tensor], net_keys: tuple[str, ...] 
 def _unknown(path: str, state: dict, why: str) -> files.WeightsFileError:
     expected = "\n".join(f"  {name}: {text}" for name, text in LAYOUTS.items())
     return files.WeightsFileError(
-        f"{path}: not a layout of NVIDIA's Cosmos-Transfer1 / Cosmos-1.0 weight files nor ours{': ' + why if why else ''}; "
+        f"{path}: not a layout of NVIDIA's Cosmos-Transfer1 / Cosmos-1.0 weight files nor ours"
+        f"{': ' + why if why else ''}; "
         f"its first keys are {list(state)[:8]}. Expected one of:\n{expected}"
     )
 

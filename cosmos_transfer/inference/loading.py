@@ -114,7 +114,8 @@ def load_control_file(model: nn.Module, hint_key: str, path: str,
         raise ValueError(f"control checkpoint {path}: the model has no '{hint_key}' branch (its branches: {have})")
     found = transfer1.read_control(path)
     if report is not None:
-        report(found.describe() + (" (its base is not used: the base comes from --checkpoint)" if found.has_base else ""))
+        unused = " (its base is not used: the base comes from --checkpoint)" if found.has_base else ""
+        report(found.describe() + unused)
     weights = transfer1.branch_of(found, hint_key)
     own = model.state_dict()
     expected = {k for k in own if k.startswith(f"net_ctrl.{hint_key}.")}

@@ -15,8 +15,8 @@ uses, is kept (so those files load strictly) and frozen (so it costs no gradient
 
 Control weights (`prepare_control_weights`): a scalar, one scalar per control, or a spatio-temporal map [B,1,T,H,W]
 (one for all controls, a list of them, or [K,B,1,T,H,W]) at pixel or latent resolution, resampled to the token grid
-and normalized as NVIDIA's inference does (see the comment above BRANCH_OWN_LAYERS). Reading and writing official
-control files is cosmos_transfer/checkpoints/transfer1.py's.
+and normalized as NVIDIA's inference does (see the comment opening the control-weights section). Reading and
+writing official control files is cosmos_transfer/checkpoints/transfer1.py's.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ from cosmos_transfer.networks.dit import GeneralDIT, PatchEmbed
 
 # Widths of the official hint MLP: Linear(D,16), SiLU, Linear(16,16), SiLU, ..., Linear(96,256), SiLU, Linear(256,D).
 HINT_BLOCK_CHANNELS = (16, 16, 32, 32, 96, 96, 256)
+# The branch's layers that a base network does not have: a branch started from base weights keeps their
+# initialization; NEW_BRANCH_KEY_PATTERNS are the checkpoint.allowed_missing_keys for such branches.
+BRANCH_OWN_LAYERS = ("x_embedder2", "input_hint_block", "zero_blocks")
+NEW_BRANCH_KEY_PATTERNS = tuple(f"net_ctrl.*.{layer}.*" for layer in BRANCH_OWN_LAYERS)
 
 ControlWeight = Union[float, torch.Tensor, Sequence[Union[float, torch.Tensor]], None]
 
@@ -175,10 +179,6 @@ class GeneralDITControl(GeneralDIT):
 #   all clamped at 0, divided per pixel by their sum where it exceeds 1, then resampled to the token grid:
 #   trilinear (align_corners=False), the first frame alone to one latent frame, the others to the remaining ones.
 # NVIDIA builds these tensors in bf16; we keep float32 (its rounding, e.g. 0.3 -> 0.30078, is not reproduced).
-# BRANCH_OWN_LAYERS: the branch's layers that a base network does not have (a new branch starts them from zero).
-BRANCH_OWN_LAYERS = ("x_embedder2", "input_hint_block", "zero_blocks")
-# checkpoint.allowed_missing_keys for new branches started from base weights.
-NEW_BRANCH_KEY_PATTERNS = tuple(f"net_ctrl.*.{layer}.*" for layer in BRANCH_OWN_LAYERS)
 
 
 def _trilinear(weight: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
@@ -276,7 +276,7 @@ def prepare_control_weights(
     control); a tensor [K,B|1,1,T,H,W]; a sequence of K items, each a number or a map. Maps may be at pixel or latent
     resolution (see resample_weight_map).
     keep: [B, K] 0/1, controls dropped per sample before normalizing (joint training's hint dropout).
-    normalize: NVIDIA's rule, see the comment above BRANCH_OWN_LAYERS (maps clamped at 0 and normalized at their own
+    normalize: NVIDIA's rule, see the comment opening this section (maps clamped at 0 and normalized at their own
         resolution, before resampling; numbers only normalized).
     """
     t_tokens, h_tokens, w_tokens = token_grid
@@ -300,7 +300,8 @@ def prepare_control_weights(
             dense.append(torch.full((batch_size, 1, *size), item, device=device))
             continue
         if item.shape[0] not in (1, batch_size) or item.shape[1] != 1:
-            raise ValueError(f"control weight map must be [B,1,T,H,W] with B 1 or {batch_size}, got {tuple(item.shape)}")
+            raise ValueError(
+                f"control weight map must be [B,1,T,H,W] with B 1 or {batch_size}, got {tuple(item.shape)}")
         dense.append(_trilinear(item.to(device=device, dtype=torch.float32), size).expand(batch_size, 1, *size))
     weights = torch.stack(dense)  # [K, B, 1, T, H, W]
     if normalize:

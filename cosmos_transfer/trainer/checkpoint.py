@@ -443,7 +443,8 @@ def _read_weights_file(path: str, model_keys: Iterable[str], use_ema: bool) -> t
     if found.official_branch is not None:
         if len(branches) != 1:
             raise ValueError(
-                f"checkpoint.load_path={path} holds a control branch ({transfer1.LAYOUTS[found.layout]}), but the model "
+                f"checkpoint.load_path={path} holds a control branch ({transfer1.LAYOUTS[found.layout]}), but the "
+                "model "
                 f"has {'no branch' if not branches else 'the branches ' + str(branches)}: "
                 + ("use a control experiment (model ControlDiffusionModel)" if not branches else
                    "convert the files into one of ours, naming each branch: scripts/convert_checkpoint.py to-ours "
