@@ -126,3 +126,13 @@ def test_a_long_validation_pass_still_saves_promptly_after_the_signal(tmp_path, 
     assert latest(job) == "iter_000000003", run.output()  # saved at the step reached, before the SIGKILL
     assert run.shutdown_s < 8, f"took {run.shutdown_s:.1f} s from the signal to the end\n{run.output()}"
     assert f"stop requested: {slow_part}" in run.stdout + run.stderr, run.output()
+
+
+def test_no_rank_leaves_before_rank_0_has_published_the_last_checkpoint(tmp_path):
+    # Under Slurm (`srun --kill-on-bad-exit`) the first node whose torchrun exits (status 1 after a signal) ends the
+    # whole step: a rank that left before rank 0 had published the checkpoint could cut its publication short.
+    job = tmp_path / "job"
+    run_to_end({"job_dir": str(job), "max_iter": 3, "save_iter": 0, "slow_publish_s": 3.0})
+    published = (job / "checkpoints" / "latest_checkpoint.txt").stat().st_mtime
+    for rank in (0, 1):
+        assert float((job / f"left_rank{rank}").read_text()) >= published, f"rank {rank} left before the publication"

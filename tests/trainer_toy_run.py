@@ -10,6 +10,8 @@ Fault injection for the tests (test-only, patched in here, never in the library)
                            <job_dir>/validation_started (a validation pass that outlasts torchrun's shutdown timeout)
   "slow_sampling_s": S     each network call of the validation sampler takes S seconds longer; the first one touches
                            <job_dir>/sampling_started
+  "slow_publish_s": S      rank 0 takes S seconds longer to publish each checkpoint (rename + latest_checkpoint.txt);
+                           every rank writes the time it leaves train() to <job_dir>/left_rank<r>
 Other options: "num_workers" (data-loader worker processes per rank), "validation_num_batches".
 """
 
@@ -144,7 +146,21 @@ def main() -> None:
                 hook.remove()
 
         ToyDiffusionModel.generate_samples = slow_generate
+    if "slow_publish_s" in options:
+        from cosmos_transfer.trainer.checkpoint import Checkpointer
+
+        publish = Checkpointer._finalize
+
+        def slow_publish(self, partial, final):
+            if self.rank == 0:
+                time.sleep(options["slow_publish_s"])
+            publish(self, partial, final)
+
+        Checkpointer._finalize = slow_publish
     trainer_module.train(make_config(options))
+    if "slow_publish_s" in options:
+        with open(os.path.join(options["job_dir"], f"left_rank{rank}"), "w") as f:
+            f.write(repr(time.time()))
 
 
 if __name__ == "__main__":

@@ -466,6 +466,9 @@ class Trainer:
                         self.save()
                     break
             self.checkpointer.wait()
+            # All ranks leave together, once rank 0 has published the last checkpoint: launchers end the whole job
+            # when the first process exits (srun --kill-on-bad-exit, torchrun's status 1 after a signal).
+            distributed.barrier()
             for callback in self.callbacks:
                 callback.on_train_end(self)
         finally:
