@@ -141,3 +141,23 @@ def test_train_script_exits_with_the_holder_and_leaves_config_yaml_alone(tmp_pat
     assert f"pid {holder.pid}" in result.stderr and "in use by another run" in result.stderr
     assert "Traceback" not in result.stderr
     assert (job / "config.yaml").read_text() == "the running job's config\n"
+
+
+def test_a_refused_run_leaves_the_running_one_s_checkpoint_in_progress_alone(tmp_path):
+    # The clean-up of *.partial folders at start happens only under the lock: here another run holds it and is
+    # (as far as the second one can tell) writing iter_000000005.partial.
+    job = tmp_path / "job"
+    in_progress = job / "checkpoints" / "iter_000000005.partial"
+    in_progress.mkdir(parents=True)
+    (in_progress / "__0_0.distcp").write_bytes(b"being written")
+    holder = hold_in_another_process(job)
+    try:
+        result = subprocess.run([sys.executable, str(RUNNER), json.dumps({"job_dir": str(job), "max_iter": 2})],
+                                capture_output=True, text=True, cwd=ROOT, timeout=120,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode != 0 and "JobLockedError" in result.stderr and f"pid {holder.pid}" in result.stderr
+    assert (in_progress / "__0_0.distcp").read_bytes() == b"being written"
+    assert not (job / "metrics.jsonl").exists()
