@@ -79,6 +79,12 @@ def _finite(instance: Any, attribute: "attrs.Attribute", value: Any) -> None:
         raise ConfigError(f"{_label(instance, attribute)} is {value!r}; expected a finite number")
 
 
+def _finite_values(instance: Any, attribute: "attrs.Attribute", value: Any) -> None:
+    for key, number in dict(value or {}).items():
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ConfigError(f"{_label(instance, attribute)}[{key!r}] is {number!r}; expected a finite number")
+
+
 def _folder_name(instance: Any, attribute: "attrs.Attribute", value: Any) -> None:
     if not isinstance(value, str) or value in ("", ".", "..") or any(c in value for c in ("/", "\\", "\0")):
         raise ConfigError(
@@ -131,7 +137,7 @@ class TrainerConfig:
     # Gradient-norm clipping; 0 disables clipping (the norm is still logged).
     clip_grad_norm: float = attrs.field(default=1.0, validator=[_finite, _at_least(0)])
     # Parameter-name pattern (fnmatch) -> learning-rate multiplier; first match wins (trainer/param_groups.py).
-    lr_multipliers: Dict[str, float] = attrs.field(factory=dict)
+    lr_multipliers: Dict[str, float] = attrs.field(factory=dict, validator=_finite_values)
     # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
     max_nan_steps: int = attrs.field(default=10, validator=_at_least(1))
     # Callback name -> LazyDict (group `callbacks`).

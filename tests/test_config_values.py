@@ -101,3 +101,9 @@ def test_an_ordinary_job_path_stays_under_output_root(monkeypatch, tmp_path):
     config = override(make_config(), ["--", "job.name=run-1.v2_b", "job.group=team", "job.project=proj"])
     path = os.path.realpath(config.job.path)
     assert path == os.path.join(os.path.realpath(tmp_path), "proj", "team", "run-1.v2_b")
+
+
+def test_non_finite_lr_multipliers_are_refused():
+    with pytest.raises(ConfigError) as error:
+        override(make_config(), ["--", "++trainer.lr_multipliers={*norm*: nan}"])
+    assert "trainer.lr_multipliers" in str(error.value) and "finite" in str(error.value), str(error.value)
