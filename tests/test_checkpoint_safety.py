@@ -429,3 +429,48 @@ def test_a_full_disk_during_a_save_is_named_with_the_path(job):
     assert f"cannot write checkpoint {ckpt(job, 6)}.partial" in text
     assert "No space left on device" in text and "disk" in text
     assert latest(job) == "iter_000000004"
+
+
+def test_metadata_that_changes_an_allowed_class_is_refused(tmp_path):
+    """BUILD with slot state on a class object would set class attributes (e.g. Metadata.__eq__): refused."""
+    from cosmos_transfer.trainer.safe_dcp import UnsafeCheckpointError, read_metadata
+
+    folder = tmp_path / "ckpt"
+    dcp.save({"w": torch.ones(2)}, checkpoint_id=str(folder), no_dist=True)
+    # GLOBAL Metadata; (None, {"__doc__": "changed"}); BUILD; STOP
+    payload = (b"\x80\x04" + b"c" + b"torch.distributed.checkpoint.metadata\nMetadata\n"
+               + b"N}\x8c\x07__doc__\x8c\x07changed" + b"s\x86b.")
+    (folder / ".metadata").write_bytes(payload)
+    from torch.distributed.checkpoint.metadata import Metadata
+
+    before = Metadata.__doc__
+    try:  # the control: plain pickle changes the class
+        pickle.loads(payload)
+        assert Metadata.__doc__ == "changed"
+    finally:
+        Metadata.__doc__ = before
+    with pytest.raises(UnsafeCheckpointError, match="change the class Metadata"):
+        read_metadata(str(folder))
+    assert Metadata.__doc__ == before
+
+
+def test_a_manifest_naming_files_outside_the_checkpoint_is_refused(tmp_path):
+    from cosmos_transfer.trainer.safe_dcp import UnsafeCheckpointError, verify_checkpoint
+
+    folder = tmp_path / "ckpt"
+    dcp.save({"w": torch.ones(2)}, checkpoint_id=str(folder), no_dist=True)
+    (folder / "manifest.json").write_text(json.dumps({"files": {"/dev/zero": {"size": 1, "crc32": "0"}}}))
+    with pytest.raises(UnsafeCheckpointError, match="/dev/zero"):
+        verify_checkpoint(str(folder))  # (reading /dev/zero would never end)
+
+
+def test_a_manifest_that_lists_nothing_does_not_hide_a_truncated_shard(tmp_path):
+    from cosmos_transfer.trainer.safe_dcp import DamagedCheckpointError, load, verify_checkpoint
+
+    folder = tmp_path / "ckpt"
+    dcp.save({"w": torch.ones(1000)}, checkpoint_id=str(folder), no_dist=True)
+    (folder / "manifest.json").write_text(json.dumps({"files": {}}))
+    truncate(folder / "__0_0.distcp", 100)
+    assert verify_checkpoint(str(folder))
+    with pytest.raises(DamagedCheckpointError, match="__0_0.distcp has 100 bytes"):
+        load({"w": torch.zeros(1000)}, str(folder), no_dist=True)

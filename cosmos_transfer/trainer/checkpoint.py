@@ -199,10 +199,10 @@ class Checkpointer:
         if not os.path.isdir(path):
             raise DamagedCheckpointError(f"checkpoint {path} is missing")
         if not safe_dcp.verify_checkpoint(path, group=self.group):
-            # Written before checkpoints had a manifest: at least every shard must be there and long enough.
-            safe_dcp.check_shard_files(path, safe_dcp.read_metadata(path))
             self.say(f"{path} has no {safe_dcp.MANIFEST_FILE} (written by an older version): only its file sizes "
                      "are checked")
+        # Whatever the manifest lists: every shard the metadata names must be there and long enough.
+        safe_dcp.check_shard_files(path, safe_dcp.read_metadata(path))
         self.saved_trainer_state(path)
 
     def resume_point(self) -> str | None:
@@ -248,7 +248,7 @@ class Checkpointer:
                 target = os.path.join(self.directory, name + DAMAGED_SUFFIX)
                 shutil.rmtree(target, ignore_errors=True)
                 os.replace(os.path.join(self.directory, name), target)
-                self.say(f"moved the damaged checkpoint {name} to {target}")
+                self.say(f"moved checkpoint {name} aside to {target}")
 
     # -- saving -------------------------------------------------------------------------------------------------------
     def save(self, iteration: int, app_state: dict[str, Any], rank_state: dict[str, Any]) -> None:

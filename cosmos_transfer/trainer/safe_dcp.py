@@ -69,7 +69,7 @@ _ALLOWED_GLOBALS = {
 }
 
 
-class _MetadataUnpickler(pickle.Unpickler):
+class _MetadataUnpickler(pickle._Unpickler):  # the Python implementation: its BUILD can be checked too
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch" and (name == "Size" or isinstance(getattr(torch, name, None), torch.dtype)):
             return getattr(torch, name)
@@ -79,6 +79,14 @@ class _MetadataUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         raise pickle.UnpicklingError("it holds persistent references")
+
+    def load_build(self) -> None:
+        # BUILD sets attributes of the object below it; on an allowed class itself that would change the class.
+        if len(self.stack) >= 2 and isinstance(self.stack[-2], type):
+            raise pickle.UnpicklingError(f"it asks to change the class {self.stack[-2].__qualname__}")
+        super().load_build()
+
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: load_build}
 
 
 def read_metadata(path: str, rank: int | None = None) -> Metadata:
@@ -91,7 +99,7 @@ def read_metadata(path: str, rank: int | None = None) -> Metadata:
         try:
             metadata = _MetadataUnpickler(stream).load()
         except pickle.UnpicklingError as error:
-            if "asks for" not in str(error) and "persistent" not in str(error):
+            if not str(error).startswith("it "):  # not one of our refusals: a broken file
                 raise DamagedCheckpointError(f"{file} is damaged: not a readable DCP metadata file ({error})") from None
             raise UnsafeCheckpointError(
                 f"refusing to read {file}: {error}, which DCP checkpoint metadata never contains, so loading it "
@@ -188,6 +196,8 @@ def check_shard_files(path: str, metadata: Metadata) -> None:
                 f"refusing to read {os.path.join(path, METADATA_FILE)}: it points at {name!r}, outside the checkpoint "
                 "folder"
             )
+        if int(info.offset) < 0 or int(info.length) < 0:
+            raise DamagedCheckpointError(f"{os.path.join(path, METADATA_FILE)} is damaged: a negative offset or length")
         needed[name] = max(needed.get(name, 0), int(info.offset) + int(info.length))
     for name, end in sorted(needed.items()):
         file = os.path.join(path, name)
@@ -276,14 +286,17 @@ def _problems(folder: str, files: dict[str, dict[str, Any]], names: list[str]) -
     problems = []
     for name in names:
         expected = files[name]
+        if not isinstance(expected, dict) or not isinstance(expected.get("size"), int):
+            problems.append(f"{MANIFEST_FILE} has no size for {name!r}")
+            continue
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             problems.append(f"{name} is missing")
             continue
         size = os.path.getsize(path)
         if size != expected.get("size"):
-            problems.append(f"{name} has {size} bytes, the manifest says {expected.get('size')}"
-                            + (" (truncated)" if size < int(expected.get("size", 0)) else ""))
+            problems.append(f"{name} has {size} bytes, the manifest says {expected['size']}"
+                            + (" (truncated)" if size < expected["size"] else ""))
             continue
         got = file_checksum(path)["crc32"]
         if got != expected.get("crc32"):
@@ -313,6 +326,11 @@ def verify_checkpoint(folder: str, group: Any = None) -> bool:
         except (ValueError, KeyError, TypeError) as error:
             problems.append(f"{MANIFEST_FILE} is unreadable ({error})")
             files = {}
+        outside = [n for n in files if os.path.basename(n) != n or n in ("", ".", "..")]
+        if outside:  # e.g. "/dev/zero" or "../x": never read anything outside the checkpoint folder
+            raise UnsafeCheckpointError(
+                f"refusing to read {manifest_path}: it names {outside[0]!r}, which is not a file of the checkpoint"
+            )
         names = sorted(files)
         problems += _problems(folder, files, names[rank::world])
     if distributed:

@@ -347,7 +347,10 @@ class Trainer:
             value = optimizer.get("lr")
         else:
             value = getattr(optimizer, "lr", None)
-        return None if value is None else float(value)
+        try:
+            return None if value is None else float(value)
+        except (TypeError, ValueError):  # not a plain number (left to the optimizer to complain about)
+            return None
 
     def _check_learning_rate(self, checkpoint: str) -> None:
         """Resuming restores the optimizer's and the scheduler's saved rates: a changed optimizer.lr would be
@@ -466,9 +469,6 @@ class Trainer:
                         self.save()
                     break
             self.checkpointer.wait()
-            # All ranks leave together, once rank 0 has published the last checkpoint: launchers end the whole job
-            # when the first process exits (srun --kill-on-bad-exit, torchrun's status 1 after a signal).
-            distributed.barrier()
             for callback in self.callbacks:
                 callback.on_train_end(self)
         finally:
