@@ -39,11 +39,18 @@ from cosmos_transfer.trainer.checkpoint import (
     OptimizerState,
     StatefulAdapter,
     capture_rng_state,
+    checkpoint_name,
     load_model_weights,
     restore_rng_state,
 )
 from cosmos_transfer.trainer.job_lock import hold_job_lock
-from cosmos_transfer.trainer.logging import MetricsLogger, device_peak_tflops, peak_memory_gb
+from cosmos_transfer.trainer.logging import (
+    MetricsLogger,
+    device_peak_tflops,
+    peak_memory_gb,
+    startup_summary,
+    validation_line,
+)
 from cosmos_transfer.trainer.param_groups import lr_param_groups, scale_group_rates
 from cosmos_transfer.trainer.parallelize import find_networks, parallelize, replicated_trainable_parameters
 from cosmos_transfer.trainer.signals import PreemptionHandler, StopRequested, stop_before_each_call
@@ -450,6 +457,8 @@ class Trainer:
             if self.iteration >= self.max_iter:
                 self._print(f"nothing to do: iteration {self.iteration} >= trainer.max_iter {self.max_iter}")
                 return
+            self._print(startup_summary(self))
+            started, first_iteration = time.perf_counter(), self.iteration
             self.model.train()
             for callback in self.callbacks:
                 callback.on_train_start(self)
@@ -469,8 +478,16 @@ class Trainer:
                         self.save()
                     break
             self.checkpointer.wait()
+            # All ranks leave together, once rank 0 has published the last checkpoint: launchers end the whole job
+            # when the first process exits (srun --kill-on-bad-exit, torchrun's status 1 after a signal).
+            distributed.barrier()
             for callback in self.callbacks:
                 callback.on_train_end(self)
+            self.logger.close_progress()
+            self._print(f"{'stopped' if self.iteration < self.max_iter else 'finished'} at iteration "
+                        f"{self.iteration} of {self.max_iter}: {self.iteration - first_iteration} iteration(s) in "
+                        f"{time.perf_counter() - started:.1f} s; latest checkpoint {self.checkpointer.latest()}; "
+                        f"metrics in {os.path.join(self.job_dir, 'metrics.jsonl')}")
         finally:
             preemption.restore()
             self.logger.close()
@@ -484,7 +501,12 @@ class Trainer:
                         f"non-finite; the latest checkpoint stays {self.checkpointer.latest() or '(none yet)'}")
             return
         self.save_deferred = False
+        save_start = time.perf_counter()
         self.checkpointer.save(self.iteration, self._app_state(), self._rank_state())
+        self._print(f"checkpoint at iteration {self.iteration} "
+                    f"{'being written to' if self.checkpointer.async_save else 'saved to'} "
+                    f"{os.path.join(self.checkpointer.directory, checkpoint_name(self.iteration))} "
+                    f"({time.perf_counter() - save_start:.1f} s)")
         for callback in self.callbacks:
             callback.on_save(self, self.iteration)
 
@@ -643,7 +665,7 @@ class Trainer:
                 if self.val_loader_start is not None:
                     self.val_loader.load_state_dict(self.val_loader_start)
                 batches = self.val_loader
-            losses, first_batch = [], None
+            losses, first_batch, val_metrics, samples = [], None, None, None
             for index, batch in enumerate(batches):
                 if index >= num_batches:
                     break
@@ -663,9 +685,11 @@ class Trainer:
                 if hasattr(self.model, "generate_samples") and hasattr(self.model, "decode"):
                     networks = [net for _, net in find_networks(self.model)]
                     with stop_before_each_call(networks, self.stop_requested):  # the model's sampler loop
-                        self._write_samples(first_batch)
+                        samples = self._write_samples(first_batch)
+        self._print(validation_line(self.iteration, val_metrics, samples))
 
-    def _write_samples(self, batch: dict[str, Any]) -> None:
+    def _write_samples(self, batch: dict[str, Any]) -> str | None:
+        """Generate from the batch and write the sample videos (rank 0); returns the mp4's path."""
         from cosmos_transfer.video_io import write_gif, write_video
 
         trainer_cfg = self.config.trainer
@@ -677,7 +701,7 @@ class Trainer:
         )
         generated = self.model.decode(latent)
         if self.rank != 0:
-            return
+            return None
         panels = [k for k in sorted(batch) if k.startswith("control_input_")][:1]
         videos = [batch[k][0] for k in panels]
         videos.append(((generated[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
@@ -694,6 +718,7 @@ class Trainer:
         write_video(stem + ".mp4", frames[len(panels)].numpy(), fps=fps)
         write_gif(stem + "_grid.gif", grid, fps=fps)
         self.logger.add_image("samples/grid_first_frame", grid[0], self.iteration)
+        return stem + ".mp4"
 
 
 def train(config: Any) -> None:
