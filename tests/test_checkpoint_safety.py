@@ -272,7 +272,7 @@ def test_every_published_checkpoint_has_a_manifest_of_all_its_files(base_job):
             assert manifest["files"][name] == file_checksum(str(folder / name))
 
 
-def test_two_ranks_and_async_saves_write_complete_manifests(tmp_path):
+def test_two_ranks_and_async_saves_write_complete_manifests_and_fall_back_together(tmp_path):
     job = tmp_path / "job"
     check(run_toy({**BASE, "job_dir": str(job), "async_save": True}, nproc=2))
     for iteration in (2, 4):
@@ -280,6 +280,12 @@ def test_two_ranks_and_async_saves_write_complete_manifests(tmp_path):
         manifest = json.loads((folder / "manifest.json").read_text())
         assert sorted(manifest["files"]) == sorted(n for n in os.listdir(folder) if n != "manifest.json")
         assert {"trainer_state_rank1.json", "__1_0.distcp", "__0_0.distcp"} <= set(manifest["files"])
+    # Both ranks agree on the damage rank 1's share of the check finds, and fall back together.
+    flip_byte(ckpt(job, 4) / "__1_0.distcp")
+    result = check(run_toy({**BASE, "job_dir": str(job), "max_iter": 6}, nproc=2))
+    assert "__1_0.distcp has CRC-32" in output(result)
+    assert f"resuming from the newest intact checkpoint {ckpt(job, 2)}" in output(result)
+    assert latest(job) == "iter_000000006"
 
 
 def test_resume_falls_back_from_a_flipped_byte_to_the_newest_intact_checkpoint(job, base_job):
