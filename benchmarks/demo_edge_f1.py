@@ -30,7 +30,7 @@ from cosmos_transfer.inference.spec import parse_spec  # noqa: E402
 from cosmos_transfer.metrics import blur_ssim, edge_f1  # noqa: E402
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="demo_edge_tiny")
     parser.add_argument("--job", default="outputs/cosmos_transfer/demo/demo_edge_tiny", help="trained job folder")
@@ -42,7 +42,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no_ema", action="store_true")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides the model was trained with (after --)")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     config = loading.compose_config(args.experiment, args.overrides)
     dataset = config.dataloader_train["dataset"]

@@ -2,13 +2,17 @@
 
 - `demo`: the synthetic dataset of scripts/make_demo_dataset.py (datasets/demo/{train,val}: 64x64 clips of moving
   shapes, all-MiniLM-L6-v2 caption embeddings of 40 x 384).
-- `custom`: your folder in our layout (docs/DATASETS.md), 121 frames at 720p (1280 x 704), T5-XXL embeddings
-  (512 x 1024) in t5_xxl/, as Cosmos-Transfer1-7B is trained. The folder is one key; validation reads the same
-  folder unless told otherwise (first window of each clip, named control presets):
+- `custom`: your folders in our layout (docs/DATASETS.md), 121 frames at 720p (704 x 1280), T5-XXL embeddings
+  (512 x 1024) in t5_xxl/, as Cosmos-Transfer1-7B is trained. Training and validation clips in two folders
+  (validation reads the training folder when only that one is set; first window of each clip, named presets):
 
-      data_train=custom data_val=custom dataloader_train.dataset.root=/data/my_clips
+      data_train=custom data_val=custom dataloader_train.dataset.root=datasets/my_clips/train \
+          dataloader_val.dataset.root=datasets/my_clips/val
 
-- `custom_480`: the same at 480p (768 x 432).
+- `custom_480`: the same at 480p (432 x 768).
+- `custom_tiny`: the same folders at CPU size: 17 frames at 32 x 32, embeddings of the demo encoder
+  (`prepare_dataset.py --text_encoder minilm`: minilm_l6/, 40 x 384), no loader workers. The CPU walkthrough of
+  docs/DATASETS.md trains on it.
 
 Every loader is `build_dataloader`: sharded by data-parallel rank, resumable (its state is saved with checkpoints).
 Hint keys are set by the `hint_key` group; the default here is the edge control.
@@ -47,21 +51,24 @@ def demo_loader(split: str, is_train: bool) -> dict:
     return _loader(dataset, is_train, batch_size=1, num_workers=0)
 
 
-def custom_loader(is_train: bool, resolution: list[int]) -> dict:
-    """A user folder in our layout (or Cosmos-Transfer1's): set dataloader_train.dataset.root."""
+def custom_loader(is_train: bool, resolution: list[int], num_frames: int = 121, text: dict = T5_XXL_TEXT,
+                  num_workers: int | None = None) -> dict:
+    """User folders in our layout (or Cosmos-Transfer1's): set dataloader_train.dataset.root (and _val's)."""
     dataset = L("cosmos_transfer.data.dataset.VideoDataset")(
         # Validation follows the training folder unless dataloader_val.dataset.root is set as well.
-        root="datasets/custom" if is_train else "${dataloader_train.dataset.root}",
-        num_frames=121,
+        root="datasets/my_clips/train" if is_train else "${dataloader_train.dataset.root}",
+        num_frames=num_frames,
         resolution=resolution,
         fps=None,  # consecutive frames, as Cosmos samples them; set e.g. 24 to resample faster clips
         hint_keys=["edge"],
         is_train=is_train,
         max_bad_fraction=0.05,
-        **T5_XXL_TEXT,
+        **text,
     )
     # 0.1-0.3 samples/s per worker at 720p with the edge control (BENCHMARKS.md): 4 workers keep ahead of a 7B step.
-    return _loader(dataset, is_train, batch_size=1, num_workers=4 if is_train else 1)
+    if num_workers is None:
+        num_workers = 4 if is_train else 1
+    return _loader(dataset, is_train, batch_size=1, num_workers=num_workers)
 
 
 def register() -> None:
@@ -71,3 +78,7 @@ def register() -> None:
     for name, resolution in (("custom", [704, 1280]), ("custom_480", [432, 768])):
         cs.store(group="data_train", package="dataloader_train", name=name, node=custom_loader(True, resolution))
         cs.store(group="data_val", package="dataloader_val", name=name, node=custom_loader(False, resolution))
+    # CPU size: a few minutes of training on 2 cores (docs/DATASETS.md, "Your own clips on a CPU").
+    for is_train, group, package in ((True, "data_train", "dataloader_train"), (False, "data_val", "dataloader_val")):
+        node = custom_loader(is_train, [32, 32], num_frames=17, text=DEMO_TEXT, num_workers=0)
+        cs.store(group=group, package=package, name="custom_tiny", node=node)
