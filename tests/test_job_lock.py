@@ -161,3 +161,19 @@ def test_a_refused_run_leaves_the_running_one_s_checkpoint_in_progress_alone(tmp
     assert result.returncode != 0 and "JobLockedError" in result.stderr and f"pid {holder.pid}" in result.stderr
     assert (in_progress / "__0_0.distcp").read_bytes() == b"being written"
     assert not (job / "metrics.jsonl").exists()
+
+
+def test_a_lock_file_that_is_a_symlink_or_a_folder_is_refused_by_name(tmp_path):
+    job = tmp_path / "job"
+    job.mkdir()
+    victim = tmp_path / "someone_elses_file"
+    victim.write_text("keep me\n")
+    (job / LOCK_FILE).symlink_to(victim)  # taking the lock truncates its file: never through a link
+    with pytest.raises(OSError) as error:
+        JobLock(str(job)).acquire()
+    assert str(job / LOCK_FILE) in str(error.value) and "symbolic link" in str(error.value)
+    assert victim.read_text() == "keep me\n"
+    (job / LOCK_FILE).unlink()
+    (job / LOCK_FILE).mkdir()
+    with pytest.raises(OSError, match="cannot open the job lock"):
+        JobLock(str(job)).acquire()

@@ -61,7 +61,12 @@ class JobLock:
 
     def acquire(self) -> "JobLock":
         os.makedirs(self.job_dir, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # never truncate before holding the lock
+        try:  # never truncate before holding the lock, and never through a link (the file is emptied on release)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as error:
+            reason = "it is a symbolic link" if error.errno == errno.ELOOP else os.strerror(error.errno or 0)
+            raise OSError(error.errno, f"cannot open the job lock {self.path}: {reason}; it must be a regular file "
+                          "that this user can write (delete whatever is there)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
