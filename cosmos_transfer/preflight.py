@@ -196,6 +196,31 @@ def memory_problems(report: MemoryReport, note: str, *, world_size: int, local_w
     return problems
 
 
+def inference_memory_problems(config: Any, *, device_type: str, half_precision: bool) -> list[str]:
+    """The model's weights for generation (no gradients or optimizer state) against the host, where it is built and
+    loaded, and the GPU, where it runs (in bf16 when `half_precision`)."""
+    report, note = estimate_memory(config)
+    if report is None:
+        return []
+    gib = lambda n: f"{n / GIB:,.1f} GiB"  # noqa: E731
+    stored = report.trainable_parameter_bytes + report.frozen_parameter_bytes + report.buffer_bytes \
+        + report.tokenizer_bytes
+    parameters = report.trainable_parameters + report.frozen_parameters
+    figures = f"{parameters / 1e6:,.1f} M parameters{note}, activations not counted"
+    problems = []
+    host = host_available_bytes()
+    if host is not None and stored > host:
+        problems.append(f"the model's weights need {gib(stored)} of host memory to build and load, this machine has "
+                        f"{gib(host)} available ({figures}); use a machine with more memory or a smaller experiment")
+    if device_type == "cuda" and torch.cuda.device_count():
+        on_gpu = parameters * 2 + report.buffer_bytes + report.tokenizer_bytes if half_precision else stored
+        gpu = torch.cuda.get_device_properties(0).total_memory
+        if on_gpu > gpu:
+            problems.append(f"the model needs {gib(on_gpu)} on the GPU, which has {gib(gpu)} ({figures}); "
+                            "--offload keeps the tokenizer on the CPU between its calls; or a GPU with more memory")
+    return problems
+
+
 def world_size_problems(config: Any, *, world_size: int, local_world_size: int, device_type: str,
                         cuda_devices: int) -> list[str]:
     problems = []

@@ -111,6 +111,13 @@ def check_inputs(args: argparse.Namespace, config) -> list[str]:
         path = item.partition("=")[2]
         if path and not os.path.exists(path):
             problems.append(f"--control_checkpoint {item!r}: {path!r} does not exist")
+    import torch
+
+    from cosmos_transfer.preflight import inference_memory_problems
+
+    device_type = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).split(":")[0]
+    half = (args.dtype or ("bfloat16" if device_type == "cuda" else "float32")) != "float32"
+    problems += inference_memory_problems(config, device_type=device_type, half_precision=half)
     return problems + check_tokenizer_files(config)
 
 

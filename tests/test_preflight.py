@@ -134,3 +134,37 @@ def test_skip_checks_flag(tmp_path, skip):
                             env={**os.environ, "OUTPUT_ROOT": str(tmp_path / "out")})
     assert result.returncode != 0
     assert ("problem(s) found before building anything" in result.stderr) is not skip, result.stderr[-2000:]
+
+
+def test_documented_7b_inference_command_without_downloads_names_everything(tmp_path):
+    """docs/INFERENCE.md's 7B command on a machine without the files: one message listing each missing input."""
+    text = open(os.path.join(ROOT, "docs", "INFERENCE.md"), encoding="utf-8").read()
+    (line,) = [line.strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+               for line in block.splitlines() if "scripts/inference.py" in line and "ctrl_7b_edge_posttrain" in line]
+    words = shlex.split(line)
+    command = [sys.executable, os.path.join(ROOT, words[1]), *words[2:]]
+    env = {k: v for k, v in os.environ.items() if k != "COSMOS_CHECKPOINT_DIR"}
+    result = subprocess.run([sys.executable, "-c", _MEASURE, *command], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=400)
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    err = measured["stderr"]
+    assert measured["rc"] == 2 and "Traceback" not in err, err[-3000:]
+    assert "4 problem(s) found before reading anything" in err
+    for missing in ("--spec 'spec.json' does not exist", "text encoder 'checkpoints/google-t5/t5-11b'",
+                    "--checkpoint checkpoints/transfer1_edge.safetensors does not exist",
+                    "tokenizer folder 'checkpoints/nvidia/Cosmos-Tokenize1-CV8x8x8-720p' does not exist"):
+        assert missing in err, err
+    assert measured["peak_mb"] < 1024, measured["peak_mb"]
+
+
+def test_inference_memory_problems_against_the_host(monkeypatch):
+    from cosmos_transfer import preflight
+    from cosmos_transfer.config import override
+    from configs.train import make_config
+
+    config = override(make_config(), ["--", "experiment=ctrl_7b_edge_posttrain"])
+    monkeypatch.setattr(preflight, "host_available_bytes", lambda: 8 * 2**30)
+    (problem,) = preflight.inference_memory_problems(config, device_type="cpu", half_precision=False)
+    assert "16.8 GiB of host memory to build and load, this machine has 8.0 GiB" in problem
+    monkeypatch.setattr(preflight, "host_available_bytes", lambda: 64 * 2**30)
+    assert preflight.inference_memory_problems(config, device_type="cpu", half_precision=False) == []
