@@ -63,10 +63,33 @@ def latest(job: Path) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-class Signalled:
-    """A torchrun run that the test signals once `ready()` is true; its output, exit status and shutdown time."""
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc): ranks, their data-loader workers, ..."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
-    def __init__(self, tmp_path: Path, options: dict, ready, shutdown_timeout: int | None = None) -> None:
+
+class Signalled:
+    """A torchrun run that the test signals once `ready()` is true; its output, exit status and shutdown time.
+
+    everyone=True signals torchrun and every process below it at once, as Slurm does to the processes of a job step.
+    """
+
+    def __init__(self, tmp_path: Path, options: dict, ready, shutdown_timeout: int | None = None,
+                 everyone: bool = False) -> None:
         self.stdout_path, self.stderr_path = tmp_path / "torchrun.out", tmp_path / "torchrun.err"
         with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
             process = subprocess.Popen(torchrun_command(options, shutdown_timeout), stdout=out, stderr=err, cwd=ROOT,
@@ -78,7 +101,13 @@ class Signalled:
                 time.sleep(0.05)
             assert process.poll() is None, f"the run ended before it was signalled: {self.stderr_path.read_text()[-3000:]}"
             signalled_at = time.monotonic()
-            process.send_signal(signal.SIGTERM)  # to torchrun only: it forwards the signal to its workers
+            others = descendants(process.pid) if everyone else []
+            process.send_signal(signal.SIGTERM)  # to torchrun: it forwards the signal to its workers
+            for pid in others:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
             self.returncode = process.wait(timeout=120)
             self.shutdown_s = time.monotonic() - signalled_at
         finally:
@@ -111,6 +140,15 @@ def test_sigterm_to_torchrun_with_dataloader_workers_saves_and_the_rerun_continu
     reference = tmp_path / "reference"
     run_to_end({**common, "job_dir": str(reference), "max_iter": end})
     assert losses(job) == losses(reference)  # bitwise: the interruption changed nothing
+
+
+def test_sigterm_to_every_process_of_the_job_as_slurm_sends_it(tmp_path):
+    job = tmp_path / "job"
+    options = {"job_dir": str(job), "save_iter": 0, "num_workers": 2, "max_iter": 500, "step_sleep_s": 0.1}
+    run = Signalled(tmp_path, options, ready=lambda: len(logged_iterations(job)) >= 4, everyone=True)
+    assert "is killed by signal" not in run.stderr, run.output()
+    assert latest(job) == f"iter_{max(logged_iterations(job)):09d}", run.output()
+    assert "forcefully exiting" not in run.stderr, run.output()
 
 
 @pytest.mark.parametrize("slow_part", ["validation", "sampling"])
