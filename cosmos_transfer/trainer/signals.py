@@ -8,8 +8,9 @@ saves a checkpoint and exits 0.
 
 torchrun forwards the signal to the whole process group of each rank, data-loader workers included (Slurm signals
 every process of the job step). A worker that died of it would take the rank down before the save, so data-loader
-workers ignore SIGTERM, SIGUSR1 and SIGINT: the rank decides (`ignore_stop_signals_in_worker`, installed by
-cosmos_transfer/data/sampler.py, and `stop_signals_blocked` around the start of the workers).
+workers ignore SIGTERM, SIGUSR1 and SIGINT from anyone but their own rank: the rank decides
+(`ignore_stop_signals_in_worker`, installed by cosmos_transfer/data/sampler.py, and `stop_signals_blocked` around the
+start of the workers). docs/TRAINING.md says which torchrun shutdown timeout to set.
 """
 
 from __future__ import annotations
