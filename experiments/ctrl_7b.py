@@ -11,7 +11,8 @@ Starting weights (see docs/TRAINING.md): convert the official base once, giving 
 then run with checkpoint.load_path=<that file> (the branch's own new layers are in allowed_missing_keys below).
 To continue from NVIDIA's trained branch instead, convert with `--control edge=edge_control.pt`.
 
-Data: the `custom` data option (docs/DATASETS.md): `dataloader_train.dataset.root=/data/my_clips`.
+Data: the `custom` data option (docs/DATASETS.md): `dataloader_train.dataset.root=datasets/my_clips/train`
+`dataloader_val.dataset.root=datasets/my_clips/val`.
 """
 
 from hydra.core.config_store import ConfigStore

@@ -1,6 +1,6 @@
 """Encode a dataset's videos once with the tokenizer and store the latents beside them, so training can skip it.
 
-    python scripts/precompute_latents.py --root datasets/mine --num-frames 121 --resolution 720 \
+    python scripts/precompute_latents.py --root datasets/my_clips/train --num-frames 121 --resolution 720 \
         --tokenizer cosmos_cv8x8x8 [--checkpoint-dir checkpoints/nvidia/Cosmos-Tokenize1-CV8x8x8-720p]
 
 For each root/videos/<stem>.mp4 this writes root/latents/<stem>.safetensors holding one tensor, `latent`

