@@ -480,3 +480,21 @@ def test_a_manifest_that_lists_nothing_does_not_hide_a_truncated_shard(tmp_path)
     assert verify_checkpoint(str(folder))
     with pytest.raises(DamagedCheckpointError, match="__0_0.distcp has 100 bytes"):
         load({"w": torch.zeros(1000)}, str(folder), no_dist=True)
+
+
+@pytest.mark.parametrize("where", ["start", "middle"])
+def test_damaged_bytes_without_a_manifest_are_named_damaged(job, where):
+    """An older checkpoint (no manifest) whose shard is overwritten in place: same size, unreadable bytes."""
+    for iteration in (2, 4):
+        (ckpt(job, iteration) / "manifest.json").unlink()
+    shutil.rmtree(ckpt(job, 2))
+    shard = ckpt(job, 4) / "__0_0.distcp"
+    data = bytearray(shard.read_bytes())
+    start = 0 if where == "start" else len(data) // 2
+    data[start:start + 4096] = bytes(4096)
+    shard.write_bytes(bytes(data))
+    result = run_toy({**BASE, "job_dir": str(job), "max_iter": 6})
+    assert result.returncode != 0
+    text = output(result)
+    assert f"checkpoint {ckpt(job, 4)}" in text and "is damaged" in text and "__0_0.distcp" in text
+    assert "the experiment or an override changed" not in text and "could run code" not in text

@@ -125,20 +125,48 @@ class SafeFileSystemReader(FileSystemReader):
         metadata.storage_meta.load_id = self.load_id  # as FileSystemReader does
         return metadata
 
+    def read_data(self, plan: Any, planner: Any) -> Any:
+        files = sorted({str(self.storage_data[item.storage_index].relative_path) for item in plan.items})
+        try:
+            return super().read_data(plan, planner)
+        except CheckpointError as error:  # from the planner's load_bytes: say which shard(s)
+            raise type(error)(f"{error} (read from {', '.join(files)})") from None
+        # A shard whose bytes are not a readable torch file (DCP reads tensors weights-only already); a size
+        # mismatch with the model is an AssertionError and keeps DCP's own words.
+        except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as error:
+            raise DamagedCheckpointError(
+                f"checkpoint {self.path} is damaged: reading {', '.join(files)} failed ({_torch_load_detail(error)})"
+            ) from None
+
+
+def _torch_load_detail(error: BaseException) -> str:
+    """The line of a torch.load error that says what is wrong (not its advice to load without weights_only)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for word in ("GLOBAL", "Unsupported", "PytorchStreamReader", "error"):
+        for line in lines:
+            if word in line and "weights_only` set to `False`" not in line:
+                return line
+    return lines[0] if lines else type(error).__name__
+
 
 class SafeLoadPlanner(DefaultLoadPlanner):
     """DCP's default load planner, reading non-tensor items weights-only (plain data, never objects)."""
 
     def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+        name = read_item.dest_index.fqn
         try:
             loaded = torch.load(value, weights_only=True)
         except pickle.UnpicklingError as error:
-            first = str(error).strip().splitlines()
-            detail = next((line for line in first if "global" in line.lower()), first[0] if first else "")
+            detail = _torch_load_detail(error)
+            if "GLOBAL" not in detail:  # not a class or function it asks for: bytes that are not a pickle
+                raise DamagedCheckpointError(f"the non-tensor item {name!r} is damaged ({detail})") from None
             raise UnsafeCheckpointError(
-                f"refusing to read the non-tensor item {read_item.dest_index.fqn!r}: it is not plain data, so "
-                f"loading it could run code ({detail.strip()})"
+                f"refusing to read the non-tensor item {name!r}: it is not plain data, so loading it could run code "
+                f"({detail})"
             ) from None
+        except (RuntimeError, EOFError, ValueError) as error:
+            raise DamagedCheckpointError(f"the non-tensor item {name!r} is damaged ({_torch_load_detail(error)})") \
+                from None
         if self.flatten_state_dict:
             set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
         else:
