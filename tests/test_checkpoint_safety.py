@@ -426,9 +426,11 @@ trainer_toy_run.main()
 """
 
 
-def test_a_full_disk_during_a_save_is_named_with_the_path(job):
+@pytest.mark.parametrize("async_save", [False, True])
+def test_a_full_disk_during_a_save_is_named_with_the_path(job, async_save):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([sys.executable, "-c", DISK_FULL, json.dumps({**BASE, "job_dir": str(job), "max_iter": 6})],
+    options = {**BASE, "job_dir": str(job), "max_iter": 6, "async_save": async_save}
+    result = subprocess.run([sys.executable, "-c", DISK_FULL, json.dumps(options)],
                             capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)
     assert result.returncode != 0
     text = output(result)
