@@ -506,7 +506,7 @@ class Trainer:
         self._print(f"checkpoint at iteration {self.iteration} "
                     f"{'being written to' if self.checkpointer.async_save else 'saved to'} "
                     f"{os.path.join(self.checkpointer.directory, checkpoint_name(self.iteration))} "
-                    f"({time.perf_counter() - save_start:.1f} s)")
+                    f"at {time.strftime('%H:%M:%S')} ({time.perf_counter() - save_start:.1f} s)")
         for callback in self.callbacks:
             callback.on_save(self, self.iteration)
 
