@@ -102,8 +102,7 @@ def check_paths(config: Any) -> list[str]:
         if not os.path.isdir(os.path.join(root, "videos")):
             problems.append(f"{loader}.dataset.root {root!r} has no videos/ folder (layout: docs/DATASETS.md)")
         embeddings = _get(dataset, "text_embedding_folder")
-        if embeddings and not _get(dataset, "use_latents", False) \
-                and not os.path.isdir(os.path.join(root, str(embeddings))):
+        if embeddings and not os.path.isdir(os.path.join(root, str(embeddings))):
             problems.append(
                 f"{loader}.dataset: text-embedding folder {os.path.join(root, str(embeddings))!r} does not exist "
                 f"(compute it with scripts/prepare_dataset.py {root} --text_encoder ..., or set "
