@@ -84,8 +84,11 @@ def compute_embeddings(args) -> int | None:
     from cosmos_transfer.data.text_encoders import TextEncoder
 
     model_dir, name = resolve_text_encoder(args.text_encoder)
-    encoder = TextEncoder(model_dir, max_length=args.max_length, device=args.device,
-                          name=name if is_minilm(args.text_encoder) else None)
+    try:
+        encoder = TextEncoder(model_dir, max_length=args.max_length, device=args.device,
+                              name=name if is_minilm(args.text_encoder) else None)
+    except (OSError, ValueError) as error:  # e.g. a folder without the model's files (an unfinished download)
+        raise TextEncoderError(f"cannot load the text encoder from {model_dir}: {error}") from error
     folder = os.path.join(args.root, args.embedding_folder)
     todo = []
     for stem in sorted(stems_of(os.path.join(args.root, "videos"), ".mp4")):
@@ -167,7 +170,7 @@ def main(argv=None) -> int:
     if not args.check_only:
         try:
             embedding_dim = compute_embeddings(args)
-        except TextEncoderError as error:
+        except (TextEncoderError, ImportError) as error:  # ImportError: the demo encoder's package is missing
             print(f"error: {error}", file=sys.stderr)
             return 2
     bad = check(args, embedding_dim)

@@ -42,6 +42,11 @@ def test_prepare_dataset_missing_encoder_folder_is_a_message(tmp_path, capsys):
                  "--resolution", "32x48"]) == 2
     err = capsys.readouterr().err
     assert "t5-11b' is neither a known name (minilm" in err and "Traceback" not in err
+    (tmp_path / "empty_model").mkdir()  # a folder without the model's files: named, no traceback
+    assert main([root, "--text_encoder", str(tmp_path / "empty_model"), "--num-frames", "5",
+                 "--resolution", "32x48"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load the text encoder from" in err and "empty_model" in err and "Traceback" not in err
     # the older spelling of the option still works and reads the same names
     args = _script("prepare_dataset").parse_args([root, "--encoder", "demo", "--resolution", "32x48"])
     assert args.text_encoder == "demo" and args.embedding_folder == "minilm_l6" and args.max_length == 40
