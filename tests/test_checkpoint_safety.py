@@ -500,3 +500,16 @@ def test_damaged_bytes_without_a_manifest_are_named_damaged(job, where):
     text = output(result)
     assert f"checkpoint {ckpt(job, 4)}" in text and "is damaged" in text and "__0_0.distcp" in text
     assert "the experiment or an override changed" not in text and "could run code" not in text
+
+
+def test_a_checkpoint_an_older_version_saved_inside_a_nan_streak_is_passed_over(job):
+    """The old NaN stop published its diverged state: resuming skips such a checkpoint for the last good one."""
+    state_file = ckpt(job, 4) / "trainer_state_rank0.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "nan_streak": 3}))
+    forge_manifest(ckpt(job, 4))  # as that version wrote it (its manifest agrees)
+    result = check(run_toy({**BASE, "job_dir": str(job), "max_iter": 6}))
+    text = output(result)
+    assert f"checkpoint {ckpt(job, 4)} was saved after 3 non-finite steps" in text
+    assert f"resuming from the newest intact checkpoint {ckpt(job, 2)}" in text
+    assert latest(job) == "iter_000000006"
