@@ -12,7 +12,8 @@
 
 Embeddings are written as <embedding-folder>/<stem>.safetensors for every clip with a caption and no embedding yet
 (--overwrite redoes them). The check then reads every clip the way training will (header, window, padding,
-caption, embedding, control files) and decodes every video to its end (--quick skips that full decode).
+caption, embedding, control files and their frame count and size) and decodes every video to its end, refusing frames
+the decoder had to conceal (--quick skips that full decode).
 See docs/DATASETS.md for the layout.
 """
 
