@@ -148,7 +148,8 @@ class RopePosition3D(nn.Module):
 
     Returns (cos, signed_sin), each [B or 1, T'*S, head_dim] in float32, for the "rotate half" convention (the head
     dim is [first half | second half], both halves holding the (t, h, w) frequencies); signed_sin = [-sin | sin].
-    `seq` is a persistent buffer only because official checkpoints carry it (`pos_embedder.seq`).
+    `seq` is a persistent buffer only because official Cosmos-1.0 checkpoints carry it (`pos_embedder.seq`);
+    `persistent=False` keeps it out of the state dict (the 2.5 networks, whose files hold bf16-rounded copies).
     """
 
     def __init__(
@@ -161,9 +162,10 @@ class RopePosition3D(nn.Module):
         w_extrapolation_ratio: float = 1.0,
         t_extrapolation_ratio: float = 1.0,
         base_fps: float = 24.0,
+        persistent: bool = True,
     ):
         super().__init__()
-        self.register_buffer("seq", torch.arange(max(len_h, len_w, len_t), dtype=torch.float32))
+        self.register_buffer("seq", torch.arange(max(len_h, len_w, len_t), dtype=torch.float32), persistent=persistent)
         self.max_h, self.max_w, self.max_t = len_h, len_w, len_t
         self.base_fps = base_fps
         self.dim_h = self.dim_w = head_dim // 6 * 2
@@ -183,7 +185,7 @@ class RopePosition3D(nn.Module):
     def forward(self, T: int, H: int, W: int, fps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if H > self.max_h or W > self.max_w or T > self.max_t:
             raise ValueError(
-                f"GeneralDIT: token grid (T={T}, H={H}, W={W}) exceeds the maximum "
+                f"DiT: token grid (T={T}, H={H}, W={W}) exceeds the maximum "
                 f"(T={self.max_t}, H={self.max_h}, W={self.max_w}) set by max_frames/max_img_h/max_img_w"
             )
         device = self.seq.device
@@ -251,6 +253,32 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> 
 
 
 # ----------------------------------------------------------------------------------------------------- attention
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    te_attention=None,
+) -> torch.Tensor:
+    """Multi-head attention of q [B, L, heads, hd] over k, v [B, M, heads, hd] -> [B, L, heads*hd].
+
+    RoPE (cos, signed_sin from RopePosition3D) rotates q and k when given. `te_attention` (a Transformer Engine
+    kernel, te_backend.make_dot_product_attention) is used for CUDA tensors without a mask; SDPA otherwise.
+    Shared by the Cosmos-1.0 and 2.5 networks.
+    """
+    use_te = te_attention is not None and q.is_cuda
+    if rope is not None:
+        if use_te and rope[0].shape[0] == 1:
+            q, k = te_backend.apply_rope(q, rope), te_backend.apply_rope(k, rope)
+        else:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+    if use_te and mask is None:
+        return te_attention(q, k, v)  # [B, L, heads*hd], "bshd"
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)
+    return out.transpose(1, 2).flatten(2)
+
+
 class Attention(nn.Module):
     """Multi-head attention; self-attention when context_dim is None (then RoPE applies).
 
@@ -291,17 +319,7 @@ class Attention(nn.Module):
         q = self.to_q[1](self.to_q[0](x).view(B, -1, self.num_heads, self.head_dim))
         k = self.to_k[1](self.to_k[0](context).view(B, -1, self.num_heads, self.head_dim))
         v = self.to_v[0](context).view(B, -1, self.num_heads, self.head_dim)
-        use_te = self.te_attention is not None and q.is_cuda
-        if self.is_selfattn and rope is not None:
-            if use_te and rope[0].shape[0] == 1:
-                q, k = te_backend.apply_rope(q, rope), te_backend.apply_rope(k, rope)
-            else:
-                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if use_te and mask is None:
-            out = self.te_attention(q, k, v)  # [B, L, heads*hd], "bshd"
-        else:
-            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)
-            out = out.transpose(1, 2).reshape(B, -1, shape[-1])
+        out = attend(q, k, v, mask=mask, rope=rope if self.is_selfattn else None, te_attention=self.te_attention)
         return self.to_out(out).view(shape)
 
 
