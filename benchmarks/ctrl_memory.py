@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.train import make_config  # noqa: E402
-from cosmos_transfer.config import override  # noqa: E402
-from cosmos_transfer.lazy_config import instantiate  # noqa: E402
+from cosmos_transfer.config.compose import override  # noqa: E402
+from cosmos_transfer.config.lazy import instantiate  # noqa: E402
 from cosmos_transfer.memory import GIB, model_memory, model_memory_from_config  # noqa: E402
 from cosmos_transfer.trainer.trainer import split_ema_config  # noqa: E402
 

@@ -6,7 +6,7 @@ Progress bar, gradient clipping, the NaN guard and metrics are built into the tr
 
 from hydra.core.config_store import ConfigStore
 
-from cosmos_transfer.lazy_config import LazyCall as L
+from cosmos_transfer.config.lazy import LazyCall as L
 
 # One plain line every 10 iterations (iteration, loss, mse, lr, grad norm, step time): readable in batch-job logs.
 LOSS_LINE = {"loss_line": L("cosmos_transfer.trainer.callbacks.LossLine")(every=10)}

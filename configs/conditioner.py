@@ -7,7 +7,7 @@
 
 from hydra.core.config_store import ConfigStore
 
-from cosmos_transfer.lazy_config import LazyCall as L
+from cosmos_transfer.config.lazy import LazyCall as L
 
 VIDEO_CONDITIONER = L("cosmos_transfer.diffusion.conditioner.VideoConditioner")(
     text_dropout_rate=0.2, use_fps=True, use_image_size=True, use_padding_mask=True

@@ -20,7 +20,7 @@ Hint keys are set by the `hint_key` group; the default here is the edge control.
 
 from hydra.core.config_store import ConfigStore
 
-from cosmos_transfer.lazy_config import LazyCall as L
+from cosmos_transfer.config.lazy import LazyCall as L
 
 DEMO_TEXT = dict(text_embedding_folder="minilm_l6", text_embedding_length=40, text_embedding_dim=384)
 T5_XXL_TEXT = dict(text_embedding_folder="t5_xxl", text_embedding_length=512, text_embedding_dim=1024)

@@ -6,7 +6,7 @@
 
 from hydra.core.config_store import ConfigStore
 
-from cosmos_transfer.lazy_config import LazyCall as L
+from cosmos_transfer.config.lazy import LazyCall as L
 
 POWER_EMA = L("cosmos_transfer.ema.PowerEMA")(s=0.1)
 POWER_EMA_S005 = L("cosmos_transfer.ema.PowerEMA")(s=0.05)

@@ -12,7 +12,7 @@ their own groups (packages model.net, model.tokenizer, ...), merged after this o
 
 from hydra.core.config_store import ConfigStore
 
-from cosmos_transfer.lazy_config import LazyCall as L
+from cosmos_transfer.config.lazy import LazyCall as L
 
 _EDM = dict(
     sigma_data=0.5,

@@ -10,7 +10,7 @@ Transformer Engine kernels when it is installed (same weights).
 
 from hydra.core.config_store import ConfigStore
 
-from cosmos_transfer.lazy_config import LazyCall as L
+from cosmos_transfer.config.lazy import LazyCall as L
 
 # Settings shared by the official Cosmos-1.0 networks (values of their released configs).
 _COSMOS_COMMON = dict(

@@ -21,7 +21,7 @@ The model (ControlDiffusionModel) builds one branch per hint key from this one a
 from hydra.core.config_store import ConfigStore
 
 from configs.net import COSMOS_7B, COSMOS_14B, TINY_DIT
-from cosmos_transfer.lazy_config import LazyCall as L
+from cosmos_transfer.config.lazy import LazyCall as L
 
 CONTROL_BRANCH = "cosmos_transfer.networks.dit_ctrl.GeneralDITControl"
 

@@ -7,7 +7,7 @@ what Cosmos' FusedAdamW gives). Values as Cosmos-Transfer1 post-training: lr 5e-
 
 from hydra.core.config_store import ConfigStore
 
-from cosmos_transfer.lazy_config import LazyCall as L
+from cosmos_transfer.config.lazy import LazyCall as L
 
 ADAMW = L("torch.optim.AdamW")(lr=5e-5, weight_decay=0.1, betas=[0.9, 0.99], eps=1e-10)
 

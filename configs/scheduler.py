@@ -2,7 +2,7 @@
 
 from hydra.core.config_store import ConfigStore
 
-from cosmos_transfer.lazy_config import LazyCall as L
+from cosmos_transfer.config.lazy import LazyCall as L
 
 CONSTANT = L("cosmos_transfer.trainer.schedulers.constant")()
 # Cosmos' linear warm-up: the lr multiplier goes from f_start to f_max in warm_up_steps, then towards f_min.

@@ -19,7 +19,7 @@ Long videos are encoded in chunks of `pixel_chunk_duration` frames (121 -> 16 la
 
 from hydra.core.config_store import ConfigStore
 
-from cosmos_transfer.lazy_config import LazyCall as L
+from cosmos_transfer.config.lazy import LazyCall as L
 
 PIXEL_TOKENIZER = L("cosmos_transfer.tokenizers.pixel.PixelTokenizer")(
     spatial_compression=4,

@@ -18,7 +18,7 @@ from configs import (
     scheduler,
     tokenizer,
 )
-from cosmos_transfer.config import Config
+from cosmos_transfer.config.schema import Config
 
 GROUP_MODULES = (data, optimizer, scheduler, callbacks, model, net, net_ctrl, hint_key, conditioner, tokenizer, ema,
                  checkpoint)

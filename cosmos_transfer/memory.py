@@ -128,7 +128,7 @@ def model_memory_from_config(model_config: Any, *, optimizer_states: int = 2, **
     `ema` entry of the model config (built by the trainer, not the model) is counted as an fp32 copy of the
     trainable parameters.
     """
-    from cosmos_transfer.lazy_config import instantiate
+    from cosmos_transfer.config.lazy import instantiate
     from cosmos_transfer.trainer.trainer import split_ema_config
 
     model_config, ema_config = split_ema_config(model_config)
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         from configs.train import make_config
-        from cosmos_transfer.config import override
+        from cosmos_transfer.config.compose import override
 
         config = override(make_config(), ["--", *args.overrides])
         report = model_memory_from_config(config.model)

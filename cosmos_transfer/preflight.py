@@ -131,7 +131,7 @@ class _ShapeOnlyTokenizer(nn.Module):
 
 def estimate_memory(config: Any) -> tuple[MemoryReport | None, str]:
     """(the model's memory report built on the meta device, a note) or (None, why it could not be built)."""
-    from cosmos_transfer.lazy_config import instantiate
+    from cosmos_transfer.config.lazy import instantiate
     from cosmos_transfer.trainer.trainer import split_ema_config
 
     model_config, ema_config = split_ema_config(config.model)

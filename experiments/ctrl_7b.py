@@ -18,7 +18,7 @@ Data: the `custom` data option (docs/DATASETS.md): `dataloader_train.dataset.roo
 from hydra.core.config_store import ConfigStore
 
 from configs.hint_key import hint_key_node
-from cosmos_transfer.lazy_config import LazyDict
+from cosmos_transfer.config.lazy import LazyDict
 from cosmos_transfer.networks.dit_ctrl import NEW_BRANCH_KEY_PATTERNS
 
 cs = ConfigStore.instance()
@@ -67,6 +67,17 @@ def ctrl_7b_experiment(name: str, hint_keys: list, hint_dropout_rate: float = 0.
 
 
 HINT_KEYS = ["edge", "vis", "depth", "seg", "keypoint"]
+# The names this file registers, written out: the experiment index reads them without running the file (the loop
+# below builds them; a test checks the two agree).
+EXPERIMENT_NAMES = [
+    "ctrl_7b_edge_posttrain",
+    "ctrl_7b_vis_posttrain",
+    "ctrl_7b_depth_posttrain",
+    "ctrl_7b_seg_posttrain",
+    "ctrl_7b_keypoint_posttrain",
+    "ctrl_7b_joint_posttrain",
+    "ctrl_tiny",
+]
 for hint_key in HINT_KEYS:
     cs.store(
         group="experiment",

@@ -21,7 +21,7 @@ samples stayed grainy, which Canny reads as edges everywhere (BENCHMARKS.md). 17
 
 from hydra.core.config_store import ConfigStore
 
-from cosmos_transfer.lazy_config import LazyDict
+from cosmos_transfer.config.lazy import LazyDict
 
 # The demo dataset's text embeddings (cosmos_transfer/data/demo.py): all-MiniLM-L6-v2, 40 tokens x 384.
 _TEXT = dict(text_embedding_folder="minilm_l6", text_embedding_length=40, text_embedding_dim=384)

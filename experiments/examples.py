@@ -1,4 +1,4 @@
-"""Example experiments: a literal one, and a family generated in a loop (both read by the index without importing).
+"""Example experiments: a literal one, and a family generated in a loop (its names declared in EXPERIMENT_NAMES).
 
     python scripts/train.py --config=configs/train.py --dryrun -- experiment=example_tiny trainer.max_iter=7
 
@@ -7,7 +7,7 @@ See docs/CONFIG.md for writing your own, in this folder or in a folder of your o
 
 from hydra.core.config_store import ConfigStore
 
-from cosmos_transfer.lazy_config import LazyDict
+from cosmos_transfer.config.lazy import LazyDict
 
 cs = ConfigStore.instance()
 
@@ -31,10 +31,17 @@ EXAMPLE_TINY = LazyDict(
 cs.store(group="experiment", package="_global_", name="example_tiny", node=EXAMPLE_TINY)
 
 
-# A family generated the Cosmos way, one experiment per stage and scheduler. The index reads these names from the
-# literals below without importing this file (STAGES' values may be anything; only its keys make names).
+# A family generated the Cosmos way, one experiment per stage and scheduler. Names built in a loop are declared in
+# EXPERIMENT_NAMES, a literal list the index reads without importing this file (a test checks it against the loop).
 STAGES = {"pretrain": dict(lr=1e-4, max_iter=40), "posttrain": dict(lr=2e-5, max_iter=20)}
 SCHEDULERS = ["constant", "lambdalinear"]
+EXPERIMENT_NAMES = [
+    "example_tiny",
+    "example_tiny_pretrain_constant",
+    "example_tiny_pretrain_lambdalinear",
+    "example_tiny_posttrain_constant",
+    "example_tiny_posttrain_lambdalinear",
+]
 
 for stage, settings in STAGES.items():
     for scheduler in SCHEDULERS:

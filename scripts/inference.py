@@ -235,7 +235,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    from cosmos_transfer.config import ConfigError
+    from cosmos_transfer.config.errors import ConfigError
     from cosmos_transfer.inference.spec import SpecError
     from cosmos_transfer.video_io import VideoReadError
 

@@ -40,7 +40,7 @@ from cosmos_transfer.data.video import (  # noqa: E402
     window_indices,
     window_start_range,
 )
-from cosmos_transfer.lazy_config import instantiate  # noqa: E402
+from cosmos_transfer.config.lazy import instantiate  # noqa: E402
 from cosmos_transfer.video_io import VideoReadError, probe_video  # noqa: E402
 
 TOKENIZER_OPTIONS = ("pixel", "cosmos_cv8x8x8", "cosmos_cv8x8x8_ours", "cosmos_cv8x8x8_random")

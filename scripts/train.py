@@ -26,7 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # so `configs.*` and `experiments.*` import when run from anywhere
 
-from cosmos_transfer.config import ConfigError, freeze, load_make_config, override, to_yaml  # noqa: E402
+from cosmos_transfer.config.compose import freeze, load_make_config, override, to_yaml  # noqa: E402
+from cosmos_transfer.config.errors import ConfigError  # noqa: E402
 from cosmos_transfer.trainer.job_lock import JobLockedError, hold_job_lock  # noqa: E402
 
 EXIT_BAD_INPUT = 2
@@ -84,7 +85,7 @@ def preflight(config: Any) -> None:
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
     if args.list_experiments:
-        from cosmos_transfer.experiments import list_experiments
+        from cosmos_transfer.config.experiments import list_experiments
 
         if rank() == 0:
             try:

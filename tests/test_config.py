@@ -8,18 +8,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from configs.train import make_config
-from cosmos_transfer.config import (
-    Config,
-    ConfigError,
-    FrozenConfigError,
-    JobConfig,
-    TrainerConfig,
-    freeze,
-    is_frozen,
-    override,
-    to_yaml,
-)
-from cosmos_transfer.lazy_config import LazyCall as L
+from cosmos_transfer.config.compose import freeze, is_frozen, override, to_yaml
+from cosmos_transfer.config.errors import ConfigError, FrozenConfigError
+from cosmos_transfer.config.lazy import LazyCall as L
+from cosmos_transfer.config.schema import Config, JobConfig, TrainerConfig
 
 
 def test_default_config_composes_every_group_into_its_package():
@@ -169,7 +161,7 @@ def test_experiment_null_means_none():
 
 
 def test_config_yaml_round_trip(tmp_path):
-    from cosmos_transfer.config import from_yaml
+    from cosmos_transfer.config.compose import from_yaml
 
     config = override(make_config(), ["experiment=example_tiny", "trainer.max_iter=7"])
     path = tmp_path / "config.yaml"

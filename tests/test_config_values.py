@@ -10,7 +10,9 @@ import os
 import pytest
 
 from configs.train import make_config
-from cosmos_transfer.config import ConfigError, JobConfig, TrainerConfig, from_yaml, override
+from cosmos_transfer.config.compose import from_yaml, override
+from cosmos_transfer.config.errors import ConfigError
+from cosmos_transfer.config.schema import JobConfig, TrainerConfig
 
 
 @pytest.mark.parametrize("item", [

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from configs.train import make_config
-from cosmos_transfer.config import override
-from cosmos_transfer.lazy_config import instantiate
+from cosmos_transfer.config.compose import override
+from cosmos_transfer.config.lazy import instantiate
 from cosmos_transfer.trainer.trainer import split_ema_config
 
 
@@ -62,7 +62,7 @@ def test_7b_control_experiments_compose(name, keys):
 
 
 def test_every_hint_key_has_an_experiment():
-    from cosmos_transfer.experiments import list_experiments
+    from cosmos_transfer.config.experiments import list_experiments
 
     names = {name for name, _ in list_experiments()}
     assert {f"ctrl_7b_{k}_posttrain" for k in ("edge", "vis", "depth", "seg", "keypoint")} <= names

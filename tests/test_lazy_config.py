@@ -9,7 +9,8 @@ import attrs
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from cosmos_transfer.lazy_config import PLACEHOLDER, InstantiationError, L, LazyCall, LazyDict, instantiate, locate
+from cosmos_transfer.config.errors import InstantiationError
+from cosmos_transfer.config.lazy import PLACEHOLDER, L, LazyCall, LazyDict, instantiate, locate
 
 
 def add(a, b=10):

@@ -65,7 +65,7 @@ class ShapeOnlyTokenizer(nn.Module):
 
 def test_7b_control_experiment_builds_on_meta_and_accounts_memory():
     from configs.train import make_config
-    from cosmos_transfer.config import override
+    from cosmos_transfer.config.compose import override
 
     config = override(make_config(), ["--", "experiment=ctrl_7b_edge_posttrain"])
     report = model_memory_from_config(config.model, tokenizer=ShapeOnlyTokenizer())

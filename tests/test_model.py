@@ -302,8 +302,8 @@ def test_generate_samples_video2world_keeps_the_given_frames():
 
 def test_model_config_options_build_the_model():
     from configs.train import make_config
-    from cosmos_transfer.config import override
-    from cosmos_transfer.lazy_config import instantiate
+    from cosmos_transfer.config.compose import override
+    from cosmos_transfer.config.lazy import instantiate
     from cosmos_transfer.tokenizers.pixel import PixelTokenizer
 
     config = override(make_config(), ["model=video2world", "net=tiny", "conditioner=video", "ema=power",

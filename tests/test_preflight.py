@@ -159,7 +159,7 @@ def test_documented_7b_inference_command_without_downloads_names_everything(tmp_
 
 def test_inference_memory_problems_against_the_host(monkeypatch):
     from cosmos_transfer import preflight
-    from cosmos_transfer.config import override
+    from cosmos_transfer.config.compose import override
     from configs.train import make_config
 
     config = override(make_config(), ["--", "experiment=ctrl_7b_edge_posttrain"])

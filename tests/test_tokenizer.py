@@ -88,7 +88,7 @@ def test_frozen_no_grads_eval_even_after_train():
 
 
 def test_pixel_config_option_instantiates():
-    from cosmos_transfer.lazy_config import instantiate
+    from cosmos_transfer.config.lazy import instantiate
     from configs.tokenizer import PIXEL_TOKENIZER
 
     tok = instantiate(PIXEL_TOKENIZER)
@@ -97,7 +97,7 @@ def test_pixel_config_option_instantiates():
 
 
 def test_cosmos_config_options(tmp_path, monkeypatch):
-    from cosmos_transfer.lazy_config import instantiate
+    from cosmos_transfer.config.lazy import instantiate
     from configs.tokenizer import COSMOS_CV8X8X8, COSMOS_CV8X8X8_OURS, COSMOS_CV8X8X8_RANDOM
 
     tok = instantiate(COSMOS_CV8X8X8_RANDOM)
@@ -159,7 +159,7 @@ def test_dct_all_frequencies_is_exact_and_bad_arguments_are_named():
 
 
 def test_dct_config_option_instantiates():
-    from cosmos_transfer.lazy_config import instantiate
+    from cosmos_transfer.config.lazy import instantiate
     from configs.tokenizer import DCT_TOKENIZER
     from cosmos_transfer.tokenizers import DCTTokenizer
 

@@ -120,8 +120,8 @@ def test_training_run_freezes_writes_config_and_calls_the_trainer(tmp_path, monk
 TOY_CONFIG = """
 import sys
 sys.path.insert(0, {tests!r})
-from cosmos_transfer.config import Config
-from cosmos_transfer.lazy_config import LazyCall as L
+from cosmos_transfer.config.lazy import LazyCall as L
+from cosmos_transfer.config.schema import Config
 
 
 def make_config():

@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from cosmos_transfer.config.lazy import LazyCall as L  # noqa: E402
 from cosmos_transfer.data.sampler import build_dataloader  # noqa: E402
-from cosmos_transfer.lazy_config import LazyCall as L  # noqa: E402
 from cosmos_transfer.trainer import schedulers  # noqa: E402
 from cosmos_transfer.trainer import trainer as trainer_module  # noqa: E402
 from trainer_toy import ToyDiffusionModel, ToyVideoDataset  # noqa: E402

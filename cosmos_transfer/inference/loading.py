@@ -26,7 +26,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 def compose_config(experiment: str, overrides: list[str] | None = None, config_file: str | None = None) -> Any:
     """The training config of `experiment` with Hydra `overrides`, as scripts/train.py composes it
     (`config_file`: a --config file defining make_config(); default configs/train.py)."""
-    from cosmos_transfer.config import load_make_config, override
+    from cosmos_transfer.config.compose import load_make_config, override
 
     if config_file is None:
         from configs.train import make_config

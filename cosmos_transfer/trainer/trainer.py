@@ -87,7 +87,7 @@ def instantiate(config: Any, **kwargs: Any) -> Any:
     """
     if callable(config):
         return config(**kwargs)
-    from cosmos_transfer.lazy_config import instantiate as lazy_instantiate
+    from cosmos_transfer.config.lazy import instantiate as lazy_instantiate
 
     return lazy_instantiate(config, **kwargs)
 
