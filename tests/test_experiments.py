@@ -157,6 +157,30 @@ def test_duplicate_names_name_both_files(user_folder):
     assert str(first) in str(info.value) and str(second) in str(info.value)
 
 
+def test_a_run_parses_only_the_files_that_can_define_its_experiment(user_folder, monkeypatch):
+    for i in range(5):
+        _write(user_folder, f"other_{i}.py", _experiment(f"other_{i}", i + 1))
+    _write(user_folder, "wanted.py", _experiment("wanted_run", 9))
+    parsed = []
+    original = experiments.read_experiment_file
+    monkeypatch.setattr(experiments, "read_experiment_file",
+                        lambda source, path="": parsed.append(os.path.basename(path)) or original(source, path))
+    assert override(make_config(), ["experiment=wanted_run"]).trainer.max_iter == 9
+    assert parsed == ["wanted.py"]  # cold cache: the five other files are not parsed
+    # A second file defining the same name holds its text too: the duplicate is still found, naming both files.
+    second = _write(user_folder, "again.py", _experiment("wanted_run", 3))
+    with pytest.raises(ExperimentError, match="Duplicate experiment names") as info:
+        override(make_config(), ["experiment=wanted_run"])
+    assert str(second) in str(info.value) and str(user_folder / "wanted.py") in str(info.value)
+
+
+def test_a_name_written_with_escapes_is_still_found(user_folder):
+    _write(user_folder, "escaped.py", STORE + "EXPERIMENT_NAMES = ['esc\\x61ped']\n"
+                                             "cs.store(group='experiment', name='esc' + 'aped', node={})\n")
+    assert load_experiment("escaped").name == "escaped.py"  # cold cache: the file's text does not hold the name
+    assert "escaped" in build_index().names()
+
+
 def test_syntax_error_names_file_and_line(user_folder):
     path = _write(user_folder, "typo.py", STORE + "cs.store(group='experiment', name='x', node={}\nx = (\n")
     # The broken file does not block experiments of other files ...

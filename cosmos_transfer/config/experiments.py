@@ -18,8 +18,9 @@ with `_` (helpers, `__init__.py`) are skipped.
 
 How they are found: each file is parsed with `ast` (never imported or run) and the experiment names it declares are
 recorded with its path, size and modification time in a JSON cache (`$COSMOS_CACHE_DIR` or
-`~/.cache/cosmos_transfer`), so a later run only re-reads files that changed. `experiment=NAME` then imports that one
-file. A run without `experiment=` builds no index and imports no experiment file.
+`~/.cache/cosmos_transfer`), so a later run only re-reads files that changed. `experiment=NAME` parses only the files
+whose text holds NAME (names are literals, so no other file can define it), then imports the one that defines it.
+A run without `experiment=` builds no index and imports no experiment file.
 
 A file declares its names in one of two ways:
 1. `store(...)` calls with a literal `group="experiment"` and a literal `name="..."`, anywhere in the file (the
@@ -243,8 +244,14 @@ def _where(path: str, line: int) -> str:
     return f"{path} (line {line})" if line else f"{path} ({DECLARATION_NAME})"
 
 
-def build_index(folders: Optional[list[Path]] = None, use_cache: bool = True) -> ExperimentIndex:
-    """Read (or take from the cache) every experiment file's declared names. Never imports an experiment file."""
+def build_index(folders: Optional[list[Path]] = None, use_cache: bool = True,
+                containing: Optional[str] = None) -> ExperimentIndex:
+    """Read (or take from the cache) every experiment file's declared names. Never imports an experiment file.
+
+    containing=NAME: only the files that can define NAME. Both declared forms are literals, so such a file holds the
+    text NAME (or, cached, lists NAME); the others are not parsed. A run for one experiment reads one file or two
+    instead of the whole folder on a cold cache, and still sees every file that defines NAME (duplicates included).
+    """
     folders = experiment_folders() if folders is None else [Path(f).resolve() for f in folders]
     cache_file = _cache_path()
     cached = _load_cache(cache_file) if use_cache else {}
@@ -258,16 +265,23 @@ def build_index(folders: Optional[list[Path]] = None, use_cache: bool = True) ->
             if entry is None or entry.get("mtime_ns") != stat.st_mtime_ns or entry.get("size") != stat.st_size:
                 with open(path, "rb") as f:
                     text = f.read().decode("utf-8", errors="replace")
+                if containing is not None and containing not in text:
+                    continue  # cannot define it: not parsed, not cached
                 entry = read_experiment_file(text, path)
                 entry.update(mtime_ns=stat.st_mtime_ns, size=stat.st_size)
                 changed = True
+            elif containing is not None and not any(name == containing for name, _ in entry["names"]):
+                continue
             entries[path] = entry
     if use_cache:
-        # Keep other folders' entries (other COSMOS_EXPERIMENT_PATH settings); drop deleted files of these folders.
-        prefixes = tuple(str(folder) + os.sep for folder in folders)
-        kept = {p: e for p, e in cached.items() if not p.startswith(prefixes)}
-        if changed or len(kept) + len(entries) != len(cached):
-            _save_cache(cache_file, {**kept, **entries})
+        if containing is not None:  # a partial reading: add what was read, keep the rest as it is
+            if changed:
+                _save_cache(cache_file, {**cached, **entries})
+        else:  # keep other folders' entries (other COSMOS_EXPERIMENT_PATH settings); drop deleted files of these
+            prefixes = tuple(str(folder) + os.sep for folder in folders)
+            kept = {p: e for p, e in cached.items() if not p.startswith(prefixes)}
+            if changed or len(kept) + len(entries) != len(cached):
+                _save_cache(cache_file, {**kept, **entries})
     return ExperimentIndex(folders, entries)
 
 
@@ -336,9 +350,12 @@ def _failure_location(error: BaseException, path: Path) -> str:
 
 def load_experiment(name: str) -> Path:
     """Import the file that defines experiment `name` (only that one) and check that it registered it."""
-    index = build_index()
+    index = build_index(containing=name)
     if name not in index.locations:
-        raise ExperimentError(_unknown_experiment_message(name, index))
+        # Not where its text is (a name written with escapes, say), or unknown: read every file, for the message too.
+        index = build_index()
+        if name not in index.locations:
+            raise ExperimentError(_unknown_experiment_message(name, index))
     path_text, line = index.locations[name]
     path = Path(path_text)
     mtime = path.stat().st_mtime_ns
