@@ -1,0 +1,99 @@
+"""Cosmos-2.5 networks: the released sizes build on the meta device, bad inputs are named, training reaches the
+control branch only when the base is frozen."""
+
+import pytest
+import torch
+
+from cosmos_transfer.networks.dit_v2_5 import Cosmos25DiT
+from cosmos_transfer.networks.dit_v2_5_control import Cosmos25ControlDiT
+
+TINY = dict(max_img_h=32, max_img_w=32, max_frames=8, in_channels=4, out_channels=4, model_channels=48,
+            num_blocks=4, num_heads=2, crossattn_emb_channels=16)
+
+
+def _meta_build(config):
+    from cosmos_transfer.config.lazy import instantiate  # noqa: PLC0415 - the config package is being moved
+
+    with torch.device("meta"):
+        return instantiate(config)
+
+
+def _count(net, prefix=""):
+    return sum(p.numel() for n, p in net.named_parameters() if n.startswith(prefix))
+
+
+@pytest.mark.parametrize("option, blocks, channels, heads, total", [
+    ("PREDICT2P5_2B", 28, 2048, 16, 2_059_174_912),
+    ("PREDICT2P5_14B", 36, 5120, 40, 14_368_047_104),
+    ("TRANSFER2P5_2B", 28, 2048, 16, 2_763_070_464),
+])
+def test_released_sizes_build_on_meta(option, blocks, channels, heads, total):
+    configs_net = pytest.importorskip("configs.net")
+    net = _meta_build(getattr(configs_net, option))
+    assert (len(net.blocks), net.model_channels, net.num_heads) == (blocks, channels, heads)
+    assert net.crossattn_proj[0].in_features == 100_352 and net.crossattn_proj[0].out_features == 1024
+    assert net.x_embedder.proj[1].in_features == (16 + 2) * 4
+    # The total follows from the shapes: 28 blocks of 4 attention projections x 2 + MLP 2 x 4D^2 + 3 AdaLN-LoRA ...
+    assert _count(net) == total
+    if option == "TRANSFER2P5_2B":
+        assert net.control_layers == [0, 7, 14, 21]
+        assert net.control_embedder.proj[1].in_features == 130 * 4  # 128 control + condition mask + padding mask
+        per_block = _count(net, "blocks.0.")
+        # 4 copies of a base block + after_proj (x4) + before_proj + the embedder
+        d = 2048
+        assert _count(net, "control_") == 4 * per_block + 5 * (d * d + d) + 130 * 4 * d
+
+
+def test_bad_inputs_are_named():
+    net = Cosmos25ControlDiT(**TINY, vace_block_every_n=2, num_max_modalities=2, num_control_branches=2)
+    x, t, text = torch.randn(1, 4, 2, 16, 16), torch.rand(1), torch.randn(1, 3, 16)
+    control = torch.randn(1, 8, 2, 16, 16)
+    cases = [
+        (lambda: net(torch.randn(1, 5, 2, 16, 16), t, text, control), "in_channels=4"),
+        (lambda: net(x, t, torch.randn(1, 3, 17), control), "crossattn_emb must be"),
+        (lambda: net(x, torch.rand(2), text, control), "timesteps must be"),
+        (lambda: net(x, t, text, control, condition_mask=torch.ones(1, 1, 3, 16, 16)), "condition_mask must be"),
+        (lambda: net(x, t, text, torch.randn(1, 7, 2, 16, 16)), "divisible by the 2 branch"),
+        (lambda: net(x, t, text, [control[:, :4]]), "1 control latents for 2 branch"),
+        (lambda: net(x, t, text, torch.randn(1, 18, 2, 16, 16)), "<= 8"),
+        (lambda: net(x, t, text, control, control_scale=[1.0]), "1 control scales for 2 branch"),
+        (lambda: net(x, t, text, control, img_context_emb=torch.randn(1, 2, 4)), "without image context"),
+        (lambda: net(torch.randn(1, 4, 2, 80, 80), t, text, torch.randn(1, 8, 2, 80, 80)), "exceeds the maximum"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    with pytest.raises(ValueError, match="num_heads"):
+        Cosmos25DiT(**{**TINY, "num_heads": 5})
+    with pytest.raises(ValueError, match="vace_block_every_n"):
+        Cosmos25ControlDiT(**TINY, vace_block_every_n=0)
+
+
+def test_frozen_base_trains_the_branch_only():
+    """Transfer2.5 post-training: base frozen, gradients reach the control blocks and the control embedder."""
+    torch.manual_seed(0)
+    net = Cosmos25ControlDiT(**TINY, vace_block_every_n=2, num_max_modalities=2)
+    for name, p in net.named_parameters():
+        p.requires_grad_(name.startswith("control_"))
+    x, t, text = torch.randn(1, 4, 2, 16, 16), torch.rand(1) * 1000, torch.randn(1, 3, 16)
+    net(x, t, text, torch.randn(1, 4, 2, 16, 16)).square().mean().backward()
+    grads = {n: p.grad for n, p in net.named_parameters() if p.requires_grad}
+    assert all(g is not None for g in grads.values())
+    # Zero-initialized after_proj: its gradient is the only non-zero one at the start (ControlNet's zero conv).
+    assert grads["control_blocks.0.after_proj.weight"].abs().sum() > 0
+    assert all(p.grad is None for n, p in net.named_parameters() if not n.startswith("control_"))
+
+
+def test_all_zero_branch_gets_zero_gradients_when_training():
+    """As NVIDIA's net: a branch with all-zero control latents still runs under autograd, multiplied by zero."""
+    torch.manual_seed(0)
+    net = Cosmos25ControlDiT(**TINY, vace_block_every_n=2, num_max_modalities=2, num_control_branches=2)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.2)
+    x, t, text = torch.randn(1, 4, 2, 16, 16), torch.rand(1) * 1000, torch.randn(1, 3, 16)
+    controls = [torch.randn(1, 4, 2, 16, 16), torch.zeros(1, 4, 2, 16, 16)]
+    net(x, t, text, controls).square().mean().backward()
+    assert net.control_blocks_0[1].after_proj.weight.grad.abs().sum() > 0
+    assert net.control_blocks_1[1].after_proj.weight.grad is not None
+    assert net.control_blocks_1[1].after_proj.weight.grad.abs().sum() == 0
