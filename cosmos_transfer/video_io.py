@@ -121,9 +121,10 @@ def _decode_in_one_thread(stream) -> None:
     """Decode without threads, the one mode in which FFmpeg reports concealed errors reliably.
 
     Under slice threads (PyAV's default) FFmpeg's H.264 decoder turns error resilience off, and with it the flag that
-    marks a damaged frame; under frame threads the flag is set too late for some frames (measured: frame-threaded
-    decodes of damaged clips missed it in 20 of 120 runs). The CPU time per frame is the same either way, and
-    data-loader workers decode several clips in parallel.
+    marks a damaged frame; under frame threads the flag is sometimes missed, and closing the decoder of a damaged clip
+    early (as a window read does) can hang for good (benchmarks/corrupt_video.py: 2 of 30 decodes missed the flag, 12
+    of 30 early closes hung). The CPU time per frame is the same either way, and data-loader workers decode several
+    clips in parallel.
     """
     stream.thread_type = "NONE"
     stream.thread_count = 1
