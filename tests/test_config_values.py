@@ -109,3 +109,36 @@ def test_non_finite_lr_multipliers_are_refused():
     with pytest.raises(ConfigError) as error:
         override(make_config(), ["--", "++trainer.lr_multipliers={*norm*: nan}"])
     assert "trainer.lr_multipliers" in str(error.value) and "finite" in str(error.value), str(error.value)
+
+
+def test_documented_lr_multipliers_override_composes():
+    """docs/TRAINING.md's Troubleshooting override, exactly as written there (new keys, no `++`)."""
+    config = override(make_config(), ["--", "trainer.lr_multipliers={*adaLN_modulation*: 0.05, *t_embedder*: 0.05}"])
+    assert config.trainer.lr_multipliers == {"*adaLN_modulation*": 0.05, "*t_embedder*": 0.05}
+
+
+def test_assigning_a_dict_replaces_the_experiments_dict():
+    """`=` on a dict-valued field replaces it: the experiment's multipliers do not survive silently."""
+    assert override(make_config(), ["experiment=demo_edge_tiny"]).trainer.lr_multipliers  # the experiment sets some
+    cleared = override(make_config(), ["--", "experiment=demo_edge_tiny", "trainer.lr_multipliers={}"])
+    assert cleared.trainer.lr_multipliers == {}
+    other = override(make_config(), ["--", "experiment=demo_edge_tiny", "trainer.lr_multipliers={*norm*: 0.5}"])
+    assert other.trainer.lr_multipliers == {"*norm*": 0.5}
+    last = override(make_config(), ["--", "trainer.lr_multipliers={a: 2}", "trainer.lr_multipliers={b: 3}"])
+    assert last.trainer.lr_multipliers == {"b": 3.0}  # the last assignment wins
+    # The other dict-valued field: trainer.callbacks={} switches every callback off.
+    assert override(make_config(), ["callbacks=loss_line"]).trainer.callbacks
+    assert dict(override(make_config(), ["--", "callbacks=loss_line", "trainer.callbacks={}"]).trainer.callbacks) == {}
+    # `++` keeps Hydra's meaning: merge into what is there.
+    merged = override(make_config(), ["--", "experiment=demo_edge_tiny", "++trainer.lr_multipliers={*norm*: 0.5}"])
+    assert merged.trainer.lr_multipliers["*norm*"] == 0.5 and len(merged.trainer.lr_multipliers) > 1
+
+
+def test_bad_dict_assignments_are_refused_in_one_paragraph():
+    with pytest.raises(ConfigError, match=r"trainer\.lr_multipliers.*'a'.*expected a number") as error:
+        override(make_config(), ["--", "trainer.lr_multipliers={a: abc}"])
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match=r"trainer\.lr_multipliers is replaced by .* and also changed by"):
+        override(make_config(), ["--", "trainer.lr_multipliers={a: 2}", "+trainer.lr_multipliers.b=3"])
+    with pytest.raises(ConfigError, match=r"trainer\.lr_multipliers.*finite"):
+        override(make_config(), ["--", "trainer.lr_multipliers={a: nan}"])

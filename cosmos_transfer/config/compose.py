@@ -15,6 +15,7 @@ import difflib
 import math
 import os
 import re
+import typing
 from typing import Any, List, Optional
 
 import attrs
@@ -314,12 +315,56 @@ def _rebuild(config: Config, composed: DictConfig) -> Config:
     return Config(**values)
 
 
+def _dict_fields() -> dict[str, Any]:
+    """'trainer.lr_multipliers' -> its attrs field, for every dict-valued field of the sections (from the schema)."""
+    return {f"{section}.{field.name}": field for section, cls in SECTIONS.items() for field in attrs.fields(cls)
+            if typing.get_origin(field.type) is dict}
+
+
+def _take_dict_assignments(overrides: List[str]) -> tuple[List[str], dict[str, tuple[str, dict]]]:
+    """Take `KEY={...}` on a dict-valued field out of the Hydra overrides, to replace the dict after composing.
+
+    Hydra merges a dict given with `=` into the dict that is there (an experiment's `trainer.lr_multipliers` survived
+    `trainer.lr_multipliers={}`) and refuses new keys in it; a user writing `=` means "this dict". `++KEY={...}` keeps
+    Hydra's merge. Returns the overrides left for Hydra and {KEY: (override text, dict)}; the last assignment wins.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    fields = _dict_fields()
+    kept: List[str] = []
+    assigned: dict[str, tuple[str, dict]] = {}
+    for text in overrides:
+        key, separator, _ = text.partition("=")
+        if separator and key.strip() in fields:
+            try:
+                value = OverridesParser.create().parse_override(text).value()
+            except Exception:  # noqa: BLE001 - a malformed value: Hydra's own parse reports it below
+                value = None
+            if isinstance(value, dict):
+                assigned[key.strip()] = (text, value)
+                continue
+        kept.append(text)
+    for key, (text, value) in assigned.items():
+        other = next((o for o in kept if re.sub(r"^[+~]+", "", o).split("=", 1)[0].strip().startswith((key + ".",))
+                      or re.sub(r"^[+~]+", "", o).split("=", 1)[0].strip() == key), None)
+        if other is not None:
+            raise ConfigError(f"{key} is replaced by '{text}' and also changed by '{other}' on the same command line; "
+                              f"put every entry in the one dict: {key}={{...}}")
+        value_type = (typing.get_args(fields[key].type) or (str, Any))[1]
+        if value_type is float:
+            for entry, number in value.items():
+                if isinstance(number, bool) or not isinstance(number, (int, float)):
+                    raise ConfigError(f"{key}[{entry!r}] is {number!r} in '{text}'; expected a number")
+    return kept, assigned
+
+
 def override(config: Config, overrides: List[str]) -> Config:
     """Compose `config` with Hydra overrides (`["--", "experiment=NAME", "trainer.max_iter=7", ...]`).
 
     Only the experiment file that defines NAME is imported (see config/experiments.py). Interpolations are
-    resolved, and the attrs sections are rebuilt (type-checked). Raises ConfigError with a one-paragraph message for
-    an unknown key, a wrong type, an unknown group option or experiment.
+    resolved, and the attrs sections are rebuilt (type-checked). `KEY={...}` on a dict-valued field replaces the dict
+    (see _take_dict_assignments). Raises ConfigError with a one-paragraph message for an unknown key, a wrong type, an
+    unknown group option or experiment.
     """
     from hydra.core.global_hydra import GlobalHydra
 
@@ -329,10 +374,13 @@ def override(config: Config, overrides: List[str]) -> Config:
     name = _requested_experiment(overrides)
     if name is not None:
         experiments.load_experiment(name)
+    overrides, replacements = _take_dict_assignments(overrides)
     _register_primary(config)
     GlobalHydra.instance().clear()
     try:
         composed = _compose(overrides)
+        for key, (_, value) in replacements.items():
+            OmegaConf.update(composed, key, value, merge=False)
     except Exception as error:  # noqa: BLE001 - Hydra raises many types; all become one clear message
         raise ConfigError(_explain_composition_error(error, overrides)) from error
     finally:

@@ -115,6 +115,7 @@ class TrainerConfig:
     # Gradient-norm clipping; 0 disables clipping (the norm is still logged).
     clip_grad_norm: float = attrs.field(default=1.0, validator=[_finite, _at_least(0)])
     # Parameter-name pattern (fnmatch) -> learning-rate multiplier; first match wins (trainer/param_groups.py).
+    # `trainer.lr_multipliers={...}` on the command line replaces the dict (config/compose.py).
     lr_multipliers: Dict[str, float] = attrs.field(factory=dict, validator=_finite_values)
     # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
     max_nan_steps: int = attrs.field(default=10, validator=_at_least(1))
