@@ -133,8 +133,8 @@ def _decode_in_one_thread(stream) -> None:
 def _check_intact(frame: av.VideoFrame, path, index: int) -> None:
     if frame.is_corrupt:
         raise VideoReadError(
-            f"corrupt video {path}: frame {index} is damaged (the H.264 decoder found errors in it and concealed "
-            f"them, so it and the frames predicted from it would be garbage); re-encode the clip from its source or "
+            f"corrupt video {path}: frame {index} is damaged (the decoder found errors in it and concealed them, "
+            f"so it and the frames predicted from it would be garbage); re-encode the clip from its source or "
             f"remove it"
         )
 
