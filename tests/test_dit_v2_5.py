@@ -97,3 +97,27 @@ def test_all_zero_branch_gets_zero_gradients_when_training():
     assert net.control_blocks_0[1].after_proj.weight.grad.abs().sum() > 0
     assert net.control_blocks_1[1].after_proj.weight.grad is not None
     assert net.control_blocks_1[1].after_proj.weight.grad.abs().sum() == 0
+
+
+def test_transfer2p5_2b_posttraining_accounting():
+    """Frozen bf16 base, fp32 control branch with AdamW and an fp32 EMA (benchmarks/transfer2p5_memory.py)."""
+    import importlib.util
+    import os
+
+    configs_net = pytest.importorskip("configs.net")
+    from cosmos_transfer.memory import model_memory
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                        "transfer2p5_memory.py")
+    spec = importlib.util.spec_from_file_location("transfer2p5_memory", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    net = script.control_posttraining_net(configs_net.TRANSFER2P5_2B)
+    report = model_memory(net, optimizer_states=2, ema=True)
+    trainable, total = _count(net, "control_"), 2_763_070_464
+    assert report.trainable_parameters == trainable == 349_205_504
+    assert report.frozen_parameters == total - trainable
+    assert report.frozen_parameter_bytes == 2 * (total - trainable)  # bf16, no gradient, no optimizer state
+    assert report.gradient_bytes == report.trainable_parameter_bytes == 4 * trainable
+    assert report.optimizer_state_bytes == 2 * 4 * trainable and report.ema_bytes == 4 * trainable
+    assert 10.9 < report.total_bytes / 2**30 < 11.1
