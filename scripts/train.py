@@ -85,15 +85,18 @@ def preflight(config: Any) -> None:
 def main(argv: list[str]) -> int:
     args, overrides = parse_args(argv)
     if args.list_experiments:
-        from cosmos_transfer.config.experiments import list_experiments
+        from cosmos_transfer.config.experiments import build_index
 
         if rank() == 0:
+            index = build_index()
             try:
-                for name, file in list_experiments():
-                    print(f"{name}\t{file}")
+                for name in index.names():
+                    print(f"{name}\t{index.locations[name][0]}")
                 sys.stdout.flush()
             except BrokenPipeError:  # e.g. piped into `head`
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            for problem in index.unreadable:  # names after a syntax error are missing from the list: say why
+                print(f"warning: experiment file cannot be read: {problem}", file=sys.stderr)
         return 0
 
     make_config = load_make_config(args.config)

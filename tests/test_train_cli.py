@@ -53,6 +53,18 @@ def test_list_experiments_imports_nothing(tmp_path):
     assert "must not be imported" not in result.stderr
 
 
+def test_list_experiments_names_a_file_that_cannot_be_read(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "half.py").write_text("from hydra.core.config_store import ConfigStore\n"
+                                    "ConfigStore.instance().store(group='experiment', name='user_half', node={})\n"
+                                    "x = (\n")
+    result = _run(["--list-experiments"], cwd=tmp_path, env={"COSMOS_EXPERIMENT_PATH": str(folder)})
+    assert result.returncode == 0, result.stderr
+    assert "user_half\t" in result.stdout  # the names before the error are listed
+    assert f"warning: experiment file cannot be read: {folder / 'half.py'} line 3: SyntaxError" in result.stderr
+
+
 def test_bad_override_is_one_paragraph_without_traceback(tmp_path):
     result = _run([f"--config={CONFIG}", "--dryrun", "--", "trainer.max_itr=5"], cwd=tmp_path)
     assert result.returncode == 2
