@@ -9,7 +9,7 @@ e.g. `model.hint_keys=[edge,depth] dataloader_train.dataset.hint_keys=[edge,dept
 
 from hydra.core.config_store import ConfigStore
 
-HINT_KEYS = ("edge", "vis", "depth", "seg", "keypoint")
+from cosmos_transfer.hints import HINT_KEYS
 
 
 def hint_key_node(*keys: str) -> dict:

@@ -19,6 +19,7 @@ from hydra.core.config_store import ConfigStore
 
 from configs.hint_key import hint_key_node
 from cosmos_transfer.config.lazy import LazyDict
+from cosmos_transfer.hints import HINT_KEYS
 from cosmos_transfer.networks.dit_ctrl import NEW_BRANCH_KEY_PATTERNS
 
 cs = ConfigStore.instance()
@@ -66,7 +67,6 @@ def ctrl_7b_experiment(name: str, hint_keys: list, hint_dropout_rate: float = 0.
     return LazyDict(experiment)
 
 
-HINT_KEYS = ["edge", "vis", "depth", "seg", "keypoint"]
 # The names this file registers, written out: the experiment index reads them without running the file (the loop
 # below builds them; a test checks the two agree).
 EXPERIMENT_NAMES = [

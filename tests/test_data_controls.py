@@ -10,6 +10,7 @@ import torch
 from cosmos_transfer.data import controls as C
 from cosmos_transfer.video_io import write_video
 from cosmos_transfer.data.dataset import VideoDataset
+from cosmos_transfer.hints import normalize_hint_key
 from cosmos_transfer.data.testing import make_tiny_dataset as make_clip_folder
 
 
@@ -214,4 +215,4 @@ def test_samples_are_deterministic_per_seed_epoch_and_index(tmp_path):
 
 def test_unknown_hint_key():
     with pytest.raises(ValueError, match="unknown hint key 'control_input_lidar'"):
-        C.normalize_hint_key("control_input_lidar")
+        normalize_hint_key("control_input_lidar")

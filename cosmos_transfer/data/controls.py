@@ -23,8 +23,6 @@ import colorsys
 import cv2
 import numpy as np
 
-HINT_KEYS = ("edge", "vis", "depth", "seg", "keypoint")
-
 # (lower, upper) Canny thresholds, as Cosmos-Transfer1 names them for inference.
 EDGE_PRESETS: dict[str, tuple[int, int]] = {
     "very_low": (20, 50),
@@ -39,14 +37,6 @@ BLUR_PRESETS: dict[str, int] = {"none": 1, "very_low": 4, "low": 4, "medium": 10
 # Cosmos' blur parameters are chosen for 704-pixel-high frames; smaller frames get proportionally smaller kernels.
 _REFERENCE_SIZE = 704.0
 _MAX_BILATERAL_DIAMETER = 9
-
-
-def normalize_hint_key(key: str) -> str:
-    """'control_input_edge' or 'edge' -> 'edge' (raises on unknown keys)."""
-    name = key[len("control_input_") :] if key.startswith("control_input_") else key
-    if name not in HINT_KEYS:
-        raise ValueError(f"unknown hint key {key!r}; expected one of {list(HINT_KEYS)} (optionally control_input_*)")
-    return name
 
 
 # ----------------------------------------------------------------------------------------------------------- edge

@@ -59,6 +59,7 @@ from cosmos_transfer.data.video import (
     window_indices,
     window_start_range,
 )
+from cosmos_transfer.hints import batch_key, normalize_hint_key
 from cosmos_transfer.video_io import VideoReadError, probe_video
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def scan_clips(
     stems = sorted(os.path.splitext(name)[0] for name in os.listdir(video_dir) if name.endswith(".mp4"))
     if not stems:
         raise FileNotFoundError(f"no .mp4 files in {video_dir}")
-    hint_keys = [C.normalize_hint_key(key) for key in hint_keys]
+    hint_keys = [normalize_hint_key(key) for key in hint_keys]
     clips, bad = [], []
     for stem in stems:
         video = os.path.join(video_dir, stem + ".mp4")
@@ -216,7 +217,7 @@ class VideoDataset(Dataset):
             raise ValueError(f"unknown blur_preset {blur_preset!r}; expected one of {list(C.BLUR_PRESETS)}")
         if isinstance(hint_keys, str):
             hint_keys = [hint_keys]
-        self.hint_keys = [C.normalize_hint_key(key) for key in hint_keys]
+        self.hint_keys = [normalize_hint_key(key) for key in hint_keys]
         self.num_frames = int(num_frames)
         self.resolution = resolve_resolution(resolution)
         self.fps = fps
@@ -335,7 +336,7 @@ class VideoDataset(Dataset):
         with open(clip.caption, encoding="utf-8") as file:
             sample["caption"] = file.read().strip()
         for key in self.hint_keys:
-            sample[f"control_input_{key}"] = _to_cthw(self._control(key, clip, video, indices, fit, rng))
+            sample[batch_key(key)] = _to_cthw(self._control(key, clip, video, indices, fit, rng))
         if latent is not None:
             sample["latent"] = latent
         return sample

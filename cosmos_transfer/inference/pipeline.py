@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cosmos_transfer.hints import batch_key, normalize_hint_key
 from cosmos_transfer.inference.controls import GenerationInputs
 from cosmos_transfer.inference.spec import InferenceSpec, SpecError
 from cosmos_transfer.inference.windows import Window, plan_windows, window_slice
@@ -124,7 +125,7 @@ def model_hint_keys(model: nn.Module) -> list[str]:
     if keys is None:
         key = getattr(model, "hint_key", None)
         keys = [key] if key else []
-    return [k[len("control_input_") :] if k.startswith("control_input_") else k for k in keys]
+    return [normalize_hint_key(k) for k in keys]
 
 
 def check_controls(model: nn.Module, inputs: GenerationInputs, source: str = "spec") -> list[str]:
@@ -179,7 +180,7 @@ def window_batch(inputs: GenerationInputs, text: TextInputs, window: Window, hin
     if inputs.input_video is not None:
         batch["video"] = _to_cthw(window_slice(inputs.input_video, window))
     for key, control in inputs.controls.items():
-        batch[f"control_input_{key}"] = _to_cthw(window_slice(control, window))
+        batch[batch_key(key)] = _to_cthw(window_slice(control, window))
     # One weight per control in the model's hint-key order: a number or a map [1, 1, T, H, W] at pixel resolution
     # (the control model resamples maps to its token grid and normalizes weights summing to more than 1).
     weights = []

@@ -25,7 +25,7 @@ import json
 import os
 from typing import Any
 
-from cosmos_transfer.data.controls import HINT_KEYS
+from cosmos_transfer.hints import HINT_KEYS, normalize_hint_key
 
 COMPUTABLE_CONTROLS = ("edge", "vis")
 _TOP_LEVEL_KEYS = ("prompt", "prompt_embedding", "negative_prompt", "negative_prompt_embedding", "input_video_path")
@@ -65,13 +65,13 @@ def _hint_key(name: str, source: str) -> str | None:
     """'edge' / 'control_input_edge' -> 'edge'; None for a top-level key; SpecError for anything else."""
     if name in _TOP_LEVEL_KEYS:
         return None
-    key = name[len("control_input_") :] if name.startswith("control_input_") else name
-    if key not in HINT_KEYS:
+    try:
+        return normalize_hint_key(name)
+    except ValueError:
         raise SpecError(
             f"{source}: unknown key {name!r}; expected a hint key ({', '.join(HINT_KEYS)}) or one of "
             f"{', '.join(_TOP_LEVEL_KEYS)}"
-        )
-    return key
+        ) from None
 
 
 def _existing_file(path: Any, what: str, source: str) -> str:
