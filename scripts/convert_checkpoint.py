@@ -30,9 +30,7 @@ import sys
 import torch
 
 from cosmos_transfer.checkpoints import files, transfer1
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
+from cosmos_transfer.dtypes import DTYPE_NAMES, torch_dtype
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,7 +38,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("source", help="input file (.pt or .safetensors)")
     parser.add_argument("output", help="to-ours: .safetensors or .pt; to-official: a .pt file or a folder")
     parser.add_argument("--ema", action="store_true", help="to-ours: take the files' EMA weights ('ema')")
-    parser.add_argument("--dtype", choices=sorted(_DTYPES), help="cast floating-point weights")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="cast floating-point weights")
     parser.add_argument("--control", action="append", default=[], metavar="KEY=PATH",
                         help="to-ours: add the official control file PATH as branch KEY (repeatable)")
     parser.add_argument("--new-control", action="append", default=[], metavar="KEY",
@@ -64,7 +62,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _write(state: dict[str, torch.Tensor], path: str, dtype: str | None) -> None:
-    files.save_weights_file(state, path, _DTYPES.get(dtype))
+    files.save_weights_file(state, path, torch_dtype(dtype) if dtype else None)
     total = sum(v.numel() for v in state.values())
     print(f"wrote {path}: {len(state)} tensors, {total / 1e6:.1f}M values")
 

@@ -21,11 +21,9 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from cosmos_transfer.dtypes import DTYPE_NAMES, torch_dtype  # noqa: E402
 from cosmos_transfer.trainer import safe_dcp  # noqa: E402
 from cosmos_transfer.trainer.checkpoint import read_latest_name  # noqa: E402
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 def resolve_checkpoint(path: str) -> str:
     """The DCP folder `path` names: itself, or the latest one when `path` is a job's checkpoints folder."""
@@ -73,7 +71,7 @@ def export(path: str, out: str, ema: bool = False, dtype: str | None = None) -> 
 
     weights = read_weights(resolve_checkpoint(path), ema=ema)
     if dtype:
-        target = _DTYPES[dtype]
+        target = torch_dtype(dtype)
         weights = {k: v.to(target) if v.is_floating_point() else v for k, v in weights.items()}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     save_file({k: v.contiguous() for k, v in weights.items()}, out, metadata={"source": os.path.abspath(path)})
@@ -85,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="a checkpoint folder (iter_*) or a job's checkpoints/ folder")
     parser.add_argument("--out", required=True, help="output .safetensors file")
     parser.add_argument("--ema", action="store_true", help="export the EMA weights instead of the regular ones")
-    parser.add_argument("--dtype", choices=sorted(_DTYPES), help="cast floating-point weights (default: as saved)")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="cast floating-point weights (default: as saved)")
     args = parser.parse_args(argv)
     if not args.out.endswith(".safetensors"):
         parser.error(f"--out must end in .safetensors, got {args.out}")

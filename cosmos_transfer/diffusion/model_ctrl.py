@@ -37,16 +37,9 @@ from torch import nn
 
 from cosmos_transfer.diffusion.conditioner import Condition, VideoConditioner
 from cosmos_transfer.diffusion.model import DiffusionModel
+from cosmos_transfer.dtypes import DTYPE_NAMES, torch_dtype
+from cosmos_transfer.hints import batch_key, normalize_hint_key
 from cosmos_transfer.networks.dit_ctrl import GeneralDITControl, prepare_control_weights
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def normalize_hint_key(key: str) -> str:
-    """'control_input_edge' or 'edge' -> 'edge' (batch key: control_input_<name>)."""
-    if not isinstance(key, str) or not key:
-        raise ValueError(f"hint key must be a non-empty string such as 'edge', got {key!r}")
-    return key[len("control_input_"):] if key.startswith("control_input_") else key
 
 
 @dataclass
@@ -111,8 +104,8 @@ class ControlDiffusionModel(DiffusionModel):
         for name, rate in (("hint_dropout_rate", hint_dropout_rate), ("branch_dropout_rate", branch_dropout_rate)):
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"ControlDiffusionModel: {name} must be in [0, 1), got {rate}")
-        if base_dtype is not None and base_dtype not in _DTYPES:
-            raise ValueError(f"ControlDiffusionModel: base_dtype must be None or one of {list(_DTYPES)}, got {base_dtype!r}")
+        if base_dtype is not None and base_dtype not in DTYPE_NAMES:
+            raise ValueError(f"ControlDiffusionModel: base_dtype must be None or one of {list(DTYPE_NAMES)}, got {base_dtype!r}")
         if finetune_base and base_dtype not in (None, "float32"):
             raise ValueError(
                 f"ControlDiffusionModel: finetune_base with base_dtype={base_dtype!r} would train without fp32 master "
@@ -139,20 +132,20 @@ class ControlDiffusionModel(DiffusionModel):
         if not finetune_base:
             self.net.requires_grad_(False)
         if base_dtype is not None:
-            self.net.to(_DTYPES[base_dtype])
+            self.net.to(torch_dtype(base_dtype))
 
     # -------------------------------------------------------------------------------------------- conditions
     def encode_hints(self, batch: dict) -> dict[str, torch.Tensor]:
         """Hint key -> hint latent of `control_input_<key>` (encoded by the frozen tokenizer, scaled as x0)."""
         hints = {}
         for key in self.hint_keys:
-            batch_key = f"control_input_{key}"
-            if batch_key not in batch:
+            name = batch_key(key)
+            if name not in batch:
                 raise KeyError(
-                    f"ControlDiffusionModel: batch has no '{batch_key}' (control video uint8 [B,3,T,H,W]) for hint key "
+                    f"ControlDiffusionModel: batch has no '{name}' (control video uint8 [B,3,T,H,W]) for hint key "
                     f"'{key}'; batch keys: {sorted(batch)}. Set the dataset's hint_keys to the model's {self.hint_keys}."
                 )
-            hints[key] = self.encode(batch[batch_key])
+            hints[key] = self.encode(batch[name])
         return hints
 
     def _draw_hint_keep(self, batch_size: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from cosmos_transfer.dtypes import torch_dtype
 
 
 def compose_config(experiment: str, overrides: list[str] | None = None, config_file: str | None = None) -> Any:
@@ -138,8 +138,7 @@ def prepare_for_inference(model: nn.Module, device: str | torch.device, dtype: s
     """Move the model to `device` and cast its networks (not the tokenizer) to `dtype` ("bfloat16" for the 7B)."""
     model.to(device)
     if dtype is not None:
-        if dtype not in _DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+        target = torch_dtype(dtype)
         for child in model.children():  # the tokenizer is not a child (DiffusionModel keeps it aside)
-            child.to(_DTYPES[dtype])
+            child.to(target)
     return model.eval().requires_grad_(False)
