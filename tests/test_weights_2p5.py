@@ -183,3 +183,14 @@ def test_wrong_files_are_named(tmp_path):
     torch.save([1, 2], path)
     with pytest.raises(files.WeightsFileError, match="expected a dict of tensors"):
         read_weights(path)
+
+
+def test_transfer1_reader_refuses_a_2p5_file(tmp_path):
+    """A 2.5 file given to the Cosmos-1.0 reader is named as such, not taken for a Cosmos-1.0 base (`net.*`)."""
+    from cosmos_transfer.checkpoints import transfer1
+
+    path = str(tmp_path / "edge_ema_bf16.pt")
+    torch.save({"net." + k: v for k, v in Cosmos25ControlDiT(**parity.TINY, **parity.CONTROL).state_dict().items()},
+               path)
+    with pytest.raises(files.WeightsFileError, match="Cosmos-2.5.*transfer2_5.read_weights"):
+        transfer1.read_weights(path)

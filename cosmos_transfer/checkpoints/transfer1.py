@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cosmos_transfer.checkpoints import files
+from cosmos_transfer.checkpoints import files, transfer2_5
 
 NET, LOGVAR, CONTROL = "net.", "logvar.", "net_ctrl."
 OFFICIAL_BASE = "base_model."  # the prefix of the base inside NVIDIA's control model
@@ -138,6 +138,12 @@ def read_weights(path: str, use_ema: bool = False, net_keys: Sequence[str] = ())
             tensors[key] = value
         else:
             left_out.append(str(key))
+    if transfer2_5.is_cosmos_2p5(tensors):  # its net.* would otherwise pass for a Cosmos-1.0 base
+        raise files.WeightsFileError(
+            f"{path} holds a Cosmos-2.5 network (Predict2.5 / Transfer2.5 names such as t_embedding_norm, "
+            "blocks.N.self_attn), not a Cosmos-Transfer1 / Cosmos-1.0 one: read it with "
+            "cosmos_transfer.checkpoints.transfer2_5.read_weights (a Cosmos25DiT / Cosmos25ControlDiT network)"
+        )
     weights = _split(path, tensors, tuple(net_keys))
     weights.notes = notes + weights.notes
     weights.left_out = sorted(left_out) + weights.left_out
