@@ -121,3 +121,27 @@ def test_transfer2p5_2b_posttraining_accounting():
     assert report.gradient_bytes == report.trainable_parameter_bytes == 4 * trainable
     assert report.optimizer_state_bytes == 2 * 4 * trainable and report.ema_bytes == 4 * trainable
     assert 10.9 < report.total_bytes / 2**30 < 11.1
+
+
+def test_control_scale_forms():
+    """A number, per-branch numbers, per-sample [B] and per-token weight maps [B, T', H', W'(, 1)] agree."""
+    torch.manual_seed(0)
+    net = Cosmos25ControlDiT(**TINY, vace_block_every_n=2, num_max_modalities=2, num_control_branches=2).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.2)
+    x, t, text = torch.randn(2, 4, 2, 16, 16), torch.rand(2) * 1000, torch.randn(2, 3, 16)
+    controls = [torch.randn(2, 4, 2, 16, 16), torch.randn(2, 4, 2, 16, 16)]
+    with torch.no_grad():
+        def run(scale):
+            return net(x, t, text, controls, control_scale=scale)
+
+        reference = run([0.5, 0.25])
+        torch.testing.assert_close(run(torch.tensor([0.5, 0.25])), reference)
+        torch.testing.assert_close(run([torch.full((2,), 0.5), torch.full((2, 2, 8, 8), 0.25)]), reference)
+        torch.testing.assert_close(run([torch.full((2, 2, 8, 8, 1), 0.5), 0.25]), reference)
+        # a map that switches branch 0 off where it is zero: off everywhere = branch 1 alone
+        torch.testing.assert_close(run([torch.zeros(2, 2, 8, 8), 0.25]), run([0.0, 0.25]))
+        assert not torch.allclose(run([0.0, 0.25]), reference)
+        with pytest.raises(ValueError, match="control scale of branch 1 must be"):
+            run([0.5, torch.ones(2, 2, 16, 16)])

@@ -145,17 +145,35 @@ class Cosmos25ControlDiT(Cosmos25DiT):
             padded.append(torch.cat([control, pad], dim=1))
         return padded
 
-    def _branch_weights(self, control_scale) -> list:
-        """One weight per branch: a number, or a tensor that broadcasts to the tokens [B, T', S, D]."""
+    def _branch_weights(self, control_scale, grid: tuple[int, int, int, int]) -> list:
+        """One weight per branch: a number, or a tensor over the token grid (B, T', H', W'): [B] per sample,
+        [B, T', H', W'] or [B, T', H', W', 1] (NVIDIA's weight-map layout) per token; maps become [B, T', S, 1]."""
         n = self.num_control_branches
         if isinstance(control_scale, torch.Tensor) and control_scale.ndim == 0:
             control_scale = float(control_scale)
         if isinstance(control_scale, (int, float)):
-            return [control_scale] * n
-        weights = list(control_scale)
+            return [float(control_scale)] * n
+        if isinstance(control_scale, torch.Tensor) and n > 1 and control_scale.ndim >= 1:
+            control_scale = list(control_scale.unbind(0))  # one row per branch
+        weights = list(control_scale) if not isinstance(control_scale, torch.Tensor) else [control_scale]
         if len(weights) != n:
             raise ValueError(f"Cosmos25ControlDiT: {len(weights)} control scales for {n} branch(es)")
-        return weights
+        B, T, H, W = grid
+        out = []
+        for b, weight in enumerate(weights):
+            if isinstance(weight, torch.Tensor) and weight.ndim > 0:
+                if weight.ndim == 5 and weight.shape[-1] == 1:
+                    weight = weight[..., 0]
+                if weight.shape == (B,):
+                    weight = weight.reshape(B, 1, 1, 1)
+                elif weight.shape == (B, T, H, W):
+                    weight = weight.reshape(B, T, H * W, 1)
+                else:
+                    raise ValueError(f"Cosmos25ControlDiT: the control scale of branch {b} must be a number, [B={B}] or"
+                                     f" a map over the token grid [B, T', H', W'] = {[B, T, H, W]} (optionally with a "
+                                     f"trailing 1), got shape {tuple(weight.shape)}")
+            out.append(float(weight) if not isinstance(weight, torch.Tensor) else weight)
+        return out
 
     def control_hints(self, control_latents, inputs: BlockInputs, condition_mask: torch.Tensor | None,
                       padding_mask: torch.Tensor | None, control_scale=1.0) -> list[torch.Tensor | float]:
@@ -165,7 +183,9 @@ class Cosmos25ControlDiT(Cosmos25DiT):
         and is multiplied by zero, so that its parameters get (zero) gradients as in NVIDIA's training.
         """
         controls = self._split_controls(control_latents, inputs.input_shape, inputs.x.dtype)
-        weights = self._branch_weights(control_scale)
+        B, _, T, H, W = inputs.input_shape
+        grid = (B, T // self.patch_temporal, H // self.patch_spatial, W // self.patch_spatial)
+        weights = self._branch_weights(control_scale, grid)
         hints: list = [0.0] * len(self.control_layers)
         kwargs = inputs.block_kwargs()
         for branch, embedder, control, weight in zip(self.branches(), self.embedders(), controls, weights):
@@ -178,7 +198,8 @@ class Cosmos25ControlDiT(Cosmos25DiT):
             # 2. the control blocks, each giving the hint of its base block
             for i, block in enumerate(branch):
                 c = block(c, **kwargs)
-                hint = block.after_proj(c) * (weight if active else 0.0)
+                scale = weight.to(c.dtype) if isinstance(weight, torch.Tensor) else weight
+                hint = block.after_proj(c) * (scale if active else 0.0)
                 hints[i] = hints[i] + hint
         return hints
 
@@ -195,8 +216,8 @@ class Cosmos25ControlDiT(Cosmos25DiT):
         control_scale: float | torch.Tensor | Sequence = 1.0,
     ) -> torch.Tensor:
         """As Cosmos25DiT.forward, plus control_latents ([B, c, T, H, W] with the branches' modalities concatenated on
-        channels, or one tensor per branch) and control_scale (one number for all branches, or one number or
-        tensor broadcastable to [B, T', H'*W', 1] per branch)."""
+        channels, or one tensor per branch) and control_scale (one number for all branches, or per branch a number,
+        a [B] tensor or a weight map over the token grid [B, T', H', W']; see _branch_weights)."""
         inputs = self.forward_before_blocks(x, timesteps, crossattn_emb, condition_mask, fps, padding_mask,
                                             img_context_emb)
         hints = self.control_hints(control_latents, inputs, condition_mask, padding_mask, control_scale)
