@@ -1,8 +1,10 @@
-"""DiffusionModel: the EDM training model around a GeneralDIT (text2world and video2world).
+"""DiffusionModel: the diffusion training model around a DiT (text2world and video2world).
 
-    batch --tokenizer--> x0 (latents * sigma_data) --noise--> x_sigma --denoise--> x0_hat --> EDM loss
+    batch --tokenizer--> x0 (latents * data_scale) --noise--> x_t --network--> prediction --> loss
 
-It takes plain objects (net, tokenizer, conditioner) and plain EDM settings; it knows nothing of configs.
+The maths of noising, preconditioning, loss and sampling is the objective's (diffusion/objectives.py): EDM by
+default (built from the plain EDM settings below, as Cosmos-1.0 trains), or `objective=RectifiedFlowObjective()`
+(Cosmos-2.5). It takes plain objects (net, tokenizer, conditioner, objective); it knows nothing of configs.
 The tokenizer is frozen and kept outside the module tree: it is in no state_dict, no optimizer and no FSDP unit.
 
 Subclasses (the control model) change only how the network is called, through two hooks:
@@ -11,8 +13,9 @@ Subclasses (the control model) change only how the network is called, through tw
 The loss, the preconditioning, the conditioner and the sampling are reused as they are.
 
 video2world: the network takes one extra input channel, the condition mask (1 on conditioning latent frames).
-In training the first n latent frames (n uniform in [min_condition_frames, max_condition_frames], per sample)
-are given clean; the prediction on them is replaced by the truth, so they add no loss.
+In training the first n latent frames (n uniform in [min_condition_frames, max_condition_frames], or drawn with
+`condition_frame_probs` such as Transfer2.5's {0: 0.4, 1: 0.4, 2: 0.2}, per sample) are given clean; the prediction
+on them is replaced by the exact one, so they add no loss.
 """
 
 from __future__ import annotations
@@ -24,10 +27,9 @@ from torch import nn
 
 from cosmos_transfer.diffusion import edm
 from cosmos_transfer.diffusion.conditioner import Condition, VideoConditioner
+from cosmos_transfer.diffusion.objectives import CONDITION_FRAME_SIGMA, DiffusionObjective, EDMObjective
 
-# Noise level at which conditioning frames are presented to the network: they are clean, and Cosmos feeds clean
-# conditioning frames scaled by c_in(0.001) (its inference setting), which the official weights expect.
-CONDITION_FRAME_SIGMA = 0.001
+__all__ = ["CONDITION_FRAME_SIGMA", "DiffusionModel"]
 
 
 class DiffusionModel(nn.Module):
@@ -49,6 +51,11 @@ class DiffusionModel(nn.Module):
         min_condition_frames, max_condition_frames: range of conditioning latent frames drawn in training.
         sigma_max, sigma_min, rho: default sampling schedule (Karras); 70 / 0.002 / 7 as Cosmos samples.
         video_key: batch key of the uint8 video [B,3,T,H,W]; `latent` in the batch (cached) skips encoding.
+        condition_frame_probs: {number of latent frames: probability} for video2world training instead of the
+            uniform min/max range (NVIDIA's Transfer2.5: {0: 0.4, 1: 0.4, 2: 0.2}); capped at T' - 1 frames.
+        objective: the training objective; None builds EDMObjective from the EDM settings above (sigma_data, p_mean,
+            p_std, adjust_video_noise, sigma_max, sigma_min, rho), which are ignored otherwise. The learned
+            uncertainty (loss_add_logvar) belongs to EDM: a rectified-flow objective trains without it, as NVIDIA's.
     """
 
     def __init__(
@@ -70,6 +77,8 @@ class DiffusionModel(nn.Module):
         sigma_min: float = 0.002,
         rho: float = 7.0,
         video_key: str = "video",
+        condition_frame_probs: dict[int, float] | None = None,
+        objective: DiffusionObjective | None = None,
     ):
         super().__init__()
         if not isinstance(net, nn.Module):
@@ -85,11 +94,23 @@ class DiffusionModel(nn.Module):
                 "DiffusionModel: need 0 <= min_condition_frames <= max_condition_frames, "
                 f"got {min_condition_frames}, {max_condition_frames}"
             )
-        if sigma_data <= 0 or sigma_min <= 0 or sigma_max <= sigma_min:
-            raise ValueError(
-                f"DiffusionModel: need sigma_data > 0 and 0 < sigma_min < sigma_max, got sigma_data={sigma_data}, "
-                f"sigma_min={sigma_min}, sigma_max={sigma_max}"
+        if objective is None:
+            if sigma_data <= 0 or sigma_min <= 0 or sigma_max <= sigma_min:
+                raise ValueError(
+                    f"DiffusionModel: need sigma_data > 0 and 0 < sigma_min < sigma_max, got sigma_data={sigma_data}, "
+                    f"sigma_min={sigma_min}, sigma_max={sigma_max}"
+                )
+            objective = EDMObjective(sigma_data=sigma_data, p_mean=p_mean, p_std=p_std,
+                                     adjust_video_noise=adjust_video_noise, sigma_max=sigma_max,
+                                     sigma_min=sigma_min, rho=rho)
+        elif not isinstance(objective, DiffusionObjective):
+            raise TypeError(
+                f"DiffusionModel: objective must be a DiffusionObjective (EDMObjective, RectifiedFlowObjective), "
+                f"got {type(objective).__name__}"
             )
+        self.objective = objective
+        self.condition_frame_probs = _checked_frame_probs(condition_frame_probs)
+        uses_logvar = isinstance(objective, EDMObjective)
         expected_in = tokenizer.latent_channels + int(video2world)
         if getattr(net, "in_channels", expected_in) != expected_in:
             raise ValueError(
@@ -105,18 +126,18 @@ class DiffusionModel(nn.Module):
             )
         self.net = net
         self.conditioner = conditioner if conditioner is not None else VideoConditioner()
-        if getattr(net, "logvar", None) is None:
+        if getattr(net, "logvar", None) is None and uses_logvar:
             self.logvar = edm.build_logvar_head()
         # Frozen and outside the module tree (plain attribute): moved along by _apply, never saved or optimized.
         tokenizer.requires_grad_(False)
         tokenizer.eval()
         object.__setattr__(self, "tokenizer", tokenizer)
 
-        self.sigma_data = sigma_data
+        self.sigma_data = objective.data_scale  # the latent scale (EDM's sigma_data; 1 for rectified flow)
         self.p_mean = p_mean
         self.p_std = p_std
         self.adjust_video_noise = adjust_video_noise
-        self.loss_add_logvar = loss_add_logvar
+        self.loss_add_logvar = loss_add_logvar and uses_logvar
         self.loss_scale = loss_scale
         self.video2world = video2world
         self.min_condition_frames = min_condition_frames
@@ -218,6 +239,10 @@ class DiffusionModel(nn.Module):
         return condition.replace(condition_latent=latent, condition_frames=indicator)
 
     def _draw_condition_frame_counts(self, batch_size: int, num_latent_frames: int) -> torch.Tensor:
+        if self.condition_frame_probs is not None:
+            counts, probs = self.condition_frame_probs
+            drawn = counts[torch.multinomial(probs, batch_size, replacement=True)]
+            return drawn.clamp(max=num_latent_frames - 1)  # always leave a frame to generate
         high = min(self.max_condition_frames, num_latent_frames - 1)  # always leave a frame to generate
         low = min(self.min_condition_frames, high)
         return torch.randint(low, high + 1, (batch_size,))
@@ -237,27 +262,52 @@ class DiffusionModel(nn.Module):
             raise ValueError(f"DiffusionModel.denoise: sigma must be a scalar or [B]={batch_size}, got {sigma.numel()}")
         return sigma
 
-    def denoise(self, x_sigma: torch.Tensor, sigma: torch.Tensor | float, condition: Condition) -> torch.Tensor:
-        """Preconditioned denoiser D(x_sigma; sigma) -> x0 estimate (float32, same shape as x_sigma)."""
-        batch_size = x_sigma.shape[0]
-        x_sigma = x_sigma.float()
-        sigma = self._sigma_per_sample(sigma, batch_size, x_sigma.device)
-        c_skip, c_out, c_in, c_noise = (c.view(-1, 1, 1, 1, 1) for c in edm.preconditioning(sigma, self.sigma_data))
-        net_input = c_in * x_sigma
+    def predict(self, x_t: torch.Tensor, level: torch.Tensor | float, condition: Condition,
+                epsilon: torch.Tensor | None = None, *, sampling: bool = False) -> torch.Tensor:
+        """The objective's prediction at x_t (EDM: x0, rectified flow: velocity), float32, x_t's shape.
+
+        epsilon: the noise of this sample (training) or trajectory (sampling: x_T); rectified flow needs it for the
+        exact velocity on conditioning frames. sampling: the objective's inference timesteps (flow: NVIDIA's)."""
+        objective = self.objective
+        batch_size = x_t.shape[0]
+        x_t = x_t.float()
+        level = self._sigma_per_sample(level, batch_size, x_t.device)
+        net_input, timesteps = objective.network_input(x_t, level, sampling)
         frames = condition.condition_frames
         if self.video2world:
             if frames is None:  # text2world with a video2world net: nothing is conditioned
-                frames = x_sigma.new_zeros(batch_size, 1, x_sigma.shape[2], 1, 1)
+                frames = x_t.new_zeros(batch_size, 1, x_t.shape[2], 1, 1)
             else:
-                clean_scale = 1.0 / math.sqrt(CONDITION_FRAME_SIGMA**2 + self.sigma_data**2)  # c_in of that sigma
-                net_input = frames * (clean_scale * condition.condition_latent.float()) + (1 - frames) * net_input
-            mask_channel = frames.expand(batch_size, 1, *x_sigma.shape[2:])
+                clean_input = objective.clean_frames_input(condition.condition_latent.float())
+                net_input = frames * clean_input + (1 - frames) * net_input
+                timesteps = self._condition_frame_timesteps(timesteps, frames, sampling)
+            mask_channel = frames.expand(batch_size, 1, *x_t.shape[2:])
             net_input = torch.cat([net_input, mask_channel], dim=1)
-        net_output = self._net_forward(net_input.to(self.net_dtype), c_noise.view(-1).to(self.net_dtype), condition)
-        x0 = c_skip * x_sigma + c_out * net_output.float()
+        net_output = self._net_forward(net_input.to(self.net_dtype), timesteps.to(self.net_dtype), condition)
+        prediction = objective.prediction(x_t, level, net_output.float())
         if self.video2world and condition.condition_frames is not None:
-            x0 = frames * condition.condition_latent.float() + (1 - frames) * x0
-        return x0
+            exact = objective.clean_frames_prediction(condition.condition_latent.float(), epsilon)
+            prediction = frames * exact + (1 - frames) * prediction
+        return prediction
+
+    def _condition_frame_timesteps(self, timesteps: torch.Tensor, frames: torch.Tensor, sampling: bool) -> torch.Tensor:
+        """Per-frame timesteps [B,T'] when the objective gives clean frames their own timestep (2.5 nets only)."""
+        frame_timestep = getattr(self.objective, "conditional_frame_timestep", None)
+        if frame_timestep is None:
+            return timesteps
+        clean = self.objective.network_timestep(torch.full_like(timesteps, frame_timestep), sampling)
+        indicator = frames.reshape(frames.shape[0], frames.shape[2])
+        return indicator * clean[:, None] + (1 - indicator) * timesteps[:, None]
+
+    def denoise(self, x_t: torch.Tensor, sigma: torch.Tensor | float, condition: Condition,
+                epsilon: torch.Tensor | None = None) -> torch.Tensor:
+        """x0 estimate at x_t (float32, same shape): EDM's preconditioned denoiser D(x_sigma; sigma), or for
+        rectified flow x_t - sigma * v."""
+        prediction = self.predict(x_t, sigma, condition, epsilon)
+        if self.objective.prediction_kind == "x0":
+            return prediction
+        level = self._sigma_per_sample(sigma, x_t.shape[0], x_t.device)
+        return self.objective.x0_from_prediction(x_t.float(), level, prediction)
 
     def uncertainty(self, sigma: torch.Tensor) -> torch.Tensor:
         """Learned log-variance [B] of the loss at noise levels sigma [B]."""
@@ -277,20 +327,19 @@ class DiffusionModel(nn.Module):
             counts = self._draw_condition_frame_counts(batch_size, num_latent_frames)
             condition = self.with_condition_frames(condition, x0, counts)
 
-        multiplier = edm.video_noise_multiplier(num_latent_frames) if self.adjust_video_noise else 1.0
-        sigma = edm.sample_sigma(batch_size, p_mean=self.p_mean, p_std=self.p_std, multiplier=multiplier,
-                                 device=x0.device)
+        objective = self.objective
+        sigma = objective.draw_training_levels(batch_size, num_latent_frames, x0.device)
         epsilon = torch.randn_like(x0)
-        x_sigma = x0 + sigma.view(-1, 1, 1, 1, 1) * epsilon
-        x0_pred = self.denoise(x_sigma, sigma, condition)
+        x_t = objective.noisy(x0, epsilon, sigma)
+        prediction = self.predict(x_t, sigma, condition, epsilon)
         logvar = self.uncertainty(sigma) if self.loss_add_logvar else None
-        loss = edm.edm_loss(x0_pred, x0, sigma, logvar, sigma_data=self.sigma_data)
+        loss = objective.loss(prediction, objective.target(x0, epsilon), sigma, logvar)
 
         total = loss.total * self.loss_scale
         metrics = {
             "loss": total.detach(),
             "mse": loss.mse.detach(),
-            "edm_loss": loss.mse.detach(),  # Cosmos' name for the same weighted MSE
+            "edm_loss": loss.mse.detach(),  # Cosmos' name for the same weighted MSE (NVIDIA's flow logs it too)
             "x0_mse": loss.x0_mse.detach(),
             "sigma_mean": sigma.mean().detach(),
         }
@@ -310,7 +359,7 @@ class DiffusionModel(nn.Module):
         num_steps: int = 35,
         guidance: float = 5.0,
         seed: int = 0,
-        sampler: str = "res2ab",
+        sampler: str | None = None,
         *,
         sigma_max: float | None = None,
         sigma_min: float | None = None,
@@ -319,14 +368,15 @@ class DiffusionModel(nn.Module):
     ) -> torch.Tensor:
         """Sample x0 latents for `batch` with classifier-free guidance; `decode()` turns them into video.
 
-        guidance: x0 = cond + guidance * (cond - uncond) (Cosmos' convention; 0 disables guidance). The
+        sampler: the objective's method (EDM: "res2ab" by default, "euler", "heun"; rectified flow: "unipc" by
+        default, "euler"). sigma_max, sigma_min: EDM schedule overrides (rectified flow has none).
+        guidance: pred = cond + guidance * (cond - uncond) on the objective's prediction (x0 or velocity; Cosmos'
+        convention in both families; 0 disables guidance). The
         unconditional branch uses `neg_t5_text_embeddings` from the batch when present, else empty text.
         condition_latent: video2world only, [B,C,k,H',W'] latents (as returned by this method or `encode`) that
         condition the first k latent frames (e.g. the last frames of the previous window).
         The initial noise is drawn on the CPU from `seed`, so a seed gives the same sample on any device.
         """
-        from cosmos_transfer.diffusion.samplers import karras_sigmas, sample
-
         batch = self._batch_to_device(batch)
         shape = tuple(latent_shape) if latent_shape is not None else self.latent_shape(batch)
         condition, uncondition = self.conditioner.condition_and_uncondition(batch)
@@ -335,20 +385,25 @@ class DiffusionModel(nn.Module):
         if condition_latent is not None:
             condition, uncondition = self._conditioned_on_latent(condition, uncondition, condition_latent, shape)
 
-        sigma_max = self.sigma_max if sigma_max is None else sigma_max
-        sigma_min = self.sigma_min if sigma_min is None else sigma_min
+        objective = self.objective
+        overrides = {k: v for k, v in (("sigma_max", sigma_max), ("sigma_min", sigma_min)) if v is not None}
+        if overrides and not isinstance(objective, EDMObjective):
+            raise ValueError(
+                f"DiffusionModel.generate_samples: {', '.join(overrides)} set, but only the EDM objective has them "
+                f"(this model uses {type(objective).__name__})"
+            )
         generator = torch.Generator().manual_seed(seed)
-        x_T = (torch.randn(shape, generator=generator, dtype=torch.float32) * sigma_max).to(self.device)
-        sigmas = karras_sigmas(num_steps, sigma_min, sigma_max, self.rho).to(self.device)
+        x_T = objective.initial_noise(shape, generator, **overrides).to(self.device)
+        levels = objective.sampling_levels(num_steps, self.device, **overrides)
 
-        def guided_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            x0_cond = self.denoise(x, sigma, condition)
+        def guided(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+            cond = self.predict(x, level, condition, x_T, sampling=True)
             if guidance == 0:
-                return x0_cond
-            x0_uncond = self.denoise(x, sigma, uncondition)
-            return x0_cond + guidance * (x0_cond - x0_uncond)
+                return cond
+            uncond = self.predict(x, level, uncondition, x_T, sampling=True)
+            return cond + guidance * (cond - uncond)
 
-        return sample(guided_denoiser, x_T, sigmas=sigmas, method=sampler)
+        return objective.sample(guided, x_T, levels, method=sampler)
 
     def _conditioned_on_latent(
         self, condition: Condition, uncondition: Condition, condition_latent: torch.Tensor, shape: tuple[int, ...]
@@ -378,6 +433,28 @@ class DiffusionModel(nn.Module):
         return float(flops.dit_training_step_flops(self.net, self.latent_shape(batch), text_length))
 
     def extra_repr(self) -> str:
-        return (f"sigma_data={self.sigma_data}, p_mean={self.p_mean}, p_std={self.p_std}, "
-                f"adjust_video_noise={self.adjust_video_noise}, video2world={self.video2world}")
+        return (f"objective={type(self.objective).__name__}, sigma_data={self.sigma_data}, p_mean={self.p_mean}, "
+                f"p_std={self.p_std}, adjust_video_noise={self.adjust_video_noise}, video2world={self.video2world}")
+
+
+def _checked_frame_probs(probs: dict[int, float] | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """{latent frames: probability} -> (counts, probabilities) tensors, or a clear error."""
+    if probs is None:
+        return None
+    message = ("DiffusionModel: condition_frame_probs must map numbers of latent frames (ints >= 0) to probabilities "
+               f"(>= 0, summing to 1), e.g. {{0: 0.4, 1: 0.4, 2: 0.2}}; got {probs!r}")
+    if not isinstance(probs, dict) or not probs:
+        raise ValueError(message)
+    counts, weights = [], []
+    for count, weight in probs.items():
+        count = int(count) if isinstance(count, str) and count.isdigit() else count
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ValueError(message)
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight >= 0:
+            raise ValueError(message)
+        counts.append(count)
+        weights.append(float(weight))
+    if not math.isclose(sum(weights), 1.0, abs_tol=1e-6):
+        raise ValueError(message)
+    return torch.tensor(counts), torch.tensor(weights, dtype=torch.float64)
 
