@@ -25,9 +25,16 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
+# The post-training workflow of docs/TRAINING.md at tiny size, on the base shipped in assets/demo (made once by
+# scripts/pretrain_demo_base.py): convert it with a new edge branch, train the branch on the frozen base, then
+# generate and score the validation clips with the control on and off (scripts/inference.py, scripts/evaluate.py).
+DEMO_JOB := outputs/cosmos_transfer/demo/demo_edge_tiny
+DEMO_INIT := outputs/cosmos_transfer/demo/demo_edge_init.safetensors
 demo: $(VENV)/.installed
 	test -d datasets/demo || $(PY) scripts/make_demo_dataset.py --out datasets/demo
-	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) scripts/train.py --config=configs/train.py -- experiment=demo_edge_tiny
+	test -f $(DEMO_INIT) || $(PY) scripts/convert_checkpoint.py to-ours assets/demo/base_model.pt $(DEMO_INIT) --new-control edge --num-control-blocks 2
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) scripts/train.py --config=configs/train.py -- experiment=demo_edge_tiny checkpoint.load_path=$(DEMO_INIT)
+	$(PY) scripts/demo_report.py --job $(DEMO_JOB) --data datasets/demo/val
 
 clean-demo:
 	rm -rf outputs/cosmos_transfer/demo

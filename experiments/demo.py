@@ -1,15 +1,21 @@
-"""The CPU demo: `make demo` trains this experiment for a few minutes with 2 processes.
+"""The CPU demo: `make demo` post-trains an edge branch on the shipped tiny base, as users post-train the 7B.
 
-    torchrun --standalone --nproc_per_node=2 scripts/train.py --config=configs/train.py -- experiment=demo_edge_tiny
+    python scripts/convert_checkpoint.py to-ours assets/demo/base_model.pt \
+        outputs/cosmos_transfer/demo/demo_edge_init.safetensors --new-control edge --num-control-blocks 2
+    torchrun --standalone --nproc_per_node=2 scripts/train.py --config=configs/train.py -- experiment=demo_edge_tiny \
+        checkpoint.load_path=outputs/cosmos_transfer/demo/demo_edge_init.safetensors
+    python scripts/demo_report.py      # inference.py + evaluate.py on the validation clips, control on and off
 
-Edge-control post-training as Cosmos-Transfer1 does it, in miniature: a tiny GeneralDIT base (randomly initialized
-here, trained along) plus one ControlNet branch fed with the Canny edges of the video (ControlDiffusionModel), the
-DCT tokenizer (4x4 pixels x 4 frames per latent pixel, kept to their lowest 2x2x2 frequencies: 24 channels), and the
-synthetic demo dataset (datasets/demo, made by scripts/make_demo_dataset.py: coloured shapes moving over textures,
-MiniLM caption embeddings of 40 x 384), read at 32 x 32. Outputs in outputs/cosmos_transfer/demo/demo_edge_tiny:
-checkpoints/, metrics.jsonl, tensorboard/, samples/ (generated mp4 and a control | generated | ground-truth GIF
-every validation). Rerunning the command resumes from the latest checkpoint (`make clean-demo` first after changing
-this file).
+Edge-control post-training as Cosmos-Transfer1 does it, in miniature (docs/TRAINING.md shows the same commands for
+the 7B): a frozen, pretrained tiny GeneralDIT base (`demo_base_tiny` below, trained once by
+scripts/pretrain_demo_base.py and shipped as assets/demo/base_model.pt in NVIDIA's layout) plus one ControlNet branch
+fed with the Canny edges of the video (ControlDiffusionModel; the branch starts as a copy of the base's blocks, its own
+new layers at zero), the DCT tokenizer (4x4 pixels x 4 frames per latent pixel, kept to their lowest 2x2x2
+frequencies: 24 channels), and the synthetic demo dataset (datasets/demo, made by scripts/make_demo_dataset.py:
+coloured shapes moving over textures, MiniLM caption embeddings of 40 x 384), read at 32 x 32. Outputs in
+outputs/cosmos_transfer/demo/demo_edge_tiny: checkpoints/, metrics.jsonl, tensorboard/, samples/ (generated mp4 and a
+control | generated | ground-truth GIF every validation), demo_report/. Rerunning the command resumes from the latest
+checkpoint (`make clean-demo` first after changing this file).
 
 Why these sizes: the network's output per token is a linear map of its `model_channels` features, so a token must
 carry at most model_channels values (tests/test_demo_experiment.py); values the net cannot predict stay noise after
@@ -22,10 +28,16 @@ samples stayed grainy, which Canny reads as edges everywhere (BENCHMARKS.md). 17
 from hydra.core.config_store import ConfigStore
 
 from cosmos_transfer.config.lazy import LazyDict
+from cosmos_transfer.networks.dit_ctrl import NEW_BRANCH_KEY_PATTERNS
 
 # The demo dataset's text embeddings (cosmos_transfer/data/demo.py): all-MiniLM-L6-v2, 40 tokens x 384.
 _TEXT = dict(text_embedding_folder="minilm_l6", text_embedding_length=40, text_embedding_dim=384)
 _DATA = dict(num_frames=17, resolution=[32, 32], hint_keys=["edge"], **_TEXT)
+# 17 frames x 32 x 32 -> 24 channels x 5 x 8 x 8 latents; patch 1: 320 tokens of 24 values per clip.
+# Blocks of the edge branch (copies of the base's first blocks); `make demo` converts the base with the same number.
+_CONTROL_BLOCKS = 2
+_NET = dict(in_channels=24, out_channels=24, patch_spatial=1, model_channels=192, num_heads=3, max_img_h=32,
+            max_img_w=32, crossattn_emb_channels=384)
 
 DEMO_EDGE_TINY = LazyDict(
     dict(
@@ -45,13 +57,12 @@ DEMO_EDGE_TINY = LazyDict(
         job=dict(project="cosmos_transfer", group="demo", name="demo_edge_tiny"),
         model=dict(
             _target_="cosmos_transfer.diffusion.model_ctrl.ControlDiffusionModel",
-            # 17 frames x 32 x 32 -> 24 channels x 5 x 8 x 8 latents; patch 1: 320 tokens of 24 values per clip.
-            net=dict(in_channels=24, out_channels=24, patch_spatial=1, model_channels=192, num_heads=3,
-                     max_img_h=32, max_img_w=32, crossattn_emb_channels=384),
-            net_ctrl=dict(hint_channels=24),
-            # No pretrained base on a fresh machine: the base trains along with the branch (Cosmos' pretraining
-            # setting: the whole control signal is dropped for half the samples so the base also learns alone).
-            finetune_base=True,
+            net=_NET,
+            net_ctrl=dict(hint_channels=24, num_control_blocks=_CONTROL_BLOCKS),
+            # Post-training as Cosmos-Transfer1 does it: the base (assets/demo/base_model.pt, given as
+            # checkpoint.load_path after convert_checkpoint.py --new-control edge) stays frozen, only the branch
+            # learns. (It stays in float32: bf16 matmuls are slower than fp32 ones on most CPUs.)
+            finetune_base=False,
             # EDM's image setting instead of Cosmos' (0, 1): with the sqrt(5 latent frames) video factor, (0, 1) puts
             # under 1% of the training noise levels below 0.2, so the net never learns the last denoising steps and
             # sampling freezes there with the noise of sigma ~0.5 still in the picture.
@@ -75,7 +86,43 @@ DEMO_EDGE_TINY = LazyDict(
             # Measured on this experiment: validation MSE at 1,000 steps 0.577 without, 0.174 with (BENCHMARKS.md).
             lr_multipliers={"*adaLN_modulation*": 0.05, "*t_embedder*": 0.05},
         ),
-        checkpoint=dict(save_iter=500, keep_last_k=2),
+        # The converted base holds no weights of the branch's own new layers: they keep their (zero) initialization.
+        checkpoint=dict(save_iter=500, keep_last_k=2, allowed_missing_keys=list(NEW_BRANCH_KEY_PATTERNS)),
     )
 )
 ConfigStore.instance().store(group="experiment", package="_global_", name="demo_edge_tiny", node=DEMO_EDGE_TINY)
+
+# The demo's base (a text2world net on the same data, no control): what scripts/pretrain_demo_base.py trains once and
+# ships as assets/demo/base_model.pt, as NVIDIA ships the Cosmos base that users post-train their branches on.
+DEMO_BASE_TINY = LazyDict(
+    dict(
+        defaults=[
+            {"override /model": "diffusion"},
+            {"override /net": "tiny"},
+            {"override /tokenizer": "dct"},
+            {"override /ema": "power"},
+            {"override /data_train": "demo"},
+            {"override /data_val": "demo"},
+            {"override /scheduler": "lambdalinear"},
+            {"override /callbacks": "loss_line"},
+            "_self_",
+        ],
+        job=dict(project="cosmos_transfer", group="demo", name="demo_base_tiny"),
+        model=dict(net=_NET, p_mean=-1.2, p_std=1.2),
+        dataloader_train=dict(batch_size=4, dataset=dict(_DATA, hint_keys=[])),
+        dataloader_val=dict(batch_size=1, dataset=dict(_DATA, hint_keys=[])),
+        optimizer=dict(lr=1e-3, weight_decay=0.01),
+        scheduler=dict(warm_up_steps=[100], f_start=[0.1]),
+        trainer=dict(
+            max_iter=6000,
+            validation_iter=1000,
+            validation_num_batches=2,
+            sample_num_steps=12,
+            sample_guidance=0.0,
+            seed=0,
+            lr_multipliers={"*adaLN_modulation*": 0.05, "*t_embedder*": 0.05},
+        ),
+        checkpoint=dict(save_iter=1000, keep_last_k=1),
+    )
+)
+ConfigStore.instance().store(group="experiment", package="_global_", name="demo_base_tiny", node=DEMO_BASE_TINY)

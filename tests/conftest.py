@@ -15,3 +15,8 @@ _SESSION_DIR = tempfile.mkdtemp(prefix="cosmos_transfer_tests_")
 os.environ["COSMOS_CACHE_DIR"] = os.path.join(_SESSION_DIR, "cache")
 os.environ["OUTPUT_ROOT"] = os.path.join(_SESSION_DIR, "outputs")
 os.environ.pop("COSMOS_EXPERIMENT_PATH", None)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes tens of seconds (e.g. sampling the shipped demo base); "
+                                       "deselect with -m 'not slow'")

@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""The last step of `make demo`: generate the validation clips with the post-trained edge branch, with the control
+on and off, through scripts/inference.py, score them with scripts/evaluate.py, and print the Edge F1 figures.
+
+    python scripts/demo_report.py [--job outputs/cosmos_transfer/demo/demo_edge_tiny] [--data datasets/demo/val]
+
+For each validation clip it writes, under <job>/demo_report/:
+  inputs/<clip>.mp4        the clip's first 17 frames at 32 x 32 (the size the demo trains at)
+  <clip>/spec.json         the inference spec (input video, caption embedding, edge control weight 1)
+  <clip>/edge_on.mp4       scripts/inference.py --spec spec.json (+ _side_by_side.mp4: input | control | output)
+  <clip>/edge_off.mp4      the same with the control's weight at 0 (spec_off.json): the frozen base alone
+  <clip>/*.metrics.json    scripts/evaluate.py --video ... --spec ... (Edge F1 against the clip's edge control,
+                           blur SSIM against the input)
+and side_by_side.gif (edge control | generated | ground truth, a row per clip). Each command is printed as it would
+be typed; they run in this process (the scripts' main()) so that torch is imported once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+EXPERIMENT = "demo_edge_tiny"
+SAMPLING = ["--num_steps", "12", "--guidance", "0", "--seed", "1"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--job", default="outputs/cosmos_transfer/demo/demo_edge_tiny", help="the trained job folder")
+    parser.add_argument("--data", default="datasets/demo/val", help="validation clips (videos/, minilm_l6/)")
+    parser.add_argument("--num_clips", type=int, default=8)
+    parser.add_argument("--gif_clips", type=int, default=3, help="clips shown in side_by_side.gif")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides the job was trained with (after --)")
+    return parser
+
+
+def demo_input(video_path: str, out_path: str, num_frames: int, size: tuple[int, int]) -> np.ndarray:
+    """The clip's first `num_frames` frames at `size` (area resize), written as a lossless-looking mp4."""
+    from cosmos_transfer.video_io import read_video, write_video
+
+    frames, fps = read_video(video_path)
+    if len(frames) < num_frames:
+        raise SystemExit(f"{video_path} has {len(frames)} frames; the demo needs {num_frames}")
+    small = np.stack([cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA) for f in frames[:num_frames]])
+    write_video(out_path, small, fps, crf=10, pix_fmt="yuv444p")
+    return read_video(out_path)[0]  # what inference and evaluation read back
+
+
+def _run(name: str, main, argv: list[str]) -> None:
+    print(f"$ python scripts/{name}.py " + " ".join(argv), flush=True)
+    code = main(argv)
+    if code:
+        raise SystemExit(f"scripts/{name}.py exited with {code}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import evaluate
+    import inference
+    import torch
+
+    torch.set_num_threads(1)  # a 32x32 net: on a shared 2-core machine a second thread costs more than it gives
+
+    from configs.train import make_config
+    from cosmos_transfer.inference import loading
+    from cosmos_transfer.metrics import canny_edges
+    from cosmos_transfer.video_io import read_video, write_gif
+
+    config = loading.compose_config(EXPERIMENT, args.overrides, make_config=make_config)
+    dataset = config.dataloader_train["dataset"]
+    num_frames, size = int(dataset["num_frames"]), tuple(int(v) for v in dataset["resolution"])
+    embeddings = dataset["text_embedding_folder"]
+    videos = sorted(glob.glob(os.path.join(args.data, "videos", "*.mp4")))[: args.num_clips]
+    if not videos:
+        raise SystemExit(f"no validation clips in {args.data}/videos (make them: scripts/make_demo_dataset.py)")
+    out = os.path.join(args.job, "demo_report")
+    os.makedirs(os.path.join(out, "inputs"), exist_ok=True)
+    overrides = ["--", *args.overrides] if args.overrides else []
+    scores = {"on": {"edge_f1": [], "blur_ssim": []}, "off": {"edge_f1": [], "blur_ssim": []}}
+    rows = []
+    for video in videos:
+        stem = os.path.splitext(os.path.basename(video))[0]
+        folder = os.path.join(out, stem)
+        os.makedirs(folder, exist_ok=True)
+        input_path = os.path.abspath(os.path.join(out, "inputs", stem + ".mp4"))
+        truth = demo_input(video, input_path, num_frames, size)
+        embedding = os.path.abspath(os.path.join(args.data, embeddings, stem + ".safetensors"))
+        generated = {}
+        for state, weight in (("on", 1.0), ("off", 0.0)):
+            spec = os.path.join(folder, "spec.json" if state == "on" else "spec_off.json")
+            with open(spec, "w", encoding="utf-8") as file:
+                json.dump({"input_video_path": input_path, "prompt_embedding": embedding,
+                           "edge": {"control_weight": weight}}, file, indent=2)
+            result = os.path.join(folder, f"edge_{state}.mp4")
+            _run("inference", inference.main, ["--experiment", EXPERIMENT, "--checkpoint", args.job, "--spec", spec,
+                                               "--out", result, *SAMPLING, "--side_by_side", *overrides])
+            metrics = os.path.join(folder, f"edge_{state}.metrics.json")
+            _run("evaluate", evaluate.main, ["--video", result, "--spec", spec, "--out", metrics])
+            with open(metrics, encoding="utf-8") as file:
+                values = json.load(file)["metrics"]
+            for key in scores[state]:
+                scores[state][key].append(values[key])
+            generated[state] = read_video(result)[0]
+        rows.append((truth, generated["on"]))
+
+    gif_rows = []
+    for truth, output in rows[: args.gif_clips]:
+        edges = np.repeat(canny_edges(truth, "medium")[..., None], 3, axis=-1).astype(np.uint8) * 255
+        gif_rows.append(np.concatenate([edges, output, truth], axis=2))  # control | generated | ground truth
+    panel = np.concatenate(gif_rows, axis=1)
+    panel = panel.repeat(3, axis=1).repeat(3, axis=2)  # 3x, nearest: 32-pixel frames are too small to see
+    gif = os.path.join(out, "side_by_side.gif")
+    write_gif(gif, panel, fps=8)
+
+    mean = {state: {k: statistics.mean(v) for k, v in s.items()} for state, s in scores.items()}
+    ratio = mean["on"]["edge_f1"] / max(mean["off"]["edge_f1"], 1e-9)
+    print(f"\nDemo result ({len(videos)} validation clips, {num_frames} frames at {size[0]}x{size[1]}, 12 res2ab steps, "
+          "guidance 0, seed 1, EMA weights):")
+    print("| edge control | Edge F1 mean | Edge F1 min..max | blur SSIM |")
+    print("| --- | ---: | ---: | ---: |")
+    for state, label in (("on", "weight 1 (trained branch)"), ("off", "weight 0 (frozen base alone)")):
+        f1 = scores[state]["edge_f1"]
+        print(f"| {label} | {mean[state]['edge_f1']:.3f} | {min(f1):.3f}..{max(f1):.3f} | "
+              f"{mean[state]['blur_ssim']:.3f} |")
+    print(f"Edge F1 with the control on / off: {ratio:.2f}x")
+    print(f"Videos: {out}/<clip>/edge_on.mp4, edge_off.mp4, *_side_by_side.mp4 (input | control | output); "
+          f"metrics: {out}/<clip>/*.metrics.json")
+    print(f"GIF (edge control | generated | ground truth): {gif}")
+    print(f"Training samples (every validation): {os.path.join(args.job, 'samples')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
