@@ -145,3 +145,33 @@ def test_control_scale_forms():
         assert not torch.allclose(run([0.0, 0.25]), reference)
         with pytest.raises(ValueError, match="control scale of branch 1 must be"):
             run([0.5, torch.ones(2, 2, 16, 16)])
+
+
+def test_meta_build_then_materialize():
+    """Built on meta (no memory), then `to_empty` + `init_weights`: RoPE positions recomputed, new branch zero."""
+    with torch.device("meta"):
+        net = Cosmos25ControlDiT(**TINY, vace_block_every_n=2, num_max_modalities=2)
+    assert all(p.is_meta for p in net.parameters())
+    net.to_empty(device="cpu")
+    net.init_weights()
+    assert torch.equal(net.pos_embedder.seq, torch.arange(len(net.pos_embedder.seq), dtype=torch.float32))
+    assert net.control_blocks[0].before_proj.weight.abs().sum() == 0 and net.control_blocks[1].after_proj.bias.abs().sum() == 0
+    assert net.blocks[0].adaln_modulation_mlp[2].weight.abs().sum() == 0  # blocks start as identities
+    assert net.blocks[0].self_attn.q_proj.weight.std() > 0
+    x, t, text = torch.randn(1, 4, 2, 16, 16), torch.rand(1) * 1000, torch.randn(1, 3, 16)
+    assert torch.isfinite(net(x, t, text, torch.randn(1, 4, 2, 16, 16))).all()
+
+
+def test_single_branch_runs_on_all_zero_latents():
+    """NVIDIA's single-branch path has no zero check: zero control latents still give hints (the masks and the base
+    tokens enter control block 0)."""
+    torch.manual_seed(0)
+    net = Cosmos25ControlDiT(**TINY, vace_block_every_n=2, num_max_modalities=2).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.2)
+    x, t, text = torch.randn(1, 4, 2, 16, 16), torch.rand(1) * 1000, torch.randn(1, 3, 16)
+    with torch.no_grad():
+        on = net(x, t, text, torch.zeros(1, 4, 2, 16, 16))
+        off = net(x, t, text, torch.zeros(1, 4, 2, 16, 16), control_scale=0.0)
+    assert (on - off).abs().max() > 1e-3 * off.abs().max()

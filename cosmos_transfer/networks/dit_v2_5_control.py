@@ -179,8 +179,9 @@ class Cosmos25ControlDiT(Cosmos25DiT):
                       padding_mask: torch.Tensor | None, control_scale=1.0) -> list[torch.Tensor | float]:
         """Run every branch: the weighted hints [B, T', S, D] to add after base blocks control_layers[i].
 
-        A branch whose control latents are all zero is skipped (NVIDIA's `has_hint`); with gradients enabled it runs
-        and is multiplied by zero, so that its parameters get (zero) gradients as in NVIDIA's training.
+        With several branches, one whose control latents are all zero is skipped (NVIDIA's `has_hint`); with
+        gradients enabled it runs and is multiplied by zero, so that its parameters get (zero) gradients as in
+        NVIDIA's training. A single branch always runs (NVIDIA's single-branch path has no such check).
         """
         controls = self._split_controls(control_latents, inputs.input_shape, inputs.x.dtype)
         B, _, T, H, W = inputs.input_shape
@@ -189,7 +190,7 @@ class Cosmos25ControlDiT(Cosmos25DiT):
         hints: list = [0.0] * len(self.control_layers)
         kwargs = inputs.block_kwargs()
         for branch, embedder, control, weight in zip(self.branches(), self.embedders(), controls, weights):
-            active = bool(control.any())
+            active = self.num_control_branches == 1 or bool(control.any())  # NVIDIA checks only with several
             if not active and not torch.is_grad_enabled():
                 continue
             # 1. control tokens from [control | condition mask | padding mask], plus the base tokens (block 0)
