@@ -24,6 +24,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from configs.train import make_config  # noqa: E402
 from cosmos_transfer.inference import loading, pipeline  # noqa: E402
 from cosmos_transfer.inference.controls import prepare_inputs  # noqa: E402
 from cosmos_transfer.inference.spec import parse_spec  # noqa: E402
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    config = loading.compose_config(args.experiment, args.overrides)
+    config = loading.compose_config(args.experiment, args.overrides, make_config=make_config)
     dataset = config.dataloader_train["dataset"]
     resolution = tuple(dataset["resolution"])
     window = int(dataset["num_frames"])

@@ -24,6 +24,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from configs.train import make_config  # noqa: E402
 from cosmos_transfer.diffusion import edm  # noqa: E402
 from cosmos_transfer.inference import loading  # noqa: E402
 from cosmos_transfer.trainer.param_groups import lr_param_groups, scale_group_rates  # noqa: E402
@@ -66,7 +67,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    config = loading.compose_config(args.experiment, args.overrides)
+    config = loading.compose_config(args.experiment, args.overrides, make_config=make_config)
     model = loading.build_model(config).train()
     train_set = instantiate(config.dataloader_train["dataset"])
     val_set = instantiate(config.dataloader_val["dataset"])

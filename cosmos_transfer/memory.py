@@ -19,6 +19,7 @@ GPU peak-memory measurement adds on top of these figures.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,19 +141,21 @@ def model_memory_from_config(model_config: Any, *, optimizer_states: int = 2, **
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m cosmos_transfer.memory experiment=NAME [key=value ...]`: the memory table of that model, built on
-    the meta device (nothing allocated, no weights read; run from the repository root)."""
+    """`python -m cosmos_transfer.memory [--config FILE] experiment=NAME [key=value ...]`: the memory table of that
+    model, built on the meta device (nothing allocated, no weights read; run from the repository root, whose
+    configs/train.py is the default --config, as for scripts/train.py)."""
     import argparse
     import sys
 
+    from cosmos_transfer.config.compose import load_make_config, override
+
     parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--config", default=os.path.join("configs", "train.py"),
+                        help="Python file defining make_config() (default: configs/train.py of this folder)")
     parser.add_argument("overrides", nargs="*", help="experiment=NAME and key=value overrides, as for train.py")
     args = parser.parse_args(argv)
     try:
-        from configs.train import make_config
-        from cosmos_transfer.config.compose import override
-
-        config = override(make_config(), ["--", *args.overrides])
+        config = override(load_make_config(args.config)(), ["--", *args.overrides])
         report = model_memory_from_config(config.model)
     except Exception as error:  # noqa: BLE001 - one clear line for any config or build error
         print(f"memory: cannot build the model of {' '.join(args.overrides) or 'the default config'} on the meta "

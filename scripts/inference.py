@@ -139,6 +139,17 @@ def _control_checkpoints(items: list[str]) -> dict[str, str]:
     return result
 
 
+def _make_config(config_file: str | None):
+    """The make_config() of a --config file, or configs/train.py's."""
+    if config_file is not None:
+        from cosmos_transfer.config.compose import load_make_config
+
+        return load_make_config(config_file)
+    from configs.train import make_config
+
+    return make_config
+
+
 def run(args: argparse.Namespace, overrides: list[str]) -> dict:
     import numpy as np
     import torch
@@ -152,7 +163,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
     started = time.time()
     control_checkpoints = _control_checkpoints(args.control_checkpoint)
     say = lambda message: print(f"[{time.time() - started:6.1f}s] {message}", flush=True)  # noqa: E731
-    config = loading.compose_config(args.experiment, overrides, args.config)
+    config = loading.compose_config(args.experiment, overrides, make_config=_make_config(args.config))
     problems = check_inputs(args, config)
     if problems:
         raise ValueError(f"{len(problems)} problem(s) found before reading anything:\n"

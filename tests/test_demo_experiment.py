@@ -8,6 +8,7 @@ first demo (768 values per token through 64 channels) sampled pure noise althoug
 
 from __future__ import annotations
 
+from configs.train import make_config
 from cosmos_transfer.inference import loading
 
 
@@ -16,7 +17,7 @@ def _token_values(net) -> int:
 
 
 def test_demo_net_is_wide_enough_for_its_tokens():
-    config = loading.compose_config("demo_edge_tiny")
+    config = loading.compose_config("demo_edge_tiny", make_config=make_config)
     net = config.model.net
     assert _token_values(net) <= net.model_channels, (
         f"demo_edge_tiny: {_token_values(net)} values per token through {net.model_channels} channels"
@@ -25,7 +26,7 @@ def test_demo_net_is_wide_enough_for_its_tokens():
 
 
 def test_demo_built_net_projects_tokens_through_enough_features():
-    model = loading.build_model(loading.compose_config("demo_edge_tiny"))
+    model = loading.build_model(loading.compose_config("demo_edge_tiny", make_config=make_config))
     weight = model.net.final_layer.linear.weight  # [token values, model_channels]: output rank <= model_channels
     assert weight.shape[0] == _token_values(model.net)
     assert weight.shape[0] <= weight.shape[1]

@@ -107,7 +107,7 @@ def test_python_and_torchrun_commands(doc, command, tmp_path, monkeypatch):
         args, overrides = module.parse_args(argv)
         from cosmos_transfer.inference.loading import compose_config
 
-        compose_config(args.experiment, overrides)  # the experiment exists and composes
+        compose_config(args.experiment, overrides, make_config=module._make_config(args.config))  # it composes
     elif script in ("evaluate", "convert_checkpoint", "export_checkpoint"):
         module = _script(script)
         if script == "evaluate":

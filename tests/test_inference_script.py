@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from configs.train import make_config
 from cosmos_transfer.data.demo import make_clip
 from cosmos_transfer.video_io import read_video, write_video
 
@@ -19,7 +20,7 @@ EXPERIMENT = "demo_edge_tiny"
 def loading_config():
     from cosmos_transfer.inference.loading import compose_config
 
-    return compose_config(EXPERIMENT)
+    return compose_config(EXPERIMENT, make_config=make_config)
 
 
 def _load_script():
@@ -60,7 +61,7 @@ def model_weights(demo_files):
     from cosmos_transfer.checkpoints.files import save_weights_file
     from cosmos_transfer.inference import loading
 
-    model = loading.build_model(loading.compose_config(EXPERIMENT))
+    model = loading.build_model(loading.compose_config(EXPERIMENT, make_config=make_config))
     torch.manual_seed(0)
     state = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in model.state_dict().items()}
     safetensors_path = str(demo_files["folder"] / "weights.safetensors")
@@ -156,7 +157,7 @@ def test_checkpoint_of_another_model_size_is_named(demo_files, capsys, tmp_path)
 
     from cosmos_transfer.inference import loading
 
-    state = loading.build_model(loading.compose_config(EXPERIMENT)).state_dict()
+    state = loading.build_model(loading.compose_config(EXPERIMENT, make_config=make_config)).state_dict()
     state["net.affline_norm.weight"] = torch.ones(3)  # a model built with other channels
     dcp.save({"model": state}, checkpoint_id=str(tmp_path / "iter_000000001"), no_dist=True)
     assert inference.main(["--experiment", EXPERIMENT, "--spec", demo_files["embedded_spec"], "--out",

@@ -23,15 +23,12 @@ from torch.distributed.checkpoint.api import CheckpointException
 from cosmos_transfer.dtypes import torch_dtype
 
 
-def compose_config(experiment: str, overrides: list[str] | None = None, config_file: str | None = None) -> Any:
-    """The training config of `experiment` with Hydra `overrides`, as scripts/train.py composes it
-    (`config_file`: a --config file defining make_config(); default configs/train.py)."""
-    from cosmos_transfer.config.compose import load_make_config, override
+def compose_config(experiment: str, overrides: list[str] | None = None, *, make_config: Callable[[], Any]) -> Any:
+    """The training config of `experiment` with Hydra `overrides`, as scripts/train.py composes it. `make_config` is
+    the application's (configs/train.py's, or a --config file's through load_make_config): the library does not
+    import the application's configs/ package."""
+    from cosmos_transfer.config.compose import override
 
-    if config_file is None:
-        from configs.train import make_config
-    else:
-        make_config = load_make_config(config_file)
     return override(make_config(), [f"experiment={experiment}", *(overrides or [])])
 
 
