@@ -119,7 +119,10 @@ def main(argv: list[str]) -> int:
 
     freeze(config)
     if rank() == 0:
-        hold_job_lock(config.job.path)  # one run per job folder: before anything is written into it
+        try:
+            hold_job_lock(config.job.path)  # one run per job folder: before anything is written into it
+        except OSError as error:  # e.g. a job.lock that is a link or a folder: named by the lock's own message
+            raise ConfigError(str(error)) from None
     if not args.skip_checks:
         preflight(config)
     if rank() == 0:
@@ -132,11 +135,15 @@ def main(argv: list[str]) -> int:
 
 def run(argv: list[str]) -> int:
     """main() with bad input turned into a one-paragraph message and exit status 2."""
+    from cosmos_transfer.checkpoints.files import WeightsFileError
     from cosmos_transfer.preflight import PreflightError
+    from cosmos_transfer.trainer.safe_dcp import CheckpointError
 
     try:
         return main(argv)
-    except (ConfigError, PreflightError) as error:
+    # Bad input found while composing, in the checks, or when the trainer reads a checkpoint or weights file (every
+    # rank reads the same files and agrees on what it found, so rank 0's message is the run's).
+    except (ConfigError, PreflightError, CheckpointError, WeightsFileError) as error:
         if os.environ.get("COSMOS_TRACEBACK"):
             traceback.print_exc()
         if rank() == 0:  # composition is the same on every rank: one message is enough

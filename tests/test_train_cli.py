@@ -160,3 +160,18 @@ def test_end_to_end_toy_training_through_the_cli(tmp_path):
     job_dir = tmp_path / "out" / "cosmos_transfer" / "cli" / "toy"
     assert yaml.safe_load((job_dir / "config.yaml").read_text())["trainer"]["max_iter"] == 3
     assert (job_dir / "checkpoints" / "iter_000000003").is_dir()
+
+
+def test_a_damaged_load_path_file_is_one_message_without_traceback(tmp_path):
+    # An interrupted download of the weights named by checkpoint.load_path: the loader's message (file, what is
+    # wrong, download again), exit 2, and no Python traceback around it.
+    config_file = tmp_path / "toy_config.py"
+    config_file.write_text(textwrap.dedent(TOY_CONFIG.format(tests=os.path.join(REPO_ROOT, "tests"))))
+    weights = tmp_path / "base_model.pt"
+    weights.write_bytes(b"PK\x03\x04" + os.urandom(2000))
+    result = _run([f"--config={config_file}", "--", "trainer.max_iter=1", "job.name=damaged",
+                   f"checkpoint.load_path={weights}"],
+                  cwd=tmp_path, env={"OUTPUT_ROOT": str(tmp_path / "out")}, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert str(weights) in result.stderr and "again" in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
