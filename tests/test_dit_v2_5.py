@@ -156,8 +156,8 @@ def test_meta_build_then_materialize():
     net.init_weights()
     assert torch.equal(net.pos_embedder.seq, torch.arange(len(net.pos_embedder.seq), dtype=torch.float32))
     assert net.control_blocks[0].before_proj.weight.abs().sum() == 0 and net.control_blocks[1].after_proj.bias.abs().sum() == 0
-    assert net.blocks[0].adaln_modulation_mlp[2].weight.abs().sum() == 0  # blocks start as identities
-    assert net.blocks[0].self_attn.q_proj.weight.std() > 0
+    assert net.blocks["0"].adaln_modulation_mlp[2].weight.abs().sum() == 0  # blocks start as identities
+    assert net.blocks["0"].self_attn.q_proj.weight.std() > 0
     x, t, text = torch.randn(1, 4, 2, 16, 16), torch.rand(1) * 1000, torch.randn(1, 3, 16)
     assert torch.isfinite(net(x, t, text, torch.randn(1, 4, 2, 16, 16))).all()
 
@@ -175,3 +175,12 @@ def test_single_branch_runs_on_all_zero_latents():
         on = net(x, t, text, torch.zeros(1, 4, 2, 16, 16))
         off = net(x, t, text, torch.zeros(1, 4, 2, 16, 16), control_scale=0.0)
     assert (on - off).abs().max() > 1e-3 * off.abs().max()
+
+
+def test_parallelize_finds_the_base_blocks():
+    """trainer/parallelize.py shards and checkpoints the blocks it finds: the 2.5 base's, under NVIDIA's names."""
+    from cosmos_transfer.trainer.parallelize import find_blocks
+
+    model = torch.nn.Module()
+    model.net = Cosmos25ControlDiT(**TINY, vace_block_every_n=2, num_max_modalities=2)
+    assert [name for name, _ in find_blocks(model)] == [f"net.blocks.{i}" for i in range(4)]

@@ -124,7 +124,7 @@ def test_new_branch_is_zero_initialized():
     torch.manual_seed(0)
     net = Cosmos25ControlDiT(**TINY, **CONTROL).eval()
     with torch.no_grad():  # a base whose blocks are not identities
-        for block in net.blocks:
+        for block in net.blocks.values():
             for name, p in block.named_parameters():
                 if name.startswith("adaln_modulation"):
                     p.normal_(0, 0.2)
@@ -137,7 +137,7 @@ def test_new_branch_is_zero_initialized():
         torch.testing.assert_close(net(x, t, text, control, cond, padding_mask=padding),
                                    base(x, t, text, cond, padding_mask=padding), rtol=0, atol=0)
     for i, control_block in enumerate(net.control_blocks):  # control block i starts as base block i
-        for name, p in net.blocks[i].state_dict().items():
+        for name, p in net.blocks[str(i)].state_dict().items():
             assert torch.equal(control_block.state_dict()[name], p)
 
 

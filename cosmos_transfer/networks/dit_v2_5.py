@@ -318,7 +318,9 @@ class Cosmos25DiT(nn.Module):
             rope_t_extrapolation_ratio, base_fps, persistent=False,
         )
         self.t_embedder = nn.Sequential(Timesteps(model_channels), TimestepEmbedding(model_channels, use_adaln_lora))
-        self.blocks = nn.ModuleList(self.make_block() for _ in range(num_blocks))
+        # A ModuleDict keyed "0".."N-1" (the state-dict names of NVIDIA's ModuleList), so that trainer/parallelize.py
+        # finds the blocks and shards / checkpoints each one as it does for GeneralDIT.
+        self.blocks = nn.ModuleDict({str(i): self.make_block() for i in range(num_blocks)})
         self.final_layer = FinalLayer(model_channels, patch_spatial * patch_spatial * patch_temporal * out_channels,
                                       use_adaln_lora, adaln_lora_dim)
         self.t_embedding_norm = RMSNorm(model_channels, eps=1e-6)
@@ -476,6 +478,6 @@ class Cosmos25DiT(nn.Module):
                                             img_context_emb)
         tokens = inputs.x
         kwargs = inputs.block_kwargs()
-        for block in self.blocks:
+        for block in self.blocks.values():
             tokens = block(tokens, **kwargs)
         return self.decode_output(tokens, inputs)

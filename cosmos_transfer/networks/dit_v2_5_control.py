@@ -115,7 +115,7 @@ class Cosmos25ControlDiT(Cosmos25DiT):
         before_proj / after_proj stay as they are (zero for a new branch)."""
         for branch in self.branches():
             for i, control_block in enumerate(branch):
-                missing, unexpected = control_block.load_state_dict(self.blocks[i].state_dict(), strict=False)
+                missing, unexpected = control_block.load_state_dict(self.blocks[str(i)].state_dict(), strict=False)
                 assert not unexpected and set(missing) <= {"before_proj.weight", "before_proj.bias",
                                                           "after_proj.weight", "after_proj.bias"}, (missing, unexpected)
 
@@ -225,7 +225,7 @@ class Cosmos25ControlDiT(Cosmos25DiT):
         hint_of_block = dict(zip(self.control_layers, hints))
         tokens = inputs.x
         kwargs = inputs.block_kwargs()
-        for k, block in enumerate(self.blocks):
+        for k, block in enumerate(self.blocks.values()):
             tokens = block(tokens, **kwargs)
             if k in hint_of_block:
                 tokens = tokens + hint_of_block[k]
