@@ -4,6 +4,7 @@ control branch only when the base is frozen."""
 import pytest
 import torch
 
+from cosmos_transfer.config.lazy import instantiate
 from cosmos_transfer.networks.dit_v2_5 import Cosmos25DiT
 from cosmos_transfer.networks.dit_v2_5_control import Cosmos25ControlDiT
 
@@ -12,8 +13,6 @@ TINY = dict(max_img_h=32, max_img_w=32, max_frames=8, in_channels=4, out_channel
 
 
 def _meta_build(config):
-    from cosmos_transfer.config.lazy import instantiate  # noqa: PLC0415 - the config package is being moved
-
     with torch.device("meta"):
         return instantiate(config)
 
@@ -184,3 +183,15 @@ def test_parallelize_finds_the_base_blocks():
     model = torch.nn.Module()
     model.net = Cosmos25ControlDiT(**TINY, vace_block_every_n=2, num_max_modalities=2)
     assert [name for name, _ in find_blocks(model)] == [f"net.blocks.{i}" for i in range(4)]
+
+
+def test_tiny_options_run():
+    """The tiny 2.5 options of configs/net.py build and run on CPU (text 1024 wide, no projection)."""
+    configs_net = pytest.importorskip("configs.net")
+    torch.manual_seed(0)
+    base, transfer = instantiate(configs_net.TINY_DIT_2P5), instantiate(configs_net.TINY_TRANSFER_2P5)
+    assert isinstance(base, Cosmos25DiT) and transfer.control_layers == [0]
+    x, t, text = torch.randn(1, 16, 2, 16, 16), torch.rand(1) * 1000, torch.randn(1, 5, 1024)
+    with torch.no_grad():
+        assert base(x, t, text).shape == x.shape
+        assert transfer(x, t, text, torch.randn(1, 16, 2, 16, 16)).shape == x.shape
