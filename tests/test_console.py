@@ -19,7 +19,7 @@ TRAIN = os.path.join(ROOT, "scripts", "train.py")
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Train and val folders for ctrl_tiny: 17 frames at 32x32, MiniLM-sized (384) caption embeddings."""
-    from cosmos_transfer.data.testing import make_tiny_dataset
+    from tiny_datasets import make_tiny_dataset
 
     base = tmp_path_factory.mktemp("console_clips")
     for split, stems in (("train", ("a", "b", "c", "d")), ("val", ("e",))):

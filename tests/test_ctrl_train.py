@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch.distributed.checkpoint as dcp
 
-from cosmos_transfer.data.testing import make_tiny_dataset
+from tiny_datasets import make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

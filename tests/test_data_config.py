@@ -9,7 +9,7 @@ import torch
 from configs.train import make_config
 from cosmos_transfer.config.compose import override
 from cosmos_transfer.config.lazy import instantiate
-from cosmos_transfer.data.testing import make_tiny_dataset, make_tiny_t5
+from tiny_datasets import make_tiny_dataset, make_tiny_t5
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cosmos_transfer.data.dataset import VideoDataset
-from cosmos_transfer.data.testing import make_tiny_dataset
+from tiny_datasets import make_tiny_dataset
 from cosmos_transfer.inference.controls import prepare_inputs
 from cosmos_transfer.inference.spec import SpecError, parse_spec
 from cosmos_transfer.video_io import write_video

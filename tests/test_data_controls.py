@@ -11,7 +11,7 @@ from cosmos_transfer.data import controls as C
 from cosmos_transfer.video_io import write_video
 from cosmos_transfer.data.dataset import VideoDataset
 from cosmos_transfer.hints import normalize_hint_key
-from cosmos_transfer.data.testing import make_tiny_dataset as make_clip_folder
+from tiny_datasets import make_tiny_dataset as make_clip_folder
 
 
 def dataset(root, **kwargs):

@@ -15,7 +15,7 @@ import pytest
 
 from cosmos_transfer.data.dataset import VideoDataset
 from cosmos_transfer.data.demo import make_clip
-from cosmos_transfer.data.testing import make_tiny_dataset
+from tiny_datasets import make_tiny_dataset
 from cosmos_transfer.video_io import VideoReadError, probe_video, read_frames, read_video, write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from cosmos_transfer.data.dataset import VideoDataset
 from cosmos_transfer.data.safe_pickle import UnsafePickleError, safe_load, safe_loads
-from cosmos_transfer.data.testing import make_tiny_dataset
+from tiny_datasets import make_tiny_dataset
 from cosmos_transfer.data.text_embeddings import load_text_embedding, pad_text_embedding, save_text_embedding
 
 DIM = 8

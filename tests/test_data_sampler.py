@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 
 from cosmos_transfer.data.dataset import VideoDataset
 from cosmos_transfer.data.sampler import ResumableDistributedSampler, build_dataloader
-from cosmos_transfer.data.testing import make_tiny_dataset
+from tiny_datasets import make_tiny_dataset
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])

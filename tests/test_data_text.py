@@ -10,7 +10,7 @@ import torch
 from cosmos_transfer.data.dataset import VideoDataset
 from cosmos_transfer.data.text_embeddings import load_text_embedding
 from cosmos_transfer.data.text_encoders import TextEncoder
-from cosmos_transfer.data.testing import make_tiny_dataset, make_tiny_t5
+from tiny_datasets import make_tiny_dataset, make_tiny_t5
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_t5_encoder_path_with_a_tiny_random_t5(tmp_path):

@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 
 from cosmos_transfer.data.dataset import VideoDataset
-from cosmos_transfer.data.testing import make_tiny_dataset
+from tiny_datasets import make_tiny_dataset
 from cosmos_transfer.tokenizers import PixelTokenizer
 
 _SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "precompute_latents.py")

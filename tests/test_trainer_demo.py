@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cosmos_transfer.data.testing import make_tiny_dataset
+from tiny_datasets import make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -34,7 +34,7 @@ def test_a_wrong_encoder_name_suggests_the_right_one():
 
 
 def test_prepare_dataset_missing_encoder_folder_is_a_message(tmp_path, capsys):
-    from cosmos_transfer.data.testing import make_tiny_dataset
+    from tiny_datasets import make_tiny_dataset
 
     root = make_tiny_dataset(tmp_path / "clips")
     main = _script("prepare_dataset").main

@@ -1,4 +1,4 @@
-"""Tiny datasets in our layout for tests (ours and colleagues'): a few short clips of a red square moving right.
+"""Tiny datasets in our layout for tests: a few short clips of a red square moving right (a test helper).
 
     root = make_tiny_dataset(tmp_path)            # videos/, metas/, t5_xxl/*.safetensors (D = 8)
     t5_dir = make_tiny_t5(tmp_path / "t5")        # a random 1-layer T5 encoder (D = 16) with a word-level tokenizer
