@@ -345,8 +345,9 @@ def _take_dict_assignments(overrides: List[str]) -> tuple[List[str], dict[str, t
                 continue
         kept.append(text)
     for key, (text, value) in assigned.items():
-        other = next((o for o in kept if re.sub(r"^[+~]+", "", o).split("=", 1)[0].strip().startswith((key + ".",))
-                      or re.sub(r"^[+~]+", "", o).split("=", 1)[0].strip() == key), None)
+        path = key.split(".")
+        touches = (o for o in kept if re.sub(r"^[+~]+", "", o).split("=", 1)[0].strip().split(".")[:len(path)] == path)
+        other = next(touches, None)  # `++KEY=...`, `KEY.entry=...`, `~KEY.entry`: would act on the dict being replaced
         if other is not None:
             raise ConfigError(f"{key} is replaced by '{text}' and also changed by '{other}' on the same command line; "
                               f"put every entry in the one dict: {key}={{...}}")
