@@ -42,7 +42,8 @@ def control_posttraining_net(config, **overrides) -> torch.nn.Module:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--14b", dest="big", action="store_true", help="a 14B base (5120 channels, 40 heads, 36 blocks)")
+    parser.add_argument("--14b", dest="big", action="store_true",
+                        help="a 14B base (5120 channels, 40 heads, 36 blocks)")
     args = parser.parse_args()
     overrides = dict(model_channels=5120, num_heads=40, num_blocks=36) if args.big else {}
     net = control_posttraining_net(TRANSFER2P5_2B, **overrides)

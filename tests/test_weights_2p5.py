@@ -162,7 +162,8 @@ def test_writing_back_round_trips(tmp_path):
     for b, name in enumerate(sorted(written)):  # each a released single-branch file: loads into a one-branch net
         files.save_weights_file(written[name], str(tmp_path / name))
         single.load_state_dict(read_weights(str(tmp_path / name)).net_state(), strict=True)
-        assert torch.equal(single.control_blocks[1].after_proj.bias, getattr(multi, f"control_blocks_{b}")[1].after_proj.bias)
+        branch = getattr(multi, f"control_blocks_{b}")
+        assert torch.equal(single.control_blocks[1].after_proj.bias, branch[1].after_proj.bias)
     assert read_weights_of(tmp_path, multi.state_dict()).layout == "transfer2.5-multi"
 
 

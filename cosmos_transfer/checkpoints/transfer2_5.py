@@ -187,8 +187,9 @@ def multi_control_state(base: Weights25, controls: Sequence[Weights25], image_co
     state = dict(base.base)
     for b, control in enumerate(controls):
         if len(control.branches) != 1:
-            raise ValueError(f"{control.path} holds {len(control.branches)} control branches ({LAYOUTS[control.layout]});"
-                             " each control file must hold exactly one (a released general/<modality>/*_ema_bf16.pt)")
+            raise ValueError(f"{control.path} holds {len(control.branches)} control branches "
+                             f"({LAYOUTS[control.layout]}); each control file must hold exactly one (a released "
+                             "general/<modality>/*_ema_bf16.pt)")
         state.update(_to_branch(next(iter(control.branches.values())), b))
     if not image_context:
         state = {k: v for k, v in state.items() if not _IMAGE_CONTEXT.search(k)}

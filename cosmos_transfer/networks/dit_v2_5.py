@@ -273,7 +273,8 @@ class Cosmos25DiT(nn.Module):
         sizes = dict(max_img_h=max_img_h, max_img_w=max_img_w, max_frames=max_frames, in_channels=in_channels,
                      out_channels=out_channels, patch_spatial=patch_spatial, patch_temporal=patch_temporal,
                      model_channels=model_channels, num_blocks=num_blocks, num_heads=num_heads,
-                     crossattn_emb_channels=crossattn_emb_channels, crossattn_proj_in_channels=crossattn_proj_in_channels)
+                     crossattn_emb_channels=crossattn_emb_channels,
+                     crossattn_proj_in_channels=crossattn_proj_in_channels)
         if extra_image_context_dim is not None:
             sizes["extra_image_context_dim"] = extra_image_context_dim
         for name, value in sizes.items():
@@ -337,8 +338,9 @@ class Cosmos25DiT(nn.Module):
     @torch.no_grad()
     def init_weights(self) -> None:
         """Initialization as NVIDIA's: truncated normal (std 1/sqrt(fan_in), +-3 std) Linears, zero AdaLN outputs
-        (the blocks start as identities), unit norms; the text and image projections keep PyTorch's default. Nothing on the meta device; after
-        `net.to_empty(device=...)` call it again (the RoPE positions are recomputed then too)."""
+        (the blocks start as identities), unit norms; the text and image projections keep PyTorch's default.
+        Nothing on the meta device; after `net.to_empty(device=...)` call it again (the RoPE positions are
+        recomputed then too)."""
         if self.x_embedder.proj[1].weight.is_meta:
             return
         for module in self.modules():
