@@ -33,5 +33,6 @@ setup(
         "te": ["transformer-engine[pytorch]>=1.12"],
         "t5": ["transformers>=4.40", "sentencepiece>=0.2"],
         "wandb": ["wandb>=0.17"],
+        "wan": ["diffusers>=0.42.1"],  # the Wan2.1 VAE tokenizer of the Cosmos-2.5 family (AutoencoderKLWan)
     },
 )

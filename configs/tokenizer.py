@@ -12,6 +12,11 @@
     cosmos_cv8x8x8_ours    our implementation of the same network, loading the same files' weights by name
                            (same latents; can be inspected or fine-tuned).
     cosmos_cv8x8x8_random  our network at a small width with seeded random weights (16 channels, 8x8x8): for tests.
+    wan2pt1                the Wan2.1 VAE of the Cosmos-2.5 family (16 channels, 8x8 spatial, 4x temporal: 93 -> 24
+                           latent frames) on diffusers' AutoencoderKLWan (`pip install -e '.[wan]'`), from NVIDIA's
+                           tokenizer.pth at `model.tokenizer.checkpoint_path` (a file or its folder), by default
+                           $COSMOS_CHECKPOINT_DIR/nvidia/Cosmos-Predict2.5-2B/tokenizer.pth; bf16 on CUDA.
+    wan2pt1_random         the same network at a small width with seeded random weights: for tests.
 
 Long videos are encoded in chunks of `pixel_chunk_duration` frames (121 -> 16 latent frames), at most
 `max_enc_batch_size` chunks at a time (`max_dec_batch_size` when decoding).
@@ -65,6 +70,26 @@ COSMOS_CV8X8X8_RANDOM = L("cosmos_transfer.tokenizers.cosmos_cv8x8x8.CosmosCV8x8
 )
 
 
+# Wan2.1 VAE: a whole 93-frame clip per pass (NVIDIA encodes its 93 frames at once; the VAE is causal with a
+# feature cache, so this is also what the released weights were trained on), one clip at a time.
+_WAN_CHUNKING = dict(pixel_chunk_duration=93, max_enc_batch_size=1, max_dec_batch_size=1)
+
+WAN2PT1 = L("cosmos_transfer.tokenizers.wan.WanVAETokenizer")(
+    checkpoint_path=None,
+    load_weights=True,
+    dtype="auto",
+    **_WAN_CHUNKING,
+)
+
+WAN2PT1_RANDOM = L("cosmos_transfer.tokenizers.wan.WanVAETokenizer")(
+    load_weights=False,
+    base_dim=4,
+    seed=0,
+    dtype="float32",
+    **_WAN_CHUNKING,
+)
+
+
 def register() -> None:
     cs = ConfigStore.instance()
     for name, node in [
@@ -73,5 +98,7 @@ def register() -> None:
         ("cosmos_cv8x8x8", COSMOS_CV8X8X8),
         ("cosmos_cv8x8x8_ours", COSMOS_CV8X8X8_OURS),
         ("cosmos_cv8x8x8_random", COSMOS_CV8X8X8_RANDOM),
+        ("wan2pt1", WAN2PT1),
+        ("wan2pt1_random", WAN2PT1_RANDOM),
     ]:
         cs.store(group="tokenizer", package="model.tokenizer", name=name, node=node)

@@ -43,7 +43,8 @@ from cosmos_transfer.data.video import (  # noqa: E402
 from cosmos_transfer.config.lazy import instantiate  # noqa: E402
 from cosmos_transfer.video_io import VideoReadError, probe_video  # noqa: E402
 
-TOKENIZER_OPTIONS = ("pixel", "cosmos_cv8x8x8", "cosmos_cv8x8x8_ours", "cosmos_cv8x8x8_random")
+TOKENIZER_OPTIONS = ("pixel", "cosmos_cv8x8x8", "cosmos_cv8x8x8_ours", "cosmos_cv8x8x8_random", "wan2pt1",
+                     "wan2pt1_random")
 
 
 def build_tokenizer(option: str, checkpoint_dir: str | None, device: str) -> torch.nn.Module:
@@ -55,12 +56,17 @@ def build_tokenizer(option: str, checkpoint_dir: str | None, device: str) -> tor
         "cosmos_cv8x8x8": options.COSMOS_CV8X8X8,
         "cosmos_cv8x8x8_ours": options.COSMOS_CV8X8X8_OURS,
         "cosmos_cv8x8x8_random": options.COSMOS_CV8X8X8_RANDOM,
+        "wan2pt1": options.WAN2PT1,
+        "wan2pt1_random": options.WAN2PT1_RANDOM,
     }
     if option not in nodes:
         raise ValueError(f"unknown tokenizer {option!r}; expected one of {list(nodes)}")
     # Without --checkpoint-dir the Cosmos options read $COSMOS_CHECKPOINT_DIR/nvidia/Cosmos-Tokenize1-CV8x8x8-720p.
+    # wan2pt1 reads tokenizer.pth in --checkpoint-dir (e.g. checkpoints/nvidia/Cosmos-Predict2.5-2B).
     uses_files = option in ("cosmos_cv8x8x8", "cosmos_cv8x8x8_ours")
     kwargs = {"checkpoint_dir": checkpoint_dir} if checkpoint_dir and uses_files else {}
+    if checkpoint_dir and option == "wan2pt1":
+        kwargs = {"checkpoint_path": checkpoint_dir}
     return instantiate(nodes[option], **kwargs).to(device)
 
 

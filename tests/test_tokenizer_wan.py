@@ -169,3 +169,30 @@ def test_missing_diffusers_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)
     with pytest.raises(ImportError, match="pip install -e '.\\[wan\\]'"):
         WanVAETokenizer(load_weights=False, **TINY)
+
+
+def test_precompute_latents_goes_through_the_interface(tmp_path):
+    import importlib.util
+    import os
+
+    from safetensors import safe_open
+
+    from cosmos_transfer.data.dataset import VideoDataset
+    from tiny_datasets import make_tiny_dataset
+
+    script_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
+                               "precompute_latents.py")
+    spec = importlib.util.spec_from_file_location("precompute_latents", script_path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    root = make_tiny_dataset(tmp_path / "data", stems=("a",), num_frames=8, size=(16, 24))
+    argv = ["--root", str(root), "--num-frames", "5", "--resolution", "16x16", "--tokenizer", "wan2pt1_random",
+            "--device", "cpu"]  # fmt: skip
+    assert script.main(argv) == 0
+    with safe_open(os.path.join(root, "latents", "a.safetensors"), framework="pt") as file:
+        assert file.get_tensor("latent").shape == (16, 2, 2, 2)
+    dataset = VideoDataset(root, num_frames=5, resolution=(16, 16), text_embedding_length=16, text_embedding_dim=8,
+                           use_latents=True, hint_keys=())  # fmt: skip
+    sample = dataset[0]
+    expected = WanVAETokenizer(load_weights=False, seed=0, **TINY).encode(sample["video"][None].float() / 127.5 - 1)
+    torch.testing.assert_close(sample["latent"], expected[0], rtol=0, atol=1e-5)  # the window the dataset decodes
