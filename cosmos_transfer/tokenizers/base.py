@@ -161,3 +161,50 @@ def hide_from_state_dict(parent: nn.Module, name: str, tokenizer: nn.Module) -> 
     state_dict(), parameters() or children (so no optimizer, checkpoint or FSDP wrap sees it). The parent must
     move it along itself in `_apply` if it should follow .to()/.cuda() (see DiffusionModel)."""
     object.__setattr__(parent, name, tokenizer)
+
+
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+
+
+class StandardizedTokenizer(VideoTokenizer):
+    """A VideoTokenizer around an autoencoder whose latents are standardized: latent = (z - latent_mean) / latent_std,
+    the statistics per channel and latent frame of a chunk ([1,C,T',1,1]; T' = 1 broadcasts over frames).
+
+    dtype: "auto" runs the autoencoder in bfloat16 on CUDA and float32 on CPU, "float32" / "bfloat16" force one.
+    Subclasses implement `_encode_raw` / `_decode_raw` (unstandardized) and call `set_latent_stats` and `freeze`.
+    """
+
+    def __init__(self, *, dtype: str = "auto", **sizes: int) -> None:
+        super().__init__(**sizes)
+        if dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"{type(self).__name__}: dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
+        self.dtype_option = dtype
+
+    def compute_dtype(self, device: torch.device) -> torch.dtype:
+        if self.dtype_option == "auto":
+            return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return torch.bfloat16 if self.dtype_option == "bfloat16" else torch.float32
+
+    def set_latent_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.register_buffer("latent_mean", mean, persistent=False)
+        self.register_buffer("latent_std", std, persistent=False)
+
+    def _stats(self, t: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.latent_mean[:, :, :t].to(device), self.latent_std[:, :, :t].to(device)
+
+    @abc.abstractmethod
+    def _encode_raw(self, video: torch.Tensor) -> torch.Tensor:
+        """[N,3,T,H,W] -> the autoencoder's latent z (not standardized)."""
+
+    @abc.abstractmethod
+    def _decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """The autoencoder's latent z -> video [N,3,T,H,W]."""
+
+    def _encode_chunk(self, video: torch.Tensor) -> torch.Tensor:
+        z = self._encode_raw(video).float()
+        mean, std = self._stats(z.shape[2], z.device)
+        return (z - mean) / std
+
+    def _decode_chunk(self, latent: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats(latent.shape[2], latent.device)
+        return self._decode_raw(latent.float() * std + mean).float()

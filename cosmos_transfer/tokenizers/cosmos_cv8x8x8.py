@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cosmos_transfer.tokenizers.base import VideoTokenizer
+from cosmos_transfer.tokenizers.base import StandardizedTokenizer
 from cosmos_transfer.tokenizers.files import (
     DECODER_FILE,
     ENCODER_FILE,
@@ -301,8 +301,8 @@ class HaarUnpatcher(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ encoder, decoder
-class EncoderLevel(nn.Module):
-    """Residual blocks (each followed by attention at the attention resolutions) and an optional downsample."""
+class _Level(nn.Module):
+    """Residual blocks, each followed by attention at the attention resolutions (the two level kinds' shared part)."""
 
     def __init__(self, in_channels: int, out_channels: int, num_blocks: int, attention: bool, dropout: float) -> None:
         super().__init__()
@@ -313,12 +313,22 @@ class EncoderLevel(nn.Module):
         self.attn = nn.ModuleList(
             [attention_pair(out_channels) if attention else nn.Identity() for _ in range(num_blocks)]
         )
+
+    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
+        for block, attn in zip(self.block, self.attn):
+            x = attn(block(x))
+        return x
+
+
+class EncoderLevel(_Level):
+    """A level of the encoder: its blocks and an optional `downsample` (the official name)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.downsample: nn.Module = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block, attn in zip(self.block, self.attn):
-            x = attn(block(x))
-        return self.downsample(x)
+        return self.downsample(self._blocks(x))
 
 
 class MiddleBlock(nn.Module):
@@ -379,23 +389,15 @@ class Encoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(x), inplace=True))
 
 
-class DecoderLevel(nn.Module):
-    """Residual blocks (with attention at the attention resolutions) and an optional upsample."""
+class DecoderLevel(_Level):
+    """A level of the decoder: its blocks and an optional `upsample` (the official name)."""
 
-    def __init__(self, in_channels: int, out_channels: int, num_blocks: int, attention: bool, dropout: float) -> None:
-        super().__init__()
-        self.block = nn.ModuleList(
-            [ResnetBlock(in_channels if i == 0 else out_channels, out_channels, dropout) for i in range(num_blocks)]
-        )
-        self.attn = nn.ModuleList(
-            [attention_pair(out_channels) if attention else nn.Identity() for _ in range(num_blocks)]
-        )
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.upsample: nn.Module = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block, attn in zip(self.block, self.attn):
-            x = attn(block(x))
-        return self.upsample(x)
+        return self.upsample(self._blocks(x))
 
 
 class Decoder(nn.Module):
@@ -590,7 +592,7 @@ def diffusers_state_dict(network: CausalVideoAutoencoder) -> dict[str, torch.Ten
 
 
 # ------------------------------------------------------------------------------------------------ the tokenizer
-class CosmosCV8x8x8Tokenizer(VideoTokenizer):
+class CosmosCV8x8x8Tokenizer(StandardizedTokenizer):
     """Our CV8x8x8 network behind the tokenizer interface.
 
     With `checkpoint_dir` (or $COSMOS_CHECKPOINT_DIR/nvidia/Cosmos-Tokenize1-CV8x8x8-720p when it is None and
@@ -629,10 +631,8 @@ class CosmosCV8x8x8Tokenizer(VideoTokenizer):
             pixel_chunk_duration=pixel_chunk_duration,
             max_enc_batch_size=max_enc_batch_size,
             max_dec_batch_size=max_dec_batch_size,
+            dtype=dtype,
         )
-        if dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"CosmosCV8x8x8Tokenizer: dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
-        self.dtype_option = dtype
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the random-weight option is the same network in every process
             self.network = CausalVideoAutoencoder(
@@ -657,32 +657,19 @@ class CosmosCV8x8x8Tokenizer(VideoTokenizer):
             state.update(load_jit_module(os.path.join(folder, DECODER_FILE)).state_dict())
             self.network.load_official_state_dict({k: v.float() for k, v in state.items()})
             mean, std = load_mean_std(folder, latent_channels, self.latent_chunk_duration)
-        self.register_buffer("latent_mean", mean, persistent=False)
-        self.register_buffer("latent_std", std, persistent=False)
+        self.set_latent_stats(mean, std)
         self.freeze()
-
-    def _network_dtype(self, device: torch.device) -> torch.dtype:
-        if self.dtype_option == "auto":
-            return torch.bfloat16 if device.type == "cuda" else torch.float32
-        return torch.bfloat16 if self.dtype_option == "bfloat16" else torch.float32
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Cast x to the compute dtype; the network follows x's device and that dtype (e.g. after an offload)."""
-        dtype = self._network_dtype(x.device)
+        dtype = self.compute_dtype(x.device)
         weight = self.network.quant_conv.conv3d.weight
         if weight.dtype != dtype or weight.device != x.device:
             self.network.to(device=x.device, dtype=dtype)
         return x.to(dtype)
 
-    def _stats(self, t: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.latent_mean[:, :, :t].to(device), self.latent_std[:, :, :t].to(device)
+    def _encode_raw(self, video: torch.Tensor) -> torch.Tensor:
+        return self.network.encode(self._prepare(video))
 
-    def _encode_chunk(self, video: torch.Tensor) -> torch.Tensor:
-        z = self.network.encode(self._prepare(video)).float()
-        mean, std = self._stats(z.shape[2], z.device)
-        return (z - mean) / std
-
-    def _decode_chunk(self, latent: torch.Tensor) -> torch.Tensor:
-        mean, std = self._stats(latent.shape[2], latent.device)
-        z = latent.float() * std + mean
-        return self.network.decode(self._prepare(z)).float()
+    def _decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        return self.network.decode(self._prepare(z))

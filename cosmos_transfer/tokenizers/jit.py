@@ -16,7 +16,7 @@ import warnings
 
 import torch
 
-from cosmos_transfer.tokenizers.base import VideoTokenizer
+from cosmos_transfer.tokenizers.base import StandardizedTokenizer
 from cosmos_transfer.tokenizers.files import (
     DECODER_FILE,
     ENCODER_FILE,
@@ -27,7 +27,7 @@ from cosmos_transfer.tokenizers.files import (
 )
 
 
-class CosmosJITTokenizer(VideoTokenizer):
+class CosmosJITTokenizer(StandardizedTokenizer):
     """The official Cosmos-Tokenize1 TorchScript encoder/decoder behind the tokenizer interface.
 
     checkpoint_dir: the folder with encoder.jit, decoder.jit and mean_std.pt; None means
@@ -52,23 +52,16 @@ class CosmosJITTokenizer(VideoTokenizer):
             pixel_chunk_duration=pixel_chunk_duration,
             max_enc_batch_size=max_enc_batch_size,
             max_dec_batch_size=max_dec_batch_size,
+            dtype=dtype,
         )
-        if dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"CosmosJITTokenizer: dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
-        self.dtype_option = dtype
         self.checkpoint_dir = resolve_checkpoint_dir(checkpoint_dir, "CosmosJITTokenizer")
         self.encoder = load_jit_module(os.path.join(self.checkpoint_dir, ENCODER_FILE))
         self.decoder = load_jit_module(os.path.join(self.checkpoint_dir, DECODER_FILE))
-        mean, std = load_mean_std(self.checkpoint_dir, latent_channels, self.latent_chunk_duration)
-        self.register_buffer("latent_mean", mean, persistent=False)
-        self.register_buffer("latent_std", std, persistent=False)
+        self.set_latent_stats(*load_mean_std(self.checkpoint_dir, latent_channels, self.latent_chunk_duration))
         self.freeze()
 
     def _run(self, module: torch.jit.ScriptModule, x: torch.Tensor) -> torch.Tensor:
-        if self.dtype_option == "auto":
-            dtype = torch.bfloat16 if x.device.type == "cuda" else torch.float32
-        else:
-            dtype = torch.bfloat16 if self.dtype_option == "bfloat16" else torch.float32
+        dtype = self.compute_dtype(x.device)
         weight = next(module.parameters(), None)
         if weight is not None and (weight.dtype != dtype or weight.device != x.device):
             module.to(device=x.device, dtype=dtype)  # follows the input (e.g. after an offload to CPU)
@@ -77,17 +70,11 @@ class CosmosJITTokenizer(VideoTokenizer):
             out = out[0]
         return out.float()
 
-    def _stats(self, t: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.latent_mean[:, :, :t].to(device), self.latent_std[:, :, :t].to(device)
+    def _encode_raw(self, video: torch.Tensor) -> torch.Tensor:
+        return self._run(self.encoder, video)
 
-    def _encode_chunk(self, video: torch.Tensor) -> torch.Tensor:
-        z = self._run(self.encoder, video)
-        mean, std = self._stats(z.shape[2], z.device)
-        return (z - mean) / std
-
-    def _decode_chunk(self, latent: torch.Tensor) -> torch.Tensor:
-        mean, std = self._stats(latent.shape[2], latent.device)
-        return self._run(self.decoder, latent.float() * std + mean)
+    def _decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        return self._run(self.decoder, z)
 
 
 def save_torchscript(network, folder: str, mean: torch.Tensor, std: torch.Tensor, method: str = "script") -> None:
