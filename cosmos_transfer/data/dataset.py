@@ -371,12 +371,7 @@ class VideoDataset(Dataset):
         """Binary masks of the window [N, T, h, w] from our label maps or Cosmos' SAM2 RLE pickle (the clip's shape)."""
         size = (fit.valid_width, fit.valid_height)
         if path.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as data:
-                if "labels" not in data:
-                    raise BadSampleError(f"segmentation file {path} has no 'labels' array")
-                labels = data["labels"]
-            if labels.ndim != 3:
-                raise BadSampleError(f"segmentation {path}: expected labels [T, H, W], got {labels.shape}")
+            labels = _npz_array(path, "labels", 3, "segmentation", "labels [T, H, W]")
             check_same_shape("segmentation", path, labels.shape, "its clip", clip.video, clip_shape(clip))
             window = np.stack([cv2.resize(labels[i].astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
                                for i in indices])  # fmt: skip
@@ -398,12 +393,7 @@ class VideoDataset(Dataset):
 
     def _keypoints(self, path: str, clip: Clip, indices: list[int]) -> np.ndarray:
         if path.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as data:
-                if "keypoints" not in data:
-                    raise BadSampleError(f"keypoint file {path} has no 'keypoints' array")
-                keypoints = data["keypoints"]
-            if keypoints.ndim != 4:
-                raise BadSampleError(f"keypoints {path}: expected [T, P, 133, 3], got {keypoints.shape}")
+            keypoints = _npz_array(path, "keypoints", 4, "keypoint", "keypoints [T, P, 133, 3]")
             check_same_shape("keypoints", path, keypoints.shape[:1], "its clip", clip.video, (clip.num_frames,))
             return keypoints[indices].astype(np.float32)
         annotations = safe_load(path)
@@ -440,6 +430,17 @@ def _to_cthw(frames: np.ndarray) -> torch.Tensor:
     """uint8 [T, H, W, C] -> uint8 [3, T, H, W] as a view (C = 1 is repeated): collate makes the one copy needed."""
     tensor = torch.from_numpy(frames).permute(3, 0, 1, 2)
     return tensor.expand(3, -1, -1, -1) if tensor.shape[0] == 1 else tensor
+
+
+def _npz_array(path: str, name: str, ndim: int, what: str, expected: str) -> np.ndarray:
+    """The array `name` of an .npz control file, with `ndim` dimensions (BadSampleError naming the file otherwise)."""
+    with np.load(path, allow_pickle=False) as data:
+        if name not in data:
+            raise BadSampleError(f"{what} file {path} has no '{name}' array")
+        array = data[name]
+    if array.ndim != ndim:
+        raise BadSampleError(f"{what} file {path}: expected {expected}, got shape {array.shape}")
+    return array
 
 
 def _as_list(data, path: str) -> list:
