@@ -196,3 +196,14 @@ def test_precompute_latents_goes_through_the_interface(tmp_path):
     sample = dataset[0]
     expected = WanVAETokenizer(load_weights=False, seed=0, **TINY).encode(sample["video"][None].float() / 127.5 - 1)
     torch.testing.assert_close(sample["latent"], expected[0], rtol=0, atol=1e-5)  # the window the dataset decodes
+
+
+def test_config_options(tmp_path, monkeypatch):
+    from cosmos_transfer.config.lazy import instantiate
+    from configs.tokenizer import WAN2PT1, WAN2PT1_RANDOM
+
+    random_option = instantiate(WAN2PT1_RANDOM)
+    assert isinstance(random_option, WanVAETokenizer) and random_option.latent_num_frames(93) == 24
+    monkeypatch.setenv("COSMOS_CHECKPOINT_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="nvidia/Cosmos-Predict2.5-2B/tokenizer.pth"):
+        instantiate(WAN2PT1)  # the released option reads the file from the default place

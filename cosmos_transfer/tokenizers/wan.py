@@ -37,7 +37,7 @@ WAN21_LATENT_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.07
 DEFAULT_FILE = os.path.join("nvidia", "Cosmos-Predict2.5-2B", "tokenizer.pth")
 REDOWNLOAD = ("download tokenizer.pth of nvidia/Cosmos-Predict2.5-2B again (or Wan-AI/Wan2.1-T2V-14B's "
               "Wan2.1_VAE.pth, the same tensors)")
-INSTALL_HINT = "the Wan2.1 VAE runs on diffusers' AutoencoderKLWan: pip install -e '.[wan]' (diffusers >= 0.33)"
+INSTALL_HINT = "the Wan2.1 VAE runs on diffusers' AutoencoderKLWan: pip install -e '.[wan]' (diffusers >= 0.42.1)"
 
 
 def default_checkpoint_path() -> str:
@@ -196,6 +196,7 @@ class WanVAETokenizer(VideoTokenizer):
             raise ValueError(f"WanVAETokenizer: dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
         self.dtype_option = dtype
         autoencoder = _autoencoder_class()
+        path = self._checkpoint_file(checkpoint_path) if load_weights else None  # before building: fail fast
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the random-weight option is the same network in every process
             self.vae = autoencoder(
@@ -203,22 +204,25 @@ class WanVAETokenizer(VideoTokenizer):
                 temperal_downsample=list(temporal_downsample), latents_mean=list(latent_mean),
                 latents_std=list(latent_std),
             )
-        self.checkpoint_path = None
-        if load_weights:
-            path = os.path.expanduser(checkpoint_path) if checkpoint_path else default_checkpoint_path()
-            if os.path.isdir(path):  # a folder holding tokenizer.pth (as a model download has it)
-                path = os.path.join(path, os.path.basename(DEFAULT_FILE))
-            if not os.path.exists(path):
-                raise FileNotFoundError(
-                    f"WanVAETokenizer: Wan2.1 VAE file {path!r} does not exist; expected NVIDIA's tokenizer.pth "
-                    "(download nvidia/Cosmos-Predict2.5-2B's tokenizer.pth there, set model.tokenizer.checkpoint_path=..., "
-                    "or set COSMOS_CHECKPOINT_DIR to the folder that holds nvidia/Cosmos-Predict2.5-2B)"
-                )
+        self.checkpoint_path = path
+        if path is not None:
             load_nvidia_vae_file(self.vae, path, num_res_blocks)
-            self.checkpoint_path = path
         self.register_buffer("latent_mean", torch.tensor(latent_mean).view(1, -1, 1, 1, 1), persistent=False)
         self.register_buffer("latent_std", torch.tensor(latent_std).view(1, -1, 1, 1, 1), persistent=False)
         self.freeze()
+
+    @staticmethod
+    def _checkpoint_file(checkpoint_path: str | None) -> str:
+        path = os.path.expanduser(checkpoint_path) if checkpoint_path else default_checkpoint_path()
+        if os.path.isdir(path):  # a folder holding tokenizer.pth (as a model download has it)
+            path = os.path.join(path, os.path.basename(DEFAULT_FILE))
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"WanVAETokenizer: Wan2.1 VAE file {path!r} does not exist; expected NVIDIA's tokenizer.pth "
+                "(download nvidia/Cosmos-Predict2.5-2B's tokenizer.pth there, set model.tokenizer.checkpoint_path=..., "
+                "or set COSMOS_CHECKPOINT_DIR to the folder that holds nvidia/Cosmos-Predict2.5-2B)"
+            )
+        return path
 
     def _network_dtype(self, device: torch.device) -> torch.dtype:
         if self.dtype_option == "auto":
