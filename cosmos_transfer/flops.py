@@ -1,4 +1,4 @@
-"""FLOPs of a GeneralDIT training step, for MFU.
+"""FLOPs of a GeneralDIT training step, and MFU (model FLOPs utilization), the one place both are computed.
 
 Counted: every matrix multiply (2*m*n*k), i.e. all Linear layers (patch embedding, time MLP, AdaLN modulation,
 q/k/v/out projections, MLP, final layer) and attention's two matmuls (Q K^T and P V: 4 * L_q * L_k * D per sample),
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 
@@ -104,3 +105,19 @@ def mfu(flops_per_step: float, seconds_per_step: float, peak_flops_per_second: f
     if seconds_per_step <= 0 or peak_flops_per_second <= 0 or num_devices < 1:
         raise ValueError("mfu: seconds_per_step and peak_flops_per_second must be > 0, num_devices >= 1")
     return flops_per_step / seconds_per_step / (peak_flops_per_second * num_devices)
+
+
+# Dense bf16 peak (TFLOP/s) of GPUs we know, by a substring of torch.cuda.get_device_name().
+GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
+
+
+def device_peak_tflops(device: torch.device, configured: float | None = None) -> float | None:
+    """The peak used for MFU: `configured` when given, a known GPU's bf16 peak, else None (MFU is not reported)."""
+    if configured:
+        return float(configured)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peak in GPU_PEAK_TFLOPS.items():
+            if key in name:
+                return peak
+    return None

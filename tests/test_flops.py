@@ -57,3 +57,10 @@ def test_mfu_and_errors():
         dit_training_step_flops(GeneralDIT(**TINY), (1, 4, 4, 15, 16), 7)
     with pytest.raises(ValueError, match="latent_shape"):
         dit_training_step_flops(GeneralDIT(**TINY), (4, 4, 16, 16), 7)
+
+
+def test_peak_for_mfu_is_the_configured_one_or_a_known_gpu():
+    from cosmos_transfer.flops import device_peak_tflops
+
+    assert device_peak_tflops(torch.device("cpu"), 123.0) == 123.0
+    assert device_peak_tflops(torch.device("cpu")) is None  # no known peak on CPU: MFU is not reported

@@ -347,10 +347,6 @@ class DiffusionModel(nn.Module):
             metrics["logvar"] = logvar.mean().detach()
         return total, metrics
 
-    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Same as training_step, so that FSDP's root pre/post-forward hooks run around the step."""
-        return self.training_step(batch)
-
     # --------------------------------------------------------------------------------------------- sampling
     @torch.no_grad()
     def generate_samples(

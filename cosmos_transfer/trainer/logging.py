@@ -17,22 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 
-# Dense bf16 peak (TFLOP/s) of GPUs we know, by a substring of torch.cuda.get_device_name().
-GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
-
-
-def device_peak_tflops(device: torch.device, configured: float | None = None) -> float | None:
-    """The peak used for MFU: `configured` when given, a known GPU's bf16 peak, else None (MFU is not reported)."""
-    if configured:
-        return float(configured)
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peak in GPU_PEAK_TFLOPS.items():
-            if key in name:
-                return peak
-    return None
-
-
 def peak_memory_gb(device: torch.device) -> float:
     """Peak allocated accelerator memory (CUDA), or this process's peak resident memory (CPU), in GiB."""
     if device.type == "cuda":

@@ -147,13 +147,13 @@ def parallelize(
     if mesh is None:
         mesh = data_parallel_mesh(device, shard_size)
     mp_policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+    for _, block in find_blocks(model):  # the blocks first: a network's own unit holds what its blocks leave
+        apply_activation_checkpointing(block, activation_checkpointing)
+        if compile_blocks:
+            block.compile()
+        fully_shard(block, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=reshard_after_forward)
+        block.register_forward_hook(_copy_view_outputs, prepend=True)  # before FSDP2's post-forward hook
     for _, net in networks:
-        for block in net.blocks.values():
-            apply_activation_checkpointing(block, activation_checkpointing)
-            if compile_blocks:
-                block.compile()
-            fully_shard(block, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=reshard_after_forward)
-            block.register_forward_hook(_copy_view_outputs, prepend=True)  # before FSDP2's post-forward hook
         fully_shard(net, mesh=mesh, mp_policy=mp_policy, reshard_after_forward=reshard_after_forward)
         net.register_forward_hook(_copy_view_outputs, prepend=True)
     return model

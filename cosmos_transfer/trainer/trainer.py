@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from cosmos_transfer.flops import device_peak_tflops, mfu
 from cosmos_transfer.trainer import distributed
 from cosmos_transfer.trainer.checkpoint import (
     Checkpointer,
@@ -46,7 +47,6 @@ from cosmos_transfer.trainer.checkpoint import (
 from cosmos_transfer.trainer.job_lock import hold_job_lock
 from cosmos_transfer.trainer.logging import (
     MetricsLogger,
-    device_peak_tflops,
     peak_memory_gb,
     startup_summary,
     validation_line,
@@ -627,7 +627,7 @@ class Trainer:
             "skipped_samples": self.skipped_samples,  # bad clips replaced by the dataset, all ranks, whole run
             "tokens_per_s": tokens * self.world_size / step_time if tokens else None,
             "tflops_per_s": tflops,  # per device
-            "mfu": tflops / self.peak_tflops if (tflops and self.peak_tflops) else None,
+            "mfu": mfu(flops, step_time, self.peak_tflops * 1e12) if (flops and self.peak_tflops) else None,
             "peak_memory_gb": peak_memory_gb(self.device),
         }
         self.logger.log(self.iteration, record)
