@@ -269,3 +269,25 @@ def test_schedule_is_nvidias_formula():
             flow_sigmas(**bad)
     with pytest.raises(ValueError, match="\\[0, 1\\]"):
         sample_flow(lambda x, s: x, torch.zeros(1, 2), sigmas=torch.tensor([2.0, 1.0, 0.0]))
+
+
+def test_flow_training_lowers_the_loss():
+    model = make_model(video2world=True, objective=RectifiedFlowObjective(),
+                       condition_frame_probs={0: 0.4, 1: 0.4, 2: 0.2})
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=3e-2)
+    batch = make_batch(frames=4)
+    torch.manual_seed(0)
+    losses = []
+    for _ in range(60):
+        loss, _ = model.training_step(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        model.net.inputs.clear()
+    assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10, losses
+
+
+def test_objective_must_be_an_objective():
+    with pytest.raises(TypeError, match="objective must be a DiffusionObjective"):
+        make_model(objective="rectified_flow")
