@@ -330,6 +330,13 @@ def test_flops_per_step_counts_the_network_on_the_batch_latents():
     assert model.flops_per_step(dict(batch, latent=torch.zeros(2, 12, 2, 4, 4))) == expected
 
 
+def test_tokens_per_step_counts_the_patches_of_the_batch_latents():
+    model = make_dit_model()
+    ps, pt = model.net.patch_spatial, model.net.patch_temporal
+    # latent (2, 12, 2, 4, 4): 2 samples x (2 / pt) frames x (4 / ps)^2 patches
+    assert model.tokens_per_step(make_batch(frames=2)) == 2 * (2 // pt) * (4 // ps) ** 2 > 0
+
+
 def test_training_step_is_reproducible_under_the_global_seed():
     # Every random draw (text dropout, sigma, noise, conditioning frames) comes from the global RNGs, so a seed
     # (and a resumed RNG state) reproduces the step bitwise.

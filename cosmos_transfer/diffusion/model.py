@@ -421,6 +421,12 @@ class DiffusionModel(nn.Module):
         return self.with_condition_frames(condition, full, counts), self.with_condition_frames(uncondition, full, counts)
 
     # ------------------------------------------------------------------------------------------------ flops
+    def tokens_per_step(self, batch: dict) -> int:
+        """Transformer tokens of `batch`: samples x latent frames / patch_temporal x the latent's patches."""
+        b, _, t, h, w = self.latent_shape(batch)
+        pt, ps = getattr(self.net, "patch_temporal", 1), self.net.patch_spatial
+        return b * (t // pt) * (h // ps) * (w // ps)
+
     def flops_per_step(self, batch: dict) -> float:
         """FLOPs of one training step (forward + backward) of the network on `batch`, for MFU."""
         from cosmos_transfer import flops
