@@ -74,7 +74,8 @@ def test_bad_declaration_and_syntax_error_are_reported_with_lines():
 
 
 def test_a_syntax_error_keeps_the_names_before_it():
-    source = STORE + "cs.store(group='experiment', name='before', node={})\nx = (\ncs.store(group='experiment', name='after', node={})\n"
+    source = (STORE + "cs.store(group='experiment', name='before', node={})\nx = (\n"
+              "cs.store(group='experiment', name='after', node={})\n")
     entry = read_experiment_file(source)
     assert [name for name, _ in entry["names"]] == ["before"]
     assert entry["error"] == {"line": 4, "message": "SyntaxError: '(' was never closed"}
