@@ -89,8 +89,8 @@ def test_frozen_and_dtypes(tokenizer):
     assert not any(p.requires_grad for p in tokenizer.parameters())
     tokenizer.train()
     assert not tokenizer.training and not tokenizer.vae.training
-    assert tokenizer._network_dtype(torch.device("cpu")) == torch.float32
-    assert tokenizer._network_dtype(torch.device("cuda")) == torch.bfloat16
+    assert tokenizer.compute_dtype(torch.device("cpu")) == torch.float32
+    assert tokenizer.compute_dtype(torch.device("cuda")) == torch.bfloat16
     bf16 = WanVAETokenizer(load_weights=False, dtype="bfloat16", **TINY)
     latent = bf16.encode(video(size=8))
     assert latent.dtype == torch.float32 and bf16.vae.post_quant_conv.weight.dtype == torch.bfloat16

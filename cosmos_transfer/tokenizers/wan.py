@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 
 from cosmos_transfer.checkpoints import files
-from cosmos_transfer.tokenizers.base import VideoTokenizer
+from cosmos_transfer.tokenizers.base import StandardizedTokenizer
 
 # Wan2.1 VAE latent statistics (NVIDIA's WanVAE.mean / .std; diffusers' AutoencoderKLWan latents_mean / latents_std).
 WAN21_LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -153,7 +153,7 @@ def load_nvidia_vae_file(vae: torch.nn.Module, path: str, num_res_blocks: int = 
 
 
 # ------------------------------------------------------------------------------------------------ the tokenizer
-class WanVAETokenizer(VideoTokenizer):
+class WanVAETokenizer(StandardizedTokenizer):
     """The Wan2.1 VAE (Cosmos-Predict2.5 / Transfer2.5 tokenizer) behind the tokenizer interface.
 
     checkpoint_path: NVIDIA's tokenizer.pth, or a folder holding it (default $COSMOS_CHECKPOINT_DIR/nvidia/Cosmos-Predict2.5-2B/tokenizer.pth)
@@ -191,10 +191,8 @@ class WanVAETokenizer(VideoTokenizer):
             pixel_chunk_duration=pixel_chunk_duration,
             max_enc_batch_size=max_enc_batch_size,
             max_dec_batch_size=max_dec_batch_size,
+            dtype=dtype,
         )
-        if dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"WanVAETokenizer: dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
-        self.dtype_option = dtype
         autoencoder = _autoencoder_class()
         path = self._checkpoint_file(checkpoint_path) if load_weights else None  # before building: fail fast
         with torch.random.fork_rng(devices=[]):
@@ -207,8 +205,9 @@ class WanVAETokenizer(VideoTokenizer):
         self.checkpoint_path = path
         if path is not None:
             load_nvidia_vae_file(self.vae, path, num_res_blocks)
-        self.register_buffer("latent_mean", torch.tensor(latent_mean).view(1, -1, 1, 1, 1), persistent=False)
-        self.register_buffer("latent_std", torch.tensor(latent_std).view(1, -1, 1, 1, 1), persistent=False)
+        # one value per channel, the same for every latent frame (NVIDIA's WanVAE.scale)
+        self.set_latent_stats(torch.tensor(latent_mean).view(1, -1, 1, 1, 1),
+                              torch.tensor(latent_std).view(1, -1, 1, 1, 1))
         self.freeze()
 
     @staticmethod
@@ -224,23 +223,16 @@ class WanVAETokenizer(VideoTokenizer):
             )
         return path
 
-    def _network_dtype(self, device: torch.device) -> torch.dtype:
-        if self.dtype_option == "auto":
-            return torch.bfloat16 if device.type == "cuda" else torch.float32
-        return torch.bfloat16 if self.dtype_option == "bfloat16" else torch.float32
-
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Cast x to the compute dtype; the VAE follows x's device and that dtype."""
-        dtype = self._network_dtype(x.device)
+        dtype = self.compute_dtype(x.device)
         weight = self.vae.post_quant_conv.weight
         if weight.dtype != dtype or weight.device != x.device:
             self.vae.to(device=x.device, dtype=dtype)
         return x.to(dtype)
 
-    def _encode_chunk(self, video: torch.Tensor) -> torch.Tensor:
-        mu = self.vae.encode(self._prepare(video)).latent_dist.mode().float()
-        return (mu - self.latent_mean.to(mu.device)) / self.latent_std.to(mu.device)
+    def _encode_raw(self, video: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(self._prepare(video)).latent_dist.mode()  # the posterior mean, as NVIDIA's encode
 
-    def _decode_chunk(self, latent: torch.Tensor) -> torch.Tensor:
-        z = latent.float() * self.latent_std.to(latent.device) + self.latent_mean.to(latent.device)
-        return self.vae.decode(self._prepare(z)).sample.float()
+    def _decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(self._prepare(z)).sample
