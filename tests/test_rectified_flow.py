@@ -291,3 +291,21 @@ def test_flow_training_lowers_the_loss():
 def test_objective_must_be_an_objective():
     with pytest.raises(TypeError, match="objective must be a DiffusionObjective"):
         make_model(objective="rectified_flow")
+
+
+def test_high_sigma_strategy():
+    objective = RectifiedFlowObjective(high_sigma_ratio=0.05)
+    torch.manual_seed(0)
+    n = 40_000
+    sigma = objective.draw_training_levels(n, 24, torch.device("cpu"))
+    # NVIDIA: mask = rand < ratio; timestep drawn uniformly from the table entries in [980, 1000]
+    torch.manual_seed(0)
+    oracle = diffusers.FlowMatchEulerDiscreteScheduler(shift=5.0)
+    index = (torch.sigmoid(torch.randn(n)) * 1000).long()
+    mask = torch.rand(n) < 0.05
+    candidates = torch.nonzero((oracle.timesteps >= 980) & (oracle.timesteps <= 1000)).flatten()
+    index = torch.where(mask, candidates[torch.randint(0, len(candidates), (n,))], index)
+    assert torch.equal(sigma, oracle.sigmas[index])
+    assert 0.04 < mask.double().mean() < 0.06 and (sigma[mask] >= 0.98).all()
+    with pytest.raises(ValueError, match="high_sigma_ratio"):
+        RectifiedFlowObjective(high_sigma_ratio=1.5)

@@ -193,6 +193,9 @@ class RectifiedFlowObjective(DiffusionObjective):
     default_method: "unipc" (NVIDIA's FlowUniPCMultistepScheduler, order 2, bh2) or "euler".
     integer_inference_timesteps: give the network floor(1000 sigma) while sampling, as NVIDIA's UniPC scheduler's
         int64 timesteps do (the solver itself uses the exact sigmas).
+    high_sigma_ratio, high_sigma_timesteps: NVIDIA's "high sigma strategy" (on for the Transfer2.5-14B experiment:
+        0.05, timesteps 980..1000; off for the 2B): that share of the batch gets a table timestep drawn uniformly
+        from the range instead.
     """
 
     prediction_kind = "velocity"
@@ -200,7 +203,8 @@ class RectifiedFlowObjective(DiffusionObjective):
 
     def __init__(self, *, shift: float = 5.0, time_distribution: str = "logitnormal",
                  conditional_frame_timestep: float | None = None, default_method: str = "unipc",
-                 integer_inference_timesteps: bool = True):
+                 integer_inference_timesteps: bool = True, high_sigma_ratio: float = 0.0,
+                 high_sigma_timesteps: tuple[float, float] = (980.0, 1000.0)):
         if not (isinstance(shift, (int, float)) and shift > 0):
             raise ValueError(f"RectifiedFlowObjective: shift must be a positive number, got {shift!r}")
         if time_distribution not in ("logitnormal", "uniform"):
@@ -213,12 +217,24 @@ class RectifiedFlowObjective(DiffusionObjective):
         self.default_method = default_method
         self.integer_inference_timesteps = integer_inference_timesteps
         self.sigma_table = training_sigma_table(self.shift)
+        if not 0.0 <= high_sigma_ratio <= 1.0:
+            raise ValueError(f"RectifiedFlowObjective: high_sigma_ratio must be in [0, 1], got {high_sigma_ratio!r}")
+        low, high = high_sigma_timesteps
+        timesteps = self.sigma_table * NUM_TRAIN_TIMESTEPS
+        self.high_sigma_indices = torch.nonzero((timesteps >= low) & (timesteps <= high)).flatten()
+        if high_sigma_ratio > 0 and self.high_sigma_indices.numel() == 0:
+            raise ValueError(f"RectifiedFlowObjective: no training timestep lies in high_sigma_timesteps={high_sigma_timesteps}")
+        self.high_sigma_ratio = float(high_sigma_ratio)
 
     def draw_training_levels(self, batch_size, num_latent_frames, device):
         normal_or_uniform = (torch.randn(batch_size) if self.time_distribution == "logitnormal"
                              else torch.rand(batch_size))
         u = torch.sigmoid(normal_or_uniform) if self.time_distribution == "logitnormal" else normal_or_uniform
         index = (u * NUM_TRAIN_TIMESTEPS).long().clamp(max=NUM_TRAIN_TIMESTEPS - 1)
+        if self.high_sigma_ratio > 0:
+            replace = torch.rand(batch_size) < self.high_sigma_ratio
+            candidates = self.high_sigma_indices
+            index = torch.where(replace, candidates[torch.randint(0, candidates.numel(), (batch_size,))], index)
         return self.sigma_table[index].to(device)
 
     def noisy(self, x0, epsilon, level):
