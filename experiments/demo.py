@@ -74,7 +74,7 @@ DEMO_EDGE_TINY = LazyDict(
         optimizer=dict(lr=1e-3, weight_decay=0.01),
         scheduler=dict(warm_up_steps=[20], f_start=[0.1]),
         trainer=dict(
-            max_iter=1500,
+            max_iter=1000,
             validation_iter=500,
             validation_num_batches=2,
             sample_num_steps=12,
@@ -114,7 +114,7 @@ DEMO_BASE_TINY = LazyDict(
         optimizer=dict(lr=1e-3, weight_decay=0.01),
         scheduler=dict(warm_up_steps=[100], f_start=[0.1]),
         trainer=dict(
-            max_iter=6000,
+            max_iter=4000,  # what scripts/pretrain_demo_base.py runs (--iters)
             validation_iter=1000,
             validation_num_batches=2,
             sample_num_steps=12,
