@@ -229,12 +229,11 @@ def test_export_to_safetensors_and_reload_through_load_path(runs):
 
 
 def test_a_config_without_data_says_which_group_to_choose():
-    import types
-
+    from cosmos_transfer.config.lazy import LazyDict
+    from cosmos_transfer.config.schema import Config
     from cosmos_transfer.trainer.trainer import Trainer
 
-    config = types.SimpleNamespace(model={"_target_": "x"}, optimizer={"_target_": "y"}, dataloader_train=None,
-                                   trainer=None, checkpoint=None)
+    config = Config(model=LazyDict({"_target_": "x"}), optimizer=LazyDict({"_target_": "y"}))  # no data option
     with pytest.raises(ValueError, match="config.dataloader_train is not set: choose a `data_train` option"):
         Trainer(config, device=None)
 

@@ -17,13 +17,11 @@ Other options: "num_workers" (data-loader worker processes per rank), "validatio
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
 import sys
 import time
-import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from cosmos_transfer.config.lazy import LazyCall as L  # noqa: E402
+from cosmos_transfer.config.schema import CheckpointConfig, Config, JobConfig, TrainerConfig  # noqa: E402
 from cosmos_transfer.data.sampler import build_dataloader  # noqa: E402
 from cosmos_transfer.trainer import schedulers  # noqa: E402
 from cosmos_transfer.trainer import trainer as trainer_module  # noqa: E402
@@ -51,35 +50,47 @@ class SlowValidationDataset(ToyVideoDataset):
         return super().__getitem__(key)
 
 
-def make_config(options: dict) -> types.SimpleNamespace:
-    def dataloader():
-        return build_dataloader(ToyVideoDataset(length=options.get("dataset_length", 32)), batch_size=4, seed=3,
-                                num_workers=options.get("num_workers", 0))
+def toy_dataloader(length: int, num_workers: int = 0):
+    return build_dataloader(ToyVideoDataset(length=length), batch_size=4, seed=3, num_workers=num_workers)
 
-    def slow_val_dataloader():
-        marker = os.path.join(options["job_dir"], "validation_started")
-        dataset = SlowValidationDataset(marker, options["slow_validation_s"], length=options.get("dataset_length", 32))
-        return build_dataloader(dataset, batch_size=4, seed=3)
 
-    val_loader = dataloader if options.get("val_loader", False) else None
+def slow_val_dataloader(marker: str, delay_s: float, length: int):
+    return build_dataloader(SlowValidationDataset(marker, delay_s, length=length), batch_size=4, seed=3)
+
+
+def toy_job(job_dir: str) -> JobConfig:
+    """The job whose folder is `job_dir`: OUTPUT_ROOT/{project}/{group}/{name} are its last three parts."""
+    path = os.path.abspath(job_dir)
+    name, group, project = (os.path.basename(p) for p in (path, os.path.dirname(path),
+                                                          os.path.dirname(os.path.dirname(path))))
+    os.environ["OUTPUT_ROOT"] = os.path.dirname(os.path.dirname(os.path.dirname(path)))
+    return JobConfig(project=project, group=group, name=name)
+
+
+def make_config(options: dict) -> Config:
+    """A real Config (the typed sections with their defaults), components as LazyDicts, as a composed run has."""
+    length = options.get("dataset_length", 32)
+    val_loader = L(toy_dataloader)(length=length) if options.get("val_loader", False) else None
     if "slow_validation_s" in options:
-        val_loader = slow_val_dataloader
+        marker = os.path.join(options["job_dir"], "validation_started")
+        val_loader = L(slow_val_dataloader)(marker=marker, delay_s=options["slow_validation_s"], length=length)
 
-    return types.SimpleNamespace(
-        job=types.SimpleNamespace(path=options["job_dir"], name="toy"),
+    config = Config(
+        job=toy_job(options["job_dir"]),
         # A LazyDict with the EMA at model.ema, as the config groups compose it (the trainer splits it off).
         model=L(ToyDiffusionModel)(
             nan_after_steps=options.get("nan_after_steps", -1),
             dim=options.get("dim", 32),
             ema=L("cosmos_transfer.ema.PowerEMA")(s=0.1) if options.get("ema", True) else None,
         ),
-        optimizer=functools.partial(torch.optim.AdamW, lr=options.get("lr", 3e-3), weight_decay=0.01),
-        scheduler=functools.partial(schedulers.lambda_linear, warm_up_steps=[3], f_start=[0.1]),
-        dataloader_train=dataloader,
+        optimizer=L(torch.optim.AdamW)(lr=options.get("lr", 3e-3), weight_decay=0.01),
+        scheduler=L(schedulers.lambda_linear)(warm_up_steps=[3], f_start=[0.1]),
+        dataloader_train=L(toy_dataloader)(length=length, num_workers=options.get("num_workers", 0)),
         dataloader_val=val_loader,
-        trainer=types.SimpleNamespace(
+        trainer=TrainerConfig(
             callbacks={"loss_line": L("cosmos_transfer.trainer.callbacks.LossLine")(every=10)},
             max_iter=options["max_iter"],
+            logging_iter=1,
             validation_iter=options.get("validation_iter", 0),
             validation_num_batches=options.get("validation_num_batches", 1),
             sample_num_steps=options.get("sample_num_steps", 3),
@@ -91,13 +102,14 @@ def make_config(options: dict) -> types.SimpleNamespace:
             progress_bar=False,
             activation_checkpointing=options.get("activation_checkpointing", "none"),
         ),
-        checkpoint=types.SimpleNamespace(
+        checkpoint=CheckpointConfig(
             save_iter=options.get("save_iter", 10),
             keep_last_k=options.get("keep_last_k", 3),
             async_save=options.get("async_save", False),
             load_path=options.get("load_path", ""),
         ),
     )
+    return config
 
 
 def main() -> None:

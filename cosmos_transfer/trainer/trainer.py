@@ -32,8 +32,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from cosmos_transfer.config.lazy import instantiate
+from cosmos_transfer.dtypes import torch_dtype
 from cosmos_transfer.flops import device_peak_tflops, mfu
 from cosmos_transfer.trainer import distributed
+from cosmos_transfer.trainer.callbacks import SampleVideos
 from cosmos_transfer.trainer.checkpoint import (
     Checkpointer,
     ModelState,
@@ -55,41 +58,11 @@ from cosmos_transfer.trainer.param_groups import lr_param_groups, scale_group_ra
 from cosmos_transfer.trainer.parallelize import find_networks, parallelize, replicated_trainable_parameters
 from cosmos_transfer.trainer.signals import PreemptionHandler, StopRequested, stop_before_each_call
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
-
-
 NAN_STOP_FILE = "nan_stop.txt"  # in checkpoints/: left by a NaN stop, read and removed by the next run
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised after trainer.max_nan_steps consecutive iterations with a NaN/Inf loss or gradient."""
-
-
-def _option(section: Any, name: str, default: Any) -> Any:
-    """A config field, or `default` when the section does not define it (older configs, plain namespaces)."""
-    value = getattr(section, name, default) if section is not None else default
-    return default if value is None else value
-
-
-def _dtype(name: str | None) -> torch.dtype | None:
-    if name in (None, "", "none"):
-        return None
-    if name not in _DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(_DTYPES)}")
-    return _DTYPES[name]
-
-
-def instantiate(config: Any, **kwargs: Any) -> Any:
-    """Build a component from its LazyDict config (call-time kwargs override config values).
-
-    A plain callable (e.g. a functools.partial) also works, for using the trainer from Python without configs.
-    """
-    if callable(config):
-        return config(**kwargs)
-    from cosmos_transfer.config.lazy import instantiate as lazy_instantiate
-
-    return lazy_instantiate(config, **kwargs)
 
 
 def split_ema_config(model_config: Any) -> tuple[Any, Any]:
@@ -219,13 +192,13 @@ class Trainer:
             if getattr(config, name, None) is None:
                 raise ValueError(f"config.{name} is not set: choose a `{group}` option (or an experiment that sets it)")
         self.max_iter = int(trainer_cfg.max_iter)
-        self.grad_accum_iter = int(_option(trainer_cfg, "grad_accum_iter", 1))
-        self.clip_grad_norm = float(_option(trainer_cfg, "clip_grad_norm", 1.0))
-        self.max_nan_steps = int(_option(trainer_cfg, "max_nan_steps", 10))
-        self.validation_iter = int(_option(trainer_cfg, "validation_iter", 0))
-        self.logging_iter = int(_option(trainer_cfg, "logging_iter", 1))
-        self.seed = int(_option(trainer_cfg, "seed", 0))
-        self.save_iter = int(_option(ckpt_cfg, "save_iter", 0))
+        self.grad_accum_iter = int(trainer_cfg.grad_accum_iter)
+        self.clip_grad_norm = float(trainer_cfg.clip_grad_norm)
+        self.max_nan_steps = int(trainer_cfg.max_nan_steps)
+        self.validation_iter = int(trainer_cfg.validation_iter)
+        self.logging_iter = int(trainer_cfg.logging_iter)
+        self.seed = int(trainer_cfg.seed)
+        self.save_iter = int(ckpt_cfg.save_iter)
         self.job_dir = str(config.job.path)
         if self.rank == 0:  # one run per job folder, taken before anything is written into it (job_lock.py)
             hold_job_lock(self.job_dir)
@@ -251,11 +224,13 @@ class Trainer:
         self.val_loader_start = self.val_loader.state_dict() if hasattr(self.val_loader, "state_dict") else None
         self.fixed_batch: dict[str, Any] | None = None  # without a validation loader: the first training batch
 
-        self.callbacks = [instantiate(c) for c in dict(_option(trainer_cfg, "callbacks", {})).values() if c]
+        self.callbacks = [instantiate(c) for c in dict(trainer_cfg.callbacks).values() if c]
+        if trainer_cfg.validation_samples:  # sample videos at each validation (a callback on the validation hook)
+            self.callbacks.append(SampleVideos(trainer_cfg.sample_num_steps, trainer_cfg.sample_guidance))
         self.checkpointer = Checkpointer(
             os.path.join(self.job_dir, "checkpoints"),
-            keep_last_k=int(_option(ckpt_cfg, "keep_last_k", 3)),
-            async_save=bool(_option(ckpt_cfg, "async_save", False)),
+            keep_last_k=int(ckpt_cfg.keep_last_k),
+            async_save=bool(ckpt_cfg.async_save),
             say=self._print,
         )
         self.iteration = 0
@@ -266,16 +241,16 @@ class Trainer:
         self.resumed_from: str | None = None
         self._flops_unavailable = False
         self._load_initial_state()
-        self.peak_tflops = device_peak_tflops(device, _option(trainer_cfg, "peak_tflops", None))
+        self.peak_tflops = device_peak_tflops(device, trainer_cfg.peak_tflops)
         self.logger = MetricsLogger(
             self.job_dir,
             enabled=self.rank == 0,
             start_iteration=self.iteration,
             max_iteration=self.max_iter,
-            tensorboard=bool(_option(trainer_cfg, "tensorboard", True)),
-            wandb_project=_option(trainer_cfg, "wandb_project", None),
+            tensorboard=bool(trainer_cfg.tensorboard),
+            wandb_project=trainer_cfg.wandb_project,
             wandb_name=getattr(config.job, "name", None),
-            progress_bar=bool(_option(trainer_cfg, "progress_bar", True)),
+            progress_bar=bool(trainer_cfg.progress_bar),
             dashboard_every=self.logging_iter,
         )
 
@@ -295,11 +270,11 @@ class Trainer:
         parallelize(
             model,
             device=self.device,
-            activation_checkpointing=_option(trainer_cfg, "activation_checkpointing", "none"),
-            compile_blocks=bool(_option(trainer_cfg, "compile", False)),
-            param_dtype=_dtype(_option(trainer_cfg, "param_dtype", "bfloat16" if cuda else "float32")),
-            reduce_dtype=_dtype(_option(trainer_cfg, "reduce_dtype", "float32")),
-            shard_size=int(_option(trainer_cfg, "fsdp_shard_size", 0)),
+            activation_checkpointing=trainer_cfg.activation_checkpointing,
+            compile_blocks=bool(trainer_cfg.compile),
+            param_dtype=torch_dtype(trainer_cfg.param_dtype or ("bfloat16" if cuda else "float32")),  # None: by device
+            reduce_dtype=torch_dtype(trainer_cfg.reduce_dtype or "float32"),
+            shard_size=int(trainer_cfg.fsdp_shard_size),
         )
         return model
 
@@ -312,7 +287,7 @@ class Trainer:
         return params
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
-        multipliers = _option(self.config.trainer, "lr_multipliers", None)
+        multipliers = self.config.trainer.lr_multipliers or None
         kwargs: dict[str, Any] = {"params": lr_param_groups(self.model, self.params, multipliers)}
         target = str(getattr(self.config.optimizer, "_target_", ""))
         if self.device.type == "cuda" and target.rsplit(".", 1)[-1].rstrip("'>") in ("AdamW", "Adam"):
@@ -342,18 +317,11 @@ class Trainer:
         }
 
     def _lr_multipliers(self) -> dict[str, float]:
-        return {str(k): float(v) for k, v in dict(_option(self.config.trainer, "lr_multipliers", None) or {}).items()}
+        return {str(k): float(v) for k, v in dict(self.config.trainer.lr_multipliers or {}).items()}
 
     def _configured_lr(self) -> float | None:
-        """optimizer.lr as configured (a LazyDict or, from Python, a functools.partial); None when not set."""
-        optimizer = self.config.optimizer
-        keywords = getattr(optimizer, "keywords", None)  # functools.partial
-        if isinstance(keywords, dict):
-            value = keywords.get("lr")
-        elif hasattr(optimizer, "get"):
-            value = optimizer.get("lr")
-        else:
-            value = getattr(optimizer, "lr", None)
+        """optimizer.lr as configured (the optimizer's LazyDict); None when not set."""
+        value = self.config.optimizer.get("lr")
         try:
             return None if value is None else float(value)
         except (TypeError, ValueError):  # not a plain number (left to the optimizer to complain about)
@@ -389,14 +357,14 @@ class Trainer:
         latest = self.checkpointer.resume_point()
         if latest is None:
             self._report_nan_stop(None)
-            load_path = _option(ckpt_cfg, "load_path", "")
+            load_path = ckpt_cfg.load_path
             if load_path:
                 keys = load_model_weights(
                     self.model,
                     load_path,
-                    strict=bool(_option(ckpt_cfg, "strict_load", True)),
-                    allowed_missing_keys=list(_option(ckpt_cfg, "allowed_missing_keys", [])),
-                    use_ema=bool(_option(ckpt_cfg, "load_ema", False)),
+                    strict=bool(ckpt_cfg.strict_load),
+                    allowed_missing_keys=list(ckpt_cfg.allowed_missing_keys or []),
+                    use_ema=bool(ckpt_cfg.load_ema),
                     report=self._print,  # which layout the file has (official files: checkpoints/transfer1.py)
                 )
                 self._print(f"initialized {len(keys)} weights from {load_path}")
@@ -655,7 +623,7 @@ class Trainer:
 
     def _validation_pass(self) -> None:
         trainer_cfg = self.config.trainer
-        num_batches = int(_option(trainer_cfg, "validation_num_batches", 1))
+        num_batches = int(trainer_cfg.validation_num_batches)
         self.model.eval()
         with preserved_global_rng(), torch.no_grad(), self._ema_weights():
             self._seed_everything(self.seed + 7919 * (self.rank + 1))  # the same validation noise every time
@@ -681,49 +649,17 @@ class Trainer:
                 self.logger.log(self.iteration, val_metrics, prefix="val")
                 for callback in self.callbacks:
                     callback.on_validation_end(self, self.iteration, val_metrics)
-            if first_batch is not None and bool(_option(trainer_cfg, "validation_samples", True)):
-                if hasattr(self.model, "generate_samples") and hasattr(self.model, "decode"):
-                    networks = [net for _, net in find_networks(self.model)]
-                    with stop_before_each_call(networks, self.stop_requested):  # the model's sampler loop
-                        samples = self._write_samples(first_batch)
+            if first_batch is not None:
+                networks = [net for _, net in find_networks(self.model)]
+                with stop_before_each_call(networks, self.stop_requested):  # the model's sampler loop
+                    written = [c.on_validation_samples(self, self.iteration, first_batch) for c in self.callbacks]
+                samples = next((path for path in written if path), None)
         self._print(validation_line(self.iteration, val_metrics, samples))
-
-    def _write_samples(self, batch: dict[str, Any]) -> str | None:
-        """Generate from the batch and write the sample videos (rank 0); returns the mp4's path."""
-        from cosmos_transfer.video_io import write_gif, write_video
-
-        trainer_cfg = self.config.trainer
-        latent = self.model.generate_samples(
-            batch,
-            num_steps=int(_option(trainer_cfg, "sample_num_steps", 35)),
-            guidance=float(_option(trainer_cfg, "sample_guidance", 0.0)),
-            seed=self.seed,
-        )
-        generated = self.model.decode(latent)
-        if self.rank != 0:
-            return None
-        panels = [k for k in sorted(batch) if k.startswith("control_input_")][:1]
-        videos = [batch[k][0] for k in panels]
-        videos.append(((generated[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
-        if "video" in batch:
-            videos.append(batch["video"][0])
-        num_frames = min(v.shape[1] for v in videos)
-        frames = [v[:, :num_frames].permute(1, 2, 3, 0).cpu() for v in videos]  # [T,H,W,3] each
-        height = min(f.shape[1] for f in frames)
-        grid = torch.cat([f[:, :height] for f in frames], dim=2).numpy()
-        fps = float(batch["fps"][0]) if "fps" in batch else 8.0
-        folder = os.path.join(self.job_dir, "samples")
-        os.makedirs(folder, exist_ok=True)
-        stem = os.path.join(folder, f"iter_{self.iteration:09d}")
-        write_video(stem + ".mp4", frames[len(panels)].numpy(), fps=fps)
-        write_gif(stem + "_grid.gif", grid, fps=fps)
-        self.logger.add_image("samples/grid_first_frame", grid[0], self.iteration)
-        return stem + ".mp4"
 
 
 def train(config: Any) -> None:
     """Train as `config` says, under torchrun (any number of ranks) or plain python (one rank)."""
-    timeout = float(_option(getattr(config, "trainer", None), "timeout_s", 1800.0))
+    timeout = float(config.trainer.timeout_s)
     device = distributed.init_distributed(timeout_s=timeout)
     try:
         Trainer(config, device).run()
