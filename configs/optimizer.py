@@ -1,7 +1,8 @@
 """Option group `optimizer` (package `optimizer`). The trainer passes `params=` at call time.
 
-On CUDA the trainer adds `fused=True` to AdamW unless the option sets `fused` itself (one kernel for all parameters,
-what Cosmos' FusedAdamW gives). Values as Cosmos-Transfer1 post-training: lr 5e-5, weight decay 0.1, betas
+`fused`: None (the default here) runs AdamW fused on CUDA and unfused on CPU (one kernel for all parameters on the
+GPU, what Cosmos' FusedAdamW gives); true or false forces it. An optimizer without a `fused` argument leaves the field
+out, and the trainer passes none. Values as Cosmos-Transfer1 post-training: lr 5e-5, weight decay 0.1, betas
 (0.9, 0.99), eps 1e-10.
 """
 
@@ -9,7 +10,7 @@ from hydra.core.config_store import ConfigStore
 
 from cosmos_transfer.config.lazy import LazyCall as L
 
-ADAMW = L("torch.optim.AdamW")(lr=5e-5, weight_decay=0.1, betas=[0.9, 0.99], eps=1e-10)
+ADAMW = L("torch.optim.AdamW")(lr=5e-5, weight_decay=0.1, betas=[0.9, 0.99], eps=1e-10, fused=None)
 
 
 def register() -> None:

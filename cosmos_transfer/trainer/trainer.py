@@ -289,10 +289,10 @@ class Trainer:
     def _build_optimizer(self) -> torch.optim.Optimizer:
         multipliers = self.config.trainer.lr_multipliers or None
         kwargs: dict[str, Any] = {"params": lr_param_groups(self.model, self.params, multipliers)}
-        target = str(getattr(self.config.optimizer, "_target_", ""))
-        if self.device.type == "cuda" and target.rsplit(".", 1)[-1].rstrip("'>") in ("AdamW", "Adam"):
-            if "fused" not in self.config.optimizer:  # a LazyDict
-                kwargs["fused"] = True  # one kernel for all parameters; supported on DTensors
+        # An option with `fused: null` (configs/optimizer.py) runs fused on CUDA: one kernel for all parameters.
+        optimizer_config = self.config.optimizer
+        if self.device.type == "cuda" and "fused" in optimizer_config and optimizer_config.get("fused") is None:
+            kwargs["fused"] = True
         optimizer = instantiate(self.config.optimizer, **kwargs)
         scale_group_rates(optimizer)
         return optimizer
@@ -564,15 +564,9 @@ class Trainer:
             return 0.0
 
     def _tokens(self, batch: Any) -> int:
-        """Transformer tokens of `batch`: the model's own count, or latent shape / patch size of the DiT."""
+        """Transformer tokens of `batch`, as the model counts them (`tokens_per_step`; 0, not reported, without)."""
         count = getattr(self.model, "tokens_per_step", None)
-        if count is not None:
-            return int(count(batch))
-        latent_shape, net = getattr(self.model, "latent_shape", None), getattr(self.model, "net", None)
-        if latent_shape is None or not hasattr(net, "patch_spatial"):
-            return 0
-        b, _, t, h, w = latent_shape(batch)
-        return b * (t // getattr(net, "patch_temporal", 1)) * (h // net.patch_spatial) * (w // net.patch_spatial)
+        return int(count(batch)) if count is not None else 0
 
     def _log_step(
         self, loss, step_metrics, grad_norm, step_time, data_wait, flops, tokens, lr: float, skipped: bool, skipped_samples: int
