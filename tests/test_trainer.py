@@ -244,3 +244,34 @@ def test_gradient_accumulation_consumes_one_batch_per_micro_step(runs):
     assert sorted(losses(job)) == [1, 2, 3]
     state = json.loads((job / "checkpoints" / "iter_000000003" / "trainer_state_rank0.json").read_text())
     assert state["data"]["loader"]["consumed"] == 3 * 2 * 4  # iterations x micro-batches x batch size
+
+
+def test_the_fused_choice_is_the_optimizer_options_field(monkeypatch):
+    """`fused: null` (the AdamW option) runs fused on CUDA only; true/false, or an option without the field, are kept."""
+    import types
+
+    import torch
+
+    from cosmos_transfer.config.lazy import LazyDict
+    from cosmos_transfer.config.schema import Config
+    from cosmos_transfer.trainer import trainer as trainer_module
+
+    passed = {}
+
+    def fake_instantiate(config, **kwargs):
+        passed.clear()
+        passed.update(kwargs)
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+    monkeypatch.setattr(trainer_module, "instantiate", fake_instantiate)
+    monkeypatch.setattr(trainer_module, "lr_param_groups", lambda model, params, multipliers: [])
+    for device, options, expected in [
+        ("cuda", {"fused": None}, True),
+        ("cpu", {"fused": None}, "absent"),
+        ("cuda", {"fused": False}, "absent"),
+        ("cuda", {}, "absent"),  # an optimizer without a fused argument
+    ]:
+        config = Config(optimizer=LazyDict({"_target_": "torch.optim.AdamW", "lr": 1e-3, **options}))
+        trainer = types.SimpleNamespace(device=torch.device(device), config=config, model=None, params=[])
+        trainer_module.Trainer._build_optimizer(trainer)
+        assert passed.get("fused", "absent") == expected, (device, options)
