@@ -27,7 +27,7 @@ def _count(net, prefix=""):
     ("TRANSFER2P5_2B", 28, 2048, 16, 2_763_070_464),
 ])
 def test_released_sizes_build_on_meta(option, blocks, channels, heads, total):
-    configs_net = pytest.importorskip("configs.net")
+    import configs.net as configs_net  # the repo root is on sys.path (conftest); a broken import must fail
     net = _meta_build(getattr(configs_net, option))
     assert (len(net.blocks), net.model_channels, net.num_heads) == (blocks, channels, heads)
     assert net.crossattn_proj[0].in_features == 100_352 and net.crossattn_proj[0].out_features == 1024
@@ -103,7 +103,7 @@ def test_transfer2p5_2b_posttraining_accounting():
     import importlib.util
     import os
 
-    configs_net = pytest.importorskip("configs.net")
+    import configs.net as configs_net  # the repo root is on sys.path (conftest); a broken import must fail
     from cosmos_transfer.memory import model_memory
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
@@ -188,7 +188,7 @@ def test_parallelize_finds_the_base_blocks():
 
 def test_tiny_options_run():
     """The tiny 2.5 options of configs/net.py build and run on CPU (text 1024 wide, no projection)."""
-    configs_net = pytest.importorskip("configs.net")
+    import configs.net as configs_net  # the repo root is on sys.path (conftest); a broken import must fail
     torch.manual_seed(0)
     base, transfer = instantiate(configs_net.TINY_DIT_2P5), instantiate(configs_net.TINY_TRANSFER_2P5)
     assert isinstance(base, Cosmos25DiT) and transfer.control_layers == [0]
