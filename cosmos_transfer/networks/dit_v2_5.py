@@ -66,6 +66,9 @@ class Attention(nn.Module):
     `output_proj`: k_img, v_img, k_img_norm, and (unless `share_q`) its own query q_img, q_img_norm.
     """
 
+    # The attention call; trainer/context_parallel.py replaces it on self-attention instances (Ulysses all-to-all).
+    attend = staticmethod(attend)
+
     def __init__(self, query_dim: int, context_dim: int | None, num_heads: int, backend: str = "torch",
                  image_context_dim: int | None = None, share_q: bool = False):
         super().__init__()
@@ -111,7 +114,7 @@ class Attention(nn.Module):
         q = self.q_norm(self._heads(self.q_proj(x)))
         k = self.k_norm(self._heads(self.k_proj(context)))
         v = self._heads(self.v_proj(context))
-        out = attend(q, k, v, rope=rope if self.is_selfattn else None, te_attention=self.te_attention)
+        out = self.attend(q, k, v, rope=rope if self.is_selfattn else None, te_attention=self.te_attention)
         if image_context is not None:
             if not self.has_image_context:
                 raise ValueError("Cosmos25DiT: an image context was given to a network built without one "
