@@ -98,6 +98,31 @@ class Patchify(nn.Module):
         return x.reshape(B, T // pt, (H // ps) * (W // ps), C * pt * ps * ps)
 
 
+def unpatchify(x: torch.Tensor, input_shape: tuple[int, ...], patch_temporal: int, patch_spatial: int) -> torch.Tensor:
+    """Tokens [B, T', S, ps*ps*pt*C] (features ordered (h-patch, w-patch, t-patch, C), as the final layers of both
+    families write them) -> [B, C, T, H, W], the (B, _, T, H, W) of `input_shape`."""
+    B, _, T, H, W = input_shape
+    pt, ps = patch_temporal, patch_spatial
+    x = x.reshape(B, T // pt, H // ps, W // ps, ps, ps, pt, -1)
+    x = x.permute(0, 7, 1, 6, 2, 4, 3, 5)  # B C T' pt H' ps W' ps
+    return x.reshape(B, -1, T, H, W)
+
+
+def resize_padding_mask(padding_mask: torch.Tensor | None, x: torch.Tensor, owner: str) -> torch.Tensor:
+    """Padding mask [B|1,1,H_px,W_px] (pixel size) -> [B,1,T,H,W] at the latent size of x (nearest), zeros if None.
+    `owner` names the network in the error message."""
+    B, _, T, H, W = x.shape
+    if padding_mask is None:
+        return x.new_zeros(B, 1, T, H, W)
+    if padding_mask.ndim == 3:
+        padding_mask = padding_mask[:, None]
+    if padding_mask.ndim != 4 or padding_mask.shape[1] != 1 or padding_mask.shape[0] not in (1, B):
+        raise ValueError(f"{owner}: padding_mask must be [B,1,H,W] (B={B}), got {tuple(padding_mask.shape)}")
+    if padding_mask.shape[-2:] != (H, W):
+        padding_mask = F.interpolate(padding_mask.float(), size=(H, W), mode="nearest")
+    return padding_mask.to(x.dtype)[:, :, None].expand(B, 1, T, H, W)
+
+
 class PatchEmbed(nn.Module):
     """Patchify + Linear (no bias). `proj.0` is parameter-free, so the weight is `x_embedder.proj.1.weight`."""
 
@@ -143,6 +168,27 @@ class TimestepEmbedding(nn.Module):
         return out, None
 
 
+def embed_timesteps(t_embedder: nn.Module, norm: nn.Module, timesteps: torch.Tensor, num_token_frames: int,
+                    batch: int, owner: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """timesteps [B] or [B,T'] -> (norm(time embedding) [B, 1|T', D], AdaLN-LoRA term [B, 1|T', 3D] | None).
+
+    `t_embedder` is (Timesteps, TimestepEmbedding); per-frame timesteps give per-frame modulation."""
+    if timesteps.ndim == 2 and timesteps.shape[1] == 1:
+        timesteps = timesteps[:, 0]
+    if timesteps.ndim == 1 and timesteps.shape[0] == batch:
+        frames = 1
+    elif timesteps.ndim == 2 and timesteps.shape == (batch, num_token_frames):
+        frames = num_token_frames
+    else:
+        raise ValueError(f"{owner}: timesteps must be [B] or [B,T'] with B={batch}, T'={num_token_frames}, "
+                         f"got shape {tuple(timesteps.shape)}")
+    emb, adaln_lora = t_embedder(timesteps.flatten())
+    emb = norm(emb).view(batch, frames, -1)
+    if adaln_lora is not None:
+        adaln_lora = adaln_lora.view(batch, frames, -1)
+    return emb, adaln_lora
+
+
 class RopePosition3D(nn.Module):
     """3D rotary embedding: head dim split into (t, h, w) parts, each with its own NTK-scaled base.
 
@@ -154,15 +200,9 @@ class RopePosition3D(nn.Module):
 
     def __init__(
         self,
-        head_dim: int,
-        len_h: int,
-        len_w: int,
-        len_t: int,
-        h_extrapolation_ratio: float = 1.0,
-        w_extrapolation_ratio: float = 1.0,
-        t_extrapolation_ratio: float = 1.0,
-        base_fps: float = 24.0,
-        persistent: bool = True,
+        head_dim: int, len_h: int, len_w: int, len_t: int,
+        h_extrapolation_ratio: float = 1.0, w_extrapolation_ratio: float = 1.0, t_extrapolation_ratio: float = 1.0,
+        base_fps: float = 24.0, persistent: bool = True,
     ):
         super().__init__()
         self.register_buffer("seq", torch.arange(max(len_h, len_w, len_t), dtype=torch.float32), persistent=persistent)
@@ -286,9 +326,6 @@ class Attention(nn.Module):
     to_out = (Linear, Dropout).
     """
 
-    # The attention call; trainer/context_parallel.py replaces it on self-attention instances (Ulysses all-to-all).
-    attend = staticmethod(attend)
-
     def __init__(self, query_dim: int, context_dim: int | None, num_heads: int, backend: str = "torch"):
         super().__init__()
         if query_dim % num_heads:
@@ -307,13 +344,8 @@ class Attention(nn.Module):
         te_attention = te_backend.make_dot_product_attention(num_heads, self.head_dim) if backend == "te" else None
         object.__setattr__(self, "te_attention", te_attention)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        context: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """x [B, ..., D] (flattened to a sequence), context [B, M, Dc] | None, mask bool [B,1,1,M] | None."""
         shape = x.shape
         B = shape[0]
@@ -322,7 +354,7 @@ class Attention(nn.Module):
         q = self.to_q[1](self.to_q[0](x).view(B, -1, self.num_heads, self.head_dim))
         k = self.to_k[1](self.to_k[0](context).view(B, -1, self.num_heads, self.head_dim))
         v = self.to_v[0](context).view(B, -1, self.num_heads, self.head_dim)
-        out = self.attend(q, k, v, mask=mask, rope=rope if self.is_selfattn else None, te_attention=self.te_attention)
+        out = attend(q, k, v, mask=mask, rope=rope if self.is_selfattn else None, te_attention=self.te_attention)
         return self.to_out(out).view(shape)
 
 
@@ -392,6 +424,17 @@ def adaln_modulation(channels: int, chunks: int, use_adaln_lora: bool, adaln_lor
     return nn.Sequential(nn.SiLU(), nn.Linear(channels, chunks * channels, bias=False))
 
 
+def modulation_chunks(adaln: nn.Module, emb: torch.Tensor, adaln_lora: torch.Tensor | None, chunks: int
+                      ) -> tuple[torch.Tensor, ...]:
+    """`adaln(emb)` for the time embedding emb [B, Tm, D] (Tm = 1 or T'), plus the first chunks*D features of the
+    AdaLN-LoRA term, split into `chunks` tensors [B, Tm, 1, D] that broadcast over the S tokens of a frame:
+    (shift, scale, gate) for a sub-block, (shift, scale) for the final layer."""
+    modulation = adaln(emb)
+    if adaln_lora is not None:
+        modulation = modulation + adaln_lora[..., : chunks * emb.shape[-1]]
+    return modulation.unsqueeze(2).chunk(chunks, dim=-1)
+
+
 class AdaLNSubBlock(nn.Module):
     """x + gate * block(LayerNorm(x) * (1 + scale) + shift), the modulation coming from the time embedding."""
 
@@ -411,10 +454,7 @@ class AdaLNSubBlock(nn.Module):
         self.adaLN_modulation = adaln_modulation(channels, 3, use_adaln_lora, adaln_lora_dim)
 
     def forward(self, x, emb, crossattn_emb, crossattn_mask, rope, adaln_lora) -> torch.Tensor:
-        modulation = self.adaLN_modulation(emb)  # [B, Tm, 3D], Tm = 1 or T'
-        if adaln_lora is not None:
-            modulation = modulation + adaln_lora
-        shift, scale, gate = modulation.unsqueeze(2).chunk(3, dim=-1)  # [B, Tm, 1, D] each
+        shift, scale, gate = modulation_chunks(self.adaLN_modulation, emb, adaln_lora, 3)
         h = modulated_layer_norm(x, self.norm_state, shift, scale)
         if self.block_type == "fa":
             h = self.block(h, rope=rope)
@@ -436,17 +476,10 @@ class TransformerBlock(nn.Module):
             for t in ("fa", "ca", "mlp")
         )
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        emb: torch.Tensor,
-        crossattn_emb: torch.Tensor,
-        crossattn_mask: torch.Tensor | None = None,
-        rope_cos: torch.Tensor | None = None,
-        rope_sin: torch.Tensor | None = None,
-        adaln_lora: torch.Tensor | None = None,
-        extra_pos_emb: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, crossattn_emb: torch.Tensor,
+                crossattn_mask: torch.Tensor | None = None, rope_cos: torch.Tensor | None = None,
+                rope_sin: torch.Tensor | None = None, adaln_lora: torch.Tensor | None = None,
+                extra_pos_emb: torch.Tensor | None = None) -> torch.Tensor:
         # Plain tensor arguments (no containers) so that FSDP2 casting and activation checkpointing see them all.
         if extra_pos_emb is not None:
             x = x + extra_pos_emb
@@ -456,22 +489,60 @@ class TransformerBlock(nn.Module):
         return x
 
 
+def final_layer(x: torch.Tensor, emb: torch.Tensor, adaln_lora: torch.Tensor | None, norm: nn.LayerNorm,
+                adaln: nn.Module, linear: nn.Linear) -> torch.Tensor:
+    """The final layer of both families: AdaLN (shift, scale) norm, then the Linear to patch pixels."""
+    shift, scale = modulation_chunks(adaln, emb, adaln_lora, 2)
+    return linear(modulated_layer_norm(x, norm, shift, scale))
+
+
 class FinalLayer(nn.Module):
-    """AdaLN (shift, scale) final norm and the Linear to patch pixels."""
+    """`final_layer` under the official Cosmos-1.0 names (`norm_final`, `linear`, `adaLN_modulation`)."""
 
     def __init__(self, channels: int, out_features: int, use_adaln_lora: bool, adaln_lora_dim: int):
         super().__init__()
-        self.channels = channels
         self.norm_final = nn.LayerNorm(channels, elementwise_affine=False, eps=1e-6)
         self.linear = nn.Linear(channels, out_features, bias=False)
         self.adaLN_modulation = adaln_modulation(channels, 2, use_adaln_lora, adaln_lora_dim)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, adaln_lora: torch.Tensor | None) -> torch.Tensor:
-        modulation = self.adaLN_modulation(emb)
-        if adaln_lora is not None:
-            modulation = modulation + adaln_lora[..., : 2 * self.channels]
-        shift, scale = modulation.unsqueeze(2).chunk(2, dim=-1)
-        return self.linear(modulated_layer_norm(x, self.norm_final, shift, scale))
+        return final_layer(x, emb, adaln_lora, self.norm_final, self.adaLN_modulation, self.linear)
+
+
+# ----------------------------------------------------------------------------------------------------- checks
+def check_network_sizes(owner: str, sizes: dict[str, int], attention_backend: str) -> None:
+    """Every size a positive int, model_channels divisible by num_heads, a known attention backend (and Transformer
+    Engine importable for "te", with a clear message when it is not)."""
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+    model_channels, num_heads = sizes["model_channels"], sizes["num_heads"]
+    if model_channels % num_heads:
+        raise ValueError(f"{owner}: model_channels {model_channels} not divisible by num_heads {num_heads}")
+    if attention_backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"{owner}: attention_backend must be one of {ATTENTION_BACKENDS}, got {attention_backend!r}")
+    if attention_backend == "te":
+        te_backend.require()
+
+
+def check_latent_input(owner: str, x: torch.Tensor, in_channels: int, patch_temporal: int, patch_spatial: int,
+                       channels_note: str = "") -> None:
+    """x must be [B, in_channels, T, H, W] with T, H, W divisible by the patch size."""
+    if x.ndim != 5:
+        raise ValueError(f"{owner}: x must be [B,C,T,H,W], got shape {tuple(x.shape)}")
+    _, C, T, H, W = x.shape
+    if C != in_channels:
+        raise ValueError(f"{owner}: x has {C} channels, the net was built with in_channels={in_channels}"
+                         + channels_note)
+    if T % patch_temporal or H % patch_spatial or W % patch_spatial:
+        raise ValueError(f"{owner}: x size (T={T}, H={H}, W={W}) must be divisible by the patch size "
+                         f"(t={patch_temporal}, h=w={patch_spatial})")
+
+
+def check_context(owner: str, name: str, context: torch.Tensor, batch: int, width: int, length: str) -> None:
+    """A context (text or image embeddings) must be [batch, length, width]."""
+    if context.ndim != 3 or context.shape[0] != batch or context.shape[2] != width:
+        raise ValueError(f"{owner}: {name} must be [B={batch}, {length}, {width}], got {tuple(context.shape)}")
 
 
 # ----------------------------------------------------------------------------------------------------- the network
@@ -531,49 +602,23 @@ class GeneralDIT(nn.Module):
 
     def __init__(
         self,
-        max_img_h: int,
-        max_img_w: int,
-        max_frames: int,
-        in_channels: int,
-        out_channels: int,
-        patch_spatial: int = 2,
-        patch_temporal: int = 1,
-        concat_padding_mask: bool = True,
-        model_channels: int = 4096,
-        num_blocks: int = 28,
-        num_heads: int = 32,
-        mlp_ratio: float = 4.0,
-        crossattn_emb_channels: int = 1024,
-        use_cross_attn_mask: bool = False,
-        use_adaln_lora: bool = True,
-        adaln_lora_dim: int = 256,
-        affline_emb_norm: bool = True,
-        rope_h_extrapolation_ratio: float = 1.0,
-        rope_w_extrapolation_ratio: float = 1.0,
-        rope_t_extrapolation_ratio: float = 1.0,
-        extra_per_block_abs_pos_emb: bool = True,
-        extra_h_extrapolation_ratio: float = 1.0,
-        extra_w_extrapolation_ratio: float = 1.0,
-        extra_t_extrapolation_ratio: float = 1.0,
-        base_fps: float = 24.0,
-        attention_backend: str = "torch",
+        max_img_h: int, max_img_w: int, max_frames: int, in_channels: int, out_channels: int,
+        patch_spatial: int = 2, patch_temporal: int = 1, concat_padding_mask: bool = True,
+        model_channels: int = 4096, num_blocks: int = 28, num_heads: int = 32, mlp_ratio: float = 4.0,
+        crossattn_emb_channels: int = 1024, use_cross_attn_mask: bool = False,
+        use_adaln_lora: bool = True, adaln_lora_dim: int = 256, affline_emb_norm: bool = True,
+        rope_h_extrapolation_ratio: float = 1.0, rope_w_extrapolation_ratio: float = 1.0,
+        rope_t_extrapolation_ratio: float = 1.0, extra_per_block_abs_pos_emb: bool = True,
+        extra_h_extrapolation_ratio: float = 1.0, extra_w_extrapolation_ratio: float = 1.0,
+        extra_t_extrapolation_ratio: float = 1.0, base_fps: float = 24.0, attention_backend: str = "torch",
     ):
         super().__init__()
-        for name, value in dict(
+        check_network_sizes("GeneralDIT", dict(
             max_img_h=max_img_h, max_img_w=max_img_w, max_frames=max_frames, in_channels=in_channels,
             out_channels=out_channels, patch_spatial=patch_spatial, patch_temporal=patch_temporal,
             model_channels=model_channels, num_blocks=num_blocks, num_heads=num_heads,
             crossattn_emb_channels=crossattn_emb_channels,
-        ).items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"GeneralDIT: {name} must be a positive integer, got {value!r}")
-        if model_channels % num_heads:
-            raise ValueError(f"GeneralDIT: model_channels {model_channels} not divisible by num_heads {num_heads}")
-        if attention_backend not in ATTENTION_BACKENDS:
-            raise ValueError(f"GeneralDIT: attention_backend must be one of {ATTENTION_BACKENDS}, "
-                             f"got {attention_backend!r}")
-        if attention_backend == "te":
-            te_backend.require()  # clear message when Transformer Engine is absent
+        ), attention_backend)
         del extra_h_extrapolation_ratio, extra_w_extrapolation_ratio, extra_t_extrapolation_ratio
         self.max_img_h, self.max_img_w, self.max_frames = max_img_h, max_img_w, max_frames
         self.in_channels = in_channels
@@ -650,16 +695,8 @@ class GeneralDIT(nn.Module):
         self, x: torch.Tensor, fps: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
         """x [B,C,T,H,W] -> (tokens [B,T',S,D], (rope_cos, rope_sin), extra_pos_emb [1,T',S,D] | None)."""
-        if x.ndim != 5:
-            raise ValueError(f"GeneralDIT: x must be [B,C,T,H,W], got shape {tuple(x.shape)}")
-        B, C, T, H, W = x.shape
-        if C != self.in_channels:
-            raise ValueError(f"GeneralDIT: x has {C} channels, the net was built with in_channels={self.in_channels}")
-        if T % self.patch_temporal or H % self.patch_spatial or W % self.patch_spatial:
-            raise ValueError(
-                f"GeneralDIT: x size (T={T}, H={H}, W={W}) must be divisible by the patch size "
-                f"(t={self.patch_temporal}, h=w={self.patch_spatial})"
-            )
+        check_latent_input("GeneralDIT", x, self.in_channels, self.patch_temporal, self.patch_spatial)
+        _, _, T, H, W = x.shape
         if self.concat_padding_mask:
             x = torch.cat([x, self.resize_padding_mask(padding_mask, x)], dim=1)
         tokens = self.x_embedder(x)
@@ -673,57 +710,17 @@ class GeneralDIT(nn.Module):
     @staticmethod
     def resize_padding_mask(padding_mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
         """Padding mask [B|1,1,H_px,W_px] (pixel size) -> [B,1,T,H,W] at the latent size (nearest), zeros if None."""
-        B, _, T, H, W = x.shape
-        if padding_mask is None:
-            return x.new_zeros(B, 1, T, H, W)
-        if padding_mask.ndim == 3:
-            padding_mask = padding_mask[:, None]
-        if padding_mask.ndim != 4 or padding_mask.shape[1] != 1 or padding_mask.shape[0] not in (1, B):
-            raise ValueError(f"GeneralDIT: padding_mask must be [B,1,H,W] (B={B}), got {tuple(padding_mask.shape)}")
-        if padding_mask.shape[-2:] != (H, W):
-            padding_mask = F.interpolate(padding_mask.float(), size=(H, W), mode="nearest")
-        return padding_mask.to(x.dtype)[:, :, None].expand(B, 1, T, H, W)
+        return resize_padding_mask(padding_mask, x, "GeneralDIT")
 
-    def embed_timesteps(self, timesteps: torch.Tensor, num_token_frames: int, batch: int
-                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """timesteps [B] or [B,T'] -> (emb [B, 1|T', D] after affline_norm, adaln_lora [B, 1|T', 3D] | None)."""
-        if timesteps.ndim == 2 and timesteps.shape[1] == 1:
-            timesteps = timesteps[:, 0]
-        if timesteps.ndim == 1 and timesteps.shape[0] == batch:
-            frames = 1
-        elif timesteps.ndim == 2 and timesteps.shape == (batch, num_token_frames):
-            frames = num_token_frames
-        else:
-            raise ValueError(
-                f"GeneralDIT: timesteps must be [B] or [B,T'] with B={batch}, T'={num_token_frames}, "
-                f"got shape {tuple(timesteps.shape)}"
-            )
-        emb, adaln_lora = self.t_embedder(timesteps.flatten())
-        emb = self.affline_norm(emb).view(batch, frames, -1)
-        if adaln_lora is not None:
-            adaln_lora = adaln_lora.view(batch, frames, -1)
-        return emb, adaln_lora
-
-    def forward_before_blocks(
-        self,
-        x: torch.Tensor,
-        timesteps: torch.Tensor,
-        crossattn_emb: torch.Tensor,
-        crossattn_mask: torch.Tensor | None = None,
-        fps: torch.Tensor | None = None,
-        padding_mask: torch.Tensor | None = None,
-    ) -> BlockInputs:
+    def forward_before_blocks(self, x: torch.Tensor, timesteps: torch.Tensor, crossattn_emb: torch.Tensor,
+                              crossattn_mask: torch.Tensor | None = None, fps: torch.Tensor | None = None,
+                              padding_mask: torch.Tensor | None = None) -> BlockInputs:
         """Embed the input, the time and the positions: everything the blocks need."""
-        if x.ndim != 5:
-            raise ValueError(f"GeneralDIT: x must be [B,C,T,H,W], got shape {tuple(x.shape)}")
-        B = x.shape[0]
-        if crossattn_emb.ndim != 3 or crossattn_emb.shape[0] != B or crossattn_emb.shape[2] != self.crossattn_emb_channels:
-            raise ValueError(
-                f"GeneralDIT: crossattn_emb must be [B={B}, L, {self.crossattn_emb_channels}], "
-                f"got {tuple(crossattn_emb.shape)}"
-            )
         tokens, (rope_cos, rope_sin), extra_pos_emb = self.prepare_embedded_sequence(x, fps, padding_mask)
-        emb, adaln_lora = self.embed_timesteps(timesteps, tokens.shape[1], B)
+        B = x.shape[0]
+        check_context("GeneralDIT", "crossattn_emb", crossattn_emb, B, self.crossattn_emb_channels, "L")
+        emb, adaln_lora = embed_timesteps(self.t_embedder, self.affline_norm, timesteps, tokens.shape[1], B,
+                                          "GeneralDIT")
         mask = None
         if self.use_cross_attn_mask and crossattn_mask is not None:
             if crossattn_mask.shape != crossattn_emb.shape[:2]:
@@ -752,24 +749,13 @@ class GeneralDIT(nn.Module):
 
     def decode_output(self, x: torch.Tensor, inputs: BlockInputs) -> torch.Tensor:
         """Final AdaLN layer and unpatchify: tokens [B,T',S,D] -> [B, C_out, T, H, W]."""
-        B, _, T, H, W = inputs.input_shape
-        pt, ps = self.patch_temporal, self.patch_spatial
-        x = self.final_layer(x, inputs.emb, inputs.adaln_lora)  # [B, T', S, ps*ps*pt*C]
-        x = x.reshape(B, T // pt, H // ps, W // ps, ps, ps, pt, self.out_channels)
-        x = x.permute(0, 7, 1, 6, 2, 4, 3, 5)  # B C T' pt H' ps W' ps
-        return x.reshape(B, self.out_channels, T, H, W)
+        x = self.final_layer(x, inputs.emb, inputs.adaln_lora)  # [B, T', S, ps*ps*pt*C_out]
+        return unpatchify(x, inputs.input_shape, self.patch_temporal, self.patch_spatial)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        timesteps: torch.Tensor,
-        crossattn_emb: torch.Tensor,
-        crossattn_mask: torch.Tensor | None = None,
-        fps: torch.Tensor | None = None,
-        padding_mask: torch.Tensor | None = None,
-        block_residuals: dict[str, torch.Tensor] | None = None,
-        image_size: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, crossattn_emb: torch.Tensor,
+                crossattn_mask: torch.Tensor | None = None, fps: torch.Tensor | None = None,
+                padding_mask: torch.Tensor | None = None, block_residuals: dict[str, torch.Tensor] | None = None,
+                image_size: torch.Tensor | None = None) -> torch.Tensor:
         """x [B,C,T,H,W], timesteps [B] or [B,T'], crossattn_emb [B,L,Dc] -> [B,C_out,T,H,W].
 
         `block_residuals` ({"blockN": [B,T',S,D]}) are added after the named blocks (ControlNet injection).

@@ -39,12 +39,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cosmos_transfer.networks import te_backend
 from cosmos_transfer.networks.dit import (
-    ATTENTION_BACKENDS,
     FeedForward,
     PatchEmbed,
     RMSNorm,
@@ -53,7 +51,15 @@ from cosmos_transfer.networks.dit import (
     Timesteps,
     adaln_modulation,
     attend,
+    check_context,
+    check_latent_input,
+    check_network_sizes,
+    embed_timesteps,
+    final_layer,
     modulated_layer_norm,
+    modulation_chunks,
+    resize_padding_mask,
+    unpatchify,
 )
 
 
@@ -65,9 +71,6 @@ class Attention(nn.Module):
     `image_context_dim`, a second attention over the image context is added to the text attention's output before
     `output_proj`: k_img, v_img, k_img_norm, and (unless `share_q`) its own query q_img, q_img_norm.
     """
-
-    # The attention call; trainer/context_parallel.py replaces it on self-attention instances (Ulysses all-to-all).
-    attend = staticmethod(attend)
 
     def __init__(self, query_dim: int, context_dim: int | None, num_heads: int, backend: str = "torch",
                  image_context_dim: int | None = None, share_q: bool = False):
@@ -100,13 +103,9 @@ class Attention(nn.Module):
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         return t.view(t.shape[0], -1, self.num_heads, self.head_dim)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        context: torch.Tensor | None = None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        image_context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                image_context: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, ..., D] (flattened to a sequence), context [B, M, Dc] | None, image_context [B, N, Di] | None."""
         shape = x.shape
         x = x.reshape(shape[0], -1, shape[-1])
@@ -114,7 +113,7 @@ class Attention(nn.Module):
         q = self.q_norm(self._heads(self.q_proj(x)))
         k = self.k_norm(self._heads(self.k_proj(context)))
         v = self._heads(self.v_proj(context))
-        out = self.attend(q, k, v, rope=rope if self.is_selfattn else None, te_attention=self.te_attention)
+        out = attend(q, k, v, rope=rope if self.is_selfattn else None, te_attention=self.te_attention)
         if image_context is not None:
             if not self.has_image_context:
                 raise ValueError("Cosmos25DiT: an image context was given to a network built without one "
@@ -143,56 +142,37 @@ class Block(nn.Module):
         self.adaln_modulation_cross_attn = adaln_modulation(channels, 3, use_adaln_lora, adaln_lora_dim)
         self.adaln_modulation_mlp = adaln_modulation(channels, 3, use_adaln_lora, adaln_lora_dim)
 
-    @staticmethod
-    def _modulation(adaln: nn.Module, emb: torch.Tensor, adaln_lora: torch.Tensor | None):
-        modulation = adaln(emb)  # [B, Tm, 3D], Tm = 1 or T'
-        if adaln_lora is not None:
-            modulation = modulation + adaln_lora
-        return modulation.unsqueeze(2).chunk(3, dim=-1)  # shift, scale, gate: [B, Tm, 1, D] each
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        emb: torch.Tensor,
-        crossattn_emb: torch.Tensor,
-        rope_cos: torch.Tensor | None = None,
-        rope_sin: torch.Tensor | None = None,
-        adaln_lora: torch.Tensor | None = None,
-        img_context_emb: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, crossattn_emb: torch.Tensor,
+                rope_cos: torch.Tensor | None = None, rope_sin: torch.Tensor | None = None,
+                adaln_lora: torch.Tensor | None = None, img_context_emb: torch.Tensor | None = None) -> torch.Tensor:
         # Plain tensor arguments (no containers) so that FSDP2 casting and activation checkpointing see them all.
         rope = (rope_cos, rope_sin) if rope_cos is not None else None
         # 1. self-attention, with RoPE
-        shift, scale, gate = self._modulation(self.adaln_modulation_self_attn, emb, adaln_lora)
+        shift, scale, gate = modulation_chunks(self.adaln_modulation_self_attn, emb, adaln_lora, 3)
         h = self.self_attn(modulated_layer_norm(x, self.layer_norm_self_attn, shift, scale), rope=rope)
         x = torch.addcmul(x, gate, h)
         # 2. cross-attention to the text (and the image context)
-        shift, scale, gate = self._modulation(self.adaln_modulation_cross_attn, emb, adaln_lora)
+        shift, scale, gate = modulation_chunks(self.adaln_modulation_cross_attn, emb, adaln_lora, 3)
         h = self.cross_attn(modulated_layer_norm(x, self.layer_norm_cross_attn, shift, scale), crossattn_emb,
                             image_context=img_context_emb)
         x = torch.addcmul(x, gate, h)
         # 3. MLP
-        shift, scale, gate = self._modulation(self.adaln_modulation_mlp, emb, adaln_lora)
+        shift, scale, gate = modulation_chunks(self.adaln_modulation_mlp, emb, adaln_lora, 3)
         h = self.mlp(modulated_layer_norm(x, self.layer_norm_mlp, shift, scale))
         return torch.addcmul(x, gate, h)
 
 
 class FinalLayer(nn.Module):
-    """AdaLN (shift, scale) final norm and the Linear to patch pixels (`final_layer.linear`, `.adaln_modulation`)."""
+    """dit.py's `final_layer` under NVIDIA's 2.5 names (`layer_norm`, `linear`, `adaln_modulation`)."""
 
     def __init__(self, channels: int, out_features: int, use_adaln_lora: bool, adaln_lora_dim: int):
         super().__init__()
-        self.channels = channels
         self.layer_norm = nn.LayerNorm(channels, elementwise_affine=False, eps=1e-6)
         self.linear = nn.Linear(channels, out_features, bias=False)
         self.adaln_modulation = adaln_modulation(channels, 2, use_adaln_lora, adaln_lora_dim)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, adaln_lora: torch.Tensor | None) -> torch.Tensor:
-        modulation = self.adaln_modulation(emb)
-        if adaln_lora is not None:
-            modulation = modulation + adaln_lora[..., : 2 * self.channels]
-        shift, scale = modulation.unsqueeze(2).chunk(2, dim=-1)
-        return self.linear(modulated_layer_norm(x, self.layer_norm, shift, scale))
+        return final_layer(x, emb, adaln_lora, self.layer_norm, self.adaln_modulation, self.linear)
 
 
 # ----------------------------------------------------------------------------------------------------- the network
@@ -245,32 +225,16 @@ class Cosmos25DiT(nn.Module):
 
     def __init__(
         self,
-        max_img_h: int,
-        max_img_w: int,
-        max_frames: int,
-        in_channels: int,
-        out_channels: int,
-        patch_spatial: int = 2,
-        patch_temporal: int = 1,
-        concat_padding_mask: bool = True,
-        model_channels: int = 2048,
-        num_blocks: int = 28,
-        num_heads: int = 16,
-        mlp_ratio: float = 4.0,
+        max_img_h: int, max_img_w: int, max_frames: int, in_channels: int, out_channels: int,
+        patch_spatial: int = 2, patch_temporal: int = 1, concat_padding_mask: bool = True,
+        model_channels: int = 2048, num_blocks: int = 28, num_heads: int = 16, mlp_ratio: float = 4.0,
         crossattn_emb_channels: int = 1024,
-        use_crossattn_projection: bool = False,
-        crossattn_proj_in_channels: int = 1024,
-        extra_image_context_dim: int | None = None,
-        share_q_in_image_cross_attn: bool = False,
-        use_adaln_lora: bool = True,
-        adaln_lora_dim: int = 256,
-        rope_h_extrapolation_ratio: float = 1.0,
-        rope_w_extrapolation_ratio: float = 1.0,
-        rope_t_extrapolation_ratio: float = 1.0,
-        rope_enable_fps_modulation: bool = False,
-        base_fps: float = 24.0,
-        timestep_scale: float = 1.0,
-        attention_backend: str = "torch",
+        use_crossattn_projection: bool = False, crossattn_proj_in_channels: int = 1024,
+        extra_image_context_dim: int | None = None, share_q_in_image_cross_attn: bool = False,
+        use_adaln_lora: bool = True, adaln_lora_dim: int = 256,
+        rope_h_extrapolation_ratio: float = 1.0, rope_w_extrapolation_ratio: float = 1.0,
+        rope_t_extrapolation_ratio: float = 1.0, rope_enable_fps_modulation: bool = False,
+        base_fps: float = 24.0, timestep_scale: float = 1.0, attention_backend: str = "torch",
     ):
         super().__init__()
         sizes = dict(max_img_h=max_img_h, max_img_w=max_img_w, max_frames=max_frames, in_channels=in_channels,
@@ -280,16 +244,7 @@ class Cosmos25DiT(nn.Module):
                      crossattn_proj_in_channels=crossattn_proj_in_channels)
         if extra_image_context_dim is not None:
             sizes["extra_image_context_dim"] = extra_image_context_dim
-        for name, value in sizes.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Cosmos25DiT: {name} must be a positive integer, got {value!r}")
-        if model_channels % num_heads:
-            raise ValueError(f"Cosmos25DiT: model_channels {model_channels} not divisible by num_heads {num_heads}")
-        if attention_backend not in ATTENTION_BACKENDS:
-            raise ValueError(f"Cosmos25DiT: attention_backend must be one of {ATTENTION_BACKENDS}, "
-                             f"got {attention_backend!r}")
-        if attention_backend == "te":
-            te_backend.require()
+        check_network_sizes("Cosmos25DiT", sizes, attention_backend)
         self.max_img_h, self.max_img_w, self.max_frames = max_img_h, max_img_w, max_frames
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -366,19 +321,6 @@ class Cosmos25DiT(nn.Module):
                 getattr(self, name)[0].reset_parameters()
 
     # ------------------------------------------------------------------------------------------------ pieces
-    def resize_padding_mask(self, padding_mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-        """Padding mask [B|1,1,H_px,W_px] (pixel size) -> [B,1,T,H,W] at the latent size (nearest), zeros if None."""
-        B, _, T, H, W = x.shape
-        if padding_mask is None:
-            return x.new_zeros(B, 1, T, H, W)
-        if padding_mask.ndim == 3:
-            padding_mask = padding_mask[:, None]
-        if padding_mask.ndim != 4 or padding_mask.shape[1] != 1 or padding_mask.shape[0] not in (1, B):
-            raise ValueError(f"Cosmos25DiT: padding_mask must be [B,1,H,W] (B={B}), got {tuple(padding_mask.shape)}")
-        if padding_mask.shape[-2:] != (H, W):
-            padding_mask = F.interpolate(padding_mask.float(), size=(H, W), mode="nearest")
-        return padding_mask.to(x.dtype)[:, :, None].expand(B, 1, T, H, W)
-
     def embed_input(self, x: torch.Tensor, condition_mask: torch.Tensor | None, padding_mask: torch.Tensor | None,
                     embedder: nn.Module, what: str = "x") -> torch.Tensor:
         """[x | condition mask | padding mask] -> `embedder` -> tokens [B, T', S, D]. Also used for control inputs."""
@@ -390,58 +332,27 @@ class Cosmos25DiT(nn.Module):
                              f"got {tuple(condition_mask.shape)}")
         parts = [x, condition_mask.to(x.dtype)]
         if self.concat_padding_mask:
-            parts.append(self.resize_padding_mask(padding_mask, x))
+            parts.append(resize_padding_mask(padding_mask, x, "Cosmos25DiT"))
         return embedder(torch.cat(parts, dim=1))
 
-    def embed_timesteps(self, timesteps: torch.Tensor, num_token_frames: int, batch: int
-                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """timesteps [B] or [B,T'] (times timestep_scale) -> (emb [B, 1|T', D], adaln_lora [B, 1|T', 3D] | None)."""
-        if timesteps.ndim == 2 and timesteps.shape[1] == 1:
-            timesteps = timesteps[:, 0]
-        if timesteps.ndim == 1 and timesteps.shape[0] == batch:
-            frames = 1
-        elif timesteps.ndim == 2 and timesteps.shape == (batch, num_token_frames):
-            frames = num_token_frames
-        else:
-            raise ValueError(f"Cosmos25DiT: timesteps must be [B] or [B,T'] with B={batch}, T'={num_token_frames}, "
-                             f"got shape {tuple(timesteps.shape)}")
-        emb, adaln_lora = self.t_embedder(timesteps.flatten() * self.timestep_scale)
-        emb = self.t_embedding_norm(emb).view(batch, frames, -1)
-        if adaln_lora is not None:
-            adaln_lora = adaln_lora.view(batch, frames, -1)
-        return emb, adaln_lora
-
-    def forward_before_blocks(
-        self,
-        x: torch.Tensor,
-        timesteps: torch.Tensor,
-        crossattn_emb: torch.Tensor,
-        condition_mask: torch.Tensor | None = None,
-        fps: torch.Tensor | None = None,
-        padding_mask: torch.Tensor | None = None,
-        img_context_emb: torch.Tensor | None = None,
-    ) -> BlockInputs:
+    def forward_before_blocks(self, x: torch.Tensor, timesteps: torch.Tensor, crossattn_emb: torch.Tensor,
+                              condition_mask: torch.Tensor | None = None, fps: torch.Tensor | None = None,
+                              padding_mask: torch.Tensor | None = None,
+                              img_context_emb: torch.Tensor | None = None) -> BlockInputs:
         """Embed the input, the time, the text (and image) context and the positions: everything the blocks need."""
-        if x.ndim != 5:
-            raise ValueError(f"Cosmos25DiT: x must be [B,C,T,H,W], got shape {tuple(x.shape)}")
-        B, C, T, H, W = x.shape
-        if C != self.in_channels:
-            raise ValueError(f"Cosmos25DiT: x has {C} channels, the net was built with in_channels={self.in_channels} "
-                             "(the condition mask is a separate argument)")
-        if T % self.patch_temporal or H % self.patch_spatial or W % self.patch_spatial:
-            raise ValueError(f"Cosmos25DiT: x size (T={T}, H={H}, W={W}) must be divisible by the patch size "
-                             f"(t={self.patch_temporal}, h=w={self.patch_spatial})")
+        check_latent_input("Cosmos25DiT", x, self.in_channels, self.patch_temporal, self.patch_spatial,
+                           " (the condition mask is a separate argument)")
+        B, _, T, H, W = x.shape
         text_width = self.crossattn_proj_in_channels if self.use_crossattn_projection else self.crossattn_emb_channels
-        if crossattn_emb.ndim != 3 or crossattn_emb.shape[0] != B or crossattn_emb.shape[2] != text_width:
-            raise ValueError(f"Cosmos25DiT: crossattn_emb must be [B={B}, L, {text_width}], "
-                             f"got {tuple(crossattn_emb.shape)}")
+        check_context("Cosmos25DiT", "crossattn_emb", crossattn_emb, B, text_width, "L")
         # 1. tokens from [x | condition mask | padding mask]
         tokens = self.embed_input(x, condition_mask, padding_mask, self.x_embedder)
         # 2. 3D RoPE of the token grid (time positions scaled by the frame rate only when enabled)
         grid = (T // self.patch_temporal, H // self.patch_spatial, W // self.patch_spatial)
         rope_cos, rope_sin = self.pos_embedder(*grid, fps=fps if self.rope_enable_fps_modulation else None)
         # 3. time embedding and AdaLN-LoRA term
-        emb, adaln_lora = self.embed_timesteps(timesteps, grid[0], B)
+        emb, adaln_lora = embed_timesteps(self.t_embedder, self.t_embedding_norm, timesteps * self.timestep_scale,
+                                          grid[0], B, "Cosmos25DiT")
         # 4. text (and image) context, projected
         if self.use_crossattn_projection:
             crossattn_emb = self.crossattn_proj(crossattn_emb)
@@ -449,10 +360,7 @@ class Cosmos25DiT(nn.Module):
             if self.extra_image_context_dim is None:
                 raise ValueError("Cosmos25DiT: img_context_emb was given to a network built without image context "
                                  "(extra_image_context_dim=None)")
-            if img_context_emb.ndim != 3 or img_context_emb.shape[0] != B or \
-                    img_context_emb.shape[2] != self.extra_image_context_dim:
-                raise ValueError(f"Cosmos25DiT: img_context_emb must be [B={B}, N, {self.extra_image_context_dim}], "
-                                 f"got {tuple(img_context_emb.shape)}")
+            check_context("Cosmos25DiT", "img_context_emb", img_context_emb, B, self.extra_image_context_dim, "N")
             img_context_emb = self.img_context_proj(img_context_emb).to(tokens.dtype)
         return BlockInputs(x=tokens, emb=emb, adaln_lora=adaln_lora, crossattn_emb=crossattn_emb.to(tokens.dtype),
                            img_context_emb=img_context_emb, rope_cos=rope_cos, rope_sin=rope_sin,
@@ -460,23 +368,12 @@ class Cosmos25DiT(nn.Module):
 
     def decode_output(self, x: torch.Tensor, inputs: BlockInputs) -> torch.Tensor:
         """Final AdaLN layer and unpatchify (features ordered (h-patch, w-patch, t-patch, C), channels fastest)."""
-        B, _, T, H, W = inputs.input_shape
-        pt, ps = self.patch_temporal, self.patch_spatial
-        x = self.final_layer(x, inputs.emb, inputs.adaln_lora)  # [B, T', S, ps*ps*pt*C]
-        x = x.reshape(B, T // pt, H // ps, W // ps, ps, ps, pt, self.out_channels)
-        x = x.permute(0, 7, 1, 6, 2, 4, 3, 5)  # B C T' pt H' ps W' ps
-        return x.reshape(B, self.out_channels, T, H, W)
+        x = self.final_layer(x, inputs.emb, inputs.adaln_lora)  # [B, T', S, ps*ps*pt*C_out]
+        return unpatchify(x, inputs.input_shape, self.patch_temporal, self.patch_spatial)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        timesteps: torch.Tensor,
-        crossattn_emb: torch.Tensor,
-        condition_mask: torch.Tensor | None = None,
-        fps: torch.Tensor | None = None,
-        padding_mask: torch.Tensor | None = None,
-        img_context_emb: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, crossattn_emb: torch.Tensor,
+                condition_mask: torch.Tensor | None = None, fps: torch.Tensor | None = None,
+                padding_mask: torch.Tensor | None = None, img_context_emb: torch.Tensor | None = None) -> torch.Tensor:
         """x [B,C,T,H,W], timesteps [B] or [B,T'], crossattn_emb [B,L,Dtext], condition_mask [B,1,T,H,W] | None,
         padding_mask [B|1,1,H_px,W_px] | None, img_context_emb [B,N,Dimg] | None -> [B,C_out,T,H,W]."""
         inputs = self.forward_before_blocks(x, timesteps, crossattn_emb, condition_mask, fps, padding_mask,
