@@ -125,6 +125,9 @@ class TrainerConfig:
     activation_checkpointing: str = attrs.field(default="none", validator=_one_of("none", "full", "selective"))
     # FSDP2: shard over groups of this many ranks, replicate across groups (HSDP); 0 shards over all ranks.
     fsdp_shard_size: int = attrs.field(default=0, validator=_at_least(0))
+    # Context parallelism: each sample's token frames split over groups of this many ranks (Ulysses attention,
+    # trainer/context_parallel.py); 1 is none. It divides the ranks; the groups are the data-parallel ranks.
+    context_parallel_size: int = attrs.field(default=1, validator=_at_least(1))
     # Mixed precision of the sharded parameters / gradient reduction; None picks bfloat16 on CUDA, float32 on CPU.
     param_dtype: Optional[str] = attrs.field(default=None, validator=_dtype_name)
     reduce_dtype: Optional[str] = attrs.field(default="float32", validator=_dtype_name)

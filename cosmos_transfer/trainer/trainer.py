@@ -55,6 +55,7 @@ from cosmos_transfer.trainer.logging import (
     validation_line,
 )
 from cosmos_transfer.trainer.param_groups import lr_param_groups, scale_group_rates
+from cosmos_transfer.trainer.context_parallel import apply_context_parallel, build_context_parallel
 from cosmos_transfer.trainer.parallelize import find_networks, parallelize, replicated_trainable_parameters
 from cosmos_transfer.trainer.signals import PreemptionHandler, StopRequested, stop_before_each_call
 
@@ -188,6 +189,11 @@ class Trainer:
         self.rank = distributed.rank()
         self.world_size = distributed.world_size()
         trainer_cfg, ckpt_cfg = config.trainer, config.checkpoint
+        # Context parallelism (trainer/context_parallel.py): the ranks of a CP group share each sample, so the data
+        # and the noise follow the data-parallel rank.
+        self.cp = build_context_parallel(int(trainer_cfg.context_parallel_size), device,
+                                         int(trainer_cfg.fsdp_shard_size))
+        self.dp_rank, self.dp_size = (self.cp.dp_rank, self.cp.dp_size) if self.cp else (self.rank, self.world_size)
         for name, group in (("model", "model"), ("optimizer", "optimizer"), ("dataloader_train", "data_train")):
             if getattr(config, name, None) is None:
                 raise ValueError(f"config.{name} is not set: choose a `{group}` option (or an experiment that sets it)")
@@ -209,7 +215,7 @@ class Trainer:
         self._seed_everything(self.seed)
         self.model = self._build_model()
         # Different streams per rank from here on (noise, sigma, dropout), reproducible per rank.
-        self._seed_everything(self.seed + 1_000_003 * (self.rank + 1))
+        self._seed_everything(self.seed + 1_000_003 * (self.dp_rank + 1))
 
         self.params = [p for p in self._trainable_parameters()]
         self.replicated_params = [p for p in replicated_trainable_parameters(self.model) if p.requires_grad]
@@ -217,9 +223,9 @@ class Trainer:
         self.scheduler = instantiate(config.scheduler, optimizer=self.optimizer) if config.scheduler else None
         # The EMA follows the sharded parameters, so it is built after parallelize (first update copies the weights).
         self.ema = instantiate(self.ema_config, model=self.model) if self.ema_config else None
-        self.data = DataStream(instantiate(config.dataloader_train))
+        self.data = DataStream(instantiate(config.dataloader_train, **self._data_ranks()))
         val_config = getattr(config, "dataloader_val", None)
-        self.val_loader = instantiate(val_config) if val_config else None
+        self.val_loader = instantiate(val_config, **self._data_ranks()) if val_config else None
         # Each validation reads the same first batches: remember where the validation loader starts.
         self.val_loader_start = self.val_loader.state_dict() if hasattr(self.val_loader, "state_dict") else None
         self.fixed_batch: dict[str, Any] | None = None  # without a validation loader: the first training batch
@@ -261,12 +267,18 @@ class Trainer:
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
 
+    def _data_ranks(self) -> dict[str, int]:
+        """Under context parallelism a CP group reads one data stream: the loaders get the data-parallel rank."""
+        return {"rank": self.dp_rank, "world_size": self.dp_size} if self.cp is not None else {}
+
     def _build_model(self) -> nn.Module:
         trainer_cfg = self.config.trainer
         model_config, self.ema_config = split_ema_config(self.config.model)
         model = instantiate(model_config)
         model.to(self.device)
         cuda = self.device.type == "cuda"
+        if self.cp is not None:  # before sharding: FSDP2's hooks go outside the token split
+            apply_context_parallel(model, self.cp)
         parallelize(
             model,
             device=self.device,
@@ -275,6 +287,7 @@ class Trainer:
             param_dtype=torch_dtype(trainer_cfg.param_dtype or ("bfloat16" if cuda else "float32")),  # None: by device
             reduce_dtype=torch_dtype(trainer_cfg.reduce_dtype or "float32"),
             shard_size=int(trainer_cfg.fsdp_shard_size),
+            mesh=self.cp.fsdp_mesh() if self.cp is not None else None,
         )
         return model
 
@@ -382,7 +395,7 @@ class Trainer:
         warning = self.data.load_state_dict(state.get("data", {}), same_world_size=not state["resharded"])
         if state["resharded"]:
             # A different world size: weights and optimizer reshard exactly; per-rank RNG streams cannot carry over.
-            self._seed_everything(self.seed + 1_000_003 * (self.rank + 1) + self.iteration)
+            self._seed_everything(self.seed + 1_000_003 * (self.dp_rank + 1) + self.iteration)
             self._print(f"resumed {latest} saved by {state['world_size']} ranks on {self.world_size}; {warning or ''}")
         else:
             restore_rng_state(state["rng"])
@@ -576,7 +589,7 @@ class Trainer:
             if key != "loss":
                 local[key] = float(sum(float(m[key]) for m in step_metrics) / len(step_metrics))
         mean = distributed.all_reduce_mean(local, self.device)
-        self.skipped_samples += round(mean.pop("_skipped_samples") * self.world_size)
+        self.skipped_samples += round(mean.pop("_skipped_samples") * self.dp_size)
         tflops = flops / step_time / 1e12 if flops else None
         record = {
             **mean,
@@ -587,7 +600,7 @@ class Trainer:
             "skipped_step": skipped,
             "skipped_steps": self.skipped_steps,
             "skipped_samples": self.skipped_samples,  # bad clips replaced by the dataset, all ranks, whole run
-            "tokens_per_s": tokens * self.world_size / step_time if tokens else None,
+            "tokens_per_s": tokens * self.dp_size / step_time if tokens else None,
             "tflops_per_s": tflops,  # per device
             "mfu": mfu(flops, step_time, self.peak_tflops * 1e12) if (flops and self.peak_tflops) else None,
             "peak_memory_gb": peak_memory_gb(self.device),
@@ -620,7 +633,7 @@ class Trainer:
         num_batches = int(trainer_cfg.validation_num_batches)
         self.model.eval()
         with preserved_global_rng(), torch.no_grad(), self._ema_weights():
-            self._seed_everything(self.seed + 7919 * (self.rank + 1))  # the same validation noise every time
+            self._seed_everything(self.seed + 7919 * (self.dp_rank + 1))  # the same validation noise every time
             if self.val_loader is None:
                 batches = [self.fixed_batch] if self.fixed_batch is not None else []
             else:
