@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 NPROC ?= 2
 
-.PHONY: install test demo clean-demo
+.PHONY: install test test-fast demo clean-demo
 
 # pip shows what it collects and a bar per download (not -q): a fresh install takes ~100 s, mostly torch.
 $(VENV)/.installed: setup.py Makefile
@@ -22,8 +22,14 @@ $(VENV)/.installed: setup.py Makefile
 
 install: $(VENV)/.installed
 
+# Everything: tests/unit (one process, fast) and tests/integration (torchrun runs, whole trainings, parity with
+# diffusers). CI runs this.
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+# The edit-run loop: the unit tests without the slow ones (under two minutes on 2 cores).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q tests/unit -m "not slow"
 
 # The post-training workflow of docs/TRAINING.md at tiny size, on the base shipped in assets/demo (made once by
 # scripts/pretrain_demo_base.py): convert it with a new edge branch, train the branch on the frozen base, then

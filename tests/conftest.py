@@ -5,6 +5,8 @@ import os
 import sys
 import tempfile
 
+import pytest
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
@@ -20,3 +22,15 @@ os.environ.pop("COSMOS_EXPERIMENT_PATH", None)
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes tens of seconds (e.g. sampling the shipped demo base); "
                                        "deselect with -m 'not slow'")
+
+
+@pytest.fixture
+def diffusers_without_torchvision(monkeypatch):
+    """diffusers' Cosmos transformer and controlnet resize the padding mask with torchvision, which has no CPU build
+    here: give them the stand-in of tests/helpers.py (nearest resize, as torchvision does)."""
+    from diffusers.models.controlnets import controlnet_cosmos
+    from diffusers.models.transformers import transformer_cosmos
+
+    from tests.helpers import patch_torchvision
+
+    patch_torchvision(monkeypatch, transformer_cosmos, controlnet_cosmos)
