@@ -73,6 +73,7 @@ def test_metrics_file_drops_lines_past_the_resumed_iteration(tmp_path):
     assert lines[0]["bad"] is None  # non-finite values become null: every line stays valid JSON
 
 
+@pytest.mark.slow
 def test_export_rejects_a_folder_that_is_not_a_checkpoint(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts/export_checkpoint.py"), str(tmp_path), "--out", str(tmp_path / "x.safetensors")],

@@ -28,6 +28,7 @@ def test_default_config_composes_every_group_into_its_package():
     assert config.defaults[-1] == {"experiment": None}
 
 
+@pytest.mark.slow
 def test_every_group_has_an_option_that_composes():
     make_config()
     repo = ConfigStore.instance().repo

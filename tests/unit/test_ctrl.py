@@ -347,6 +347,7 @@ def test_spatio_temporal_map_scales_branch_residuals_per_token():
 
 
 # --------------------------------------------------------------------------------------------- multi-control
+@pytest.mark.slow
 def test_multi_control_sums_branch_residuals_with_normalized_weights():
     model = make_model(hint_keys=["edge", "depth"]).eval()
     for branch in model.net_ctrl.values():
@@ -464,6 +465,7 @@ def test_clear_errors():
     assert isinstance(model._extend_condition(make_batch(), model.conditioner(make_batch())), ControlCondition)
 
 
+@pytest.mark.slow
 def test_generate_samples_with_per_control_weights_and_a_pixel_map():
     model = make_model(hint_keys=["edge", "depth"]).eval()
     for branch in model.net_ctrl.values():

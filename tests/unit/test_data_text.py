@@ -1,5 +1,6 @@
 """Text encoders (the T5 path with a tiny random T5, the demo's all-MiniLM-L6-v2), prepare_dataset, demo data."""
 
+import pytest
 import os
 import subprocess
 import sys
@@ -45,6 +46,7 @@ def _run(script, *args):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_prepare_dataset_embeds_and_checks(tmp_path):
     root = make_tiny_dataset(tmp_path / "data", stems=["a", "b", "c", "d"])
     os.remove(os.path.join(root, "metas", "d.txt"))  # one bad clip

@@ -44,6 +44,7 @@ def test_released_sizes_build_on_meta(option, blocks, channels, heads, total):
         assert _count(net, "control_") == 4 * per_block + 5 * (d * d + d) + 130 * 4 * d
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_named():
     net = Cosmos25ControlDiT(**TINY, vace_block_every_n=2, num_max_modalities=2, num_control_branches=2)
     x, t, text = torch.randn(1, 4, 2, 16, 16), torch.rand(1), torch.randn(1, 3, 16)
@@ -69,6 +70,7 @@ def test_bad_inputs_are_named():
         Cosmos25ControlDiT(**TINY, vace_block_every_n=0)
 
 
+@pytest.mark.slow
 def test_frozen_base_trains_the_branch_only():
     """Transfer2.5 post-training: base frozen, gradients reach the control blocks and the control embedder."""
     torch.manual_seed(0)
@@ -84,6 +86,7 @@ def test_frozen_base_trains_the_branch_only():
     assert all(p.grad is None for n, p in net.named_parameters() if not n.startswith("control_"))
 
 
+@pytest.mark.slow
 def test_all_zero_branch_gets_zero_gradients_when_training():
     """As NVIDIA's net: a branch with all-zero control latents still runs under autograd, multiplied by zero."""
     torch.manual_seed(0)
@@ -123,6 +126,7 @@ def test_transfer2p5_2b_posttraining_accounting():
     assert 10.9 < report.total_bytes / 2**30 < 11.1
 
 
+@pytest.mark.slow
 def test_control_scale_forms():
     """A number, per-branch numbers, per-sample [B] and per-token weight maps [B, T', H', W'(, 1)] agree."""
     torch.manual_seed(0)
@@ -187,6 +191,7 @@ def test_parallelize_finds_the_base_blocks():
     assert [name for name, _ in find_blocks(model)] == [f"net.blocks.{i}" for i in range(4)]
 
 
+@pytest.mark.slow
 def test_tiny_options_run():
     """The tiny 2.5 options of configs/net.py build and run on CPU (text 1024 wide, no projection)."""
     import configs.net as configs_net  # the repo root is on sys.path (conftest); a broken import must fail

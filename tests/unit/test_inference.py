@@ -93,6 +93,7 @@ def _prepare(files, weight=1.0, negative=False):
     return prepare_inputs(spec, (16, 16)), encode_text(spec, length=6)
 
 
+@pytest.mark.slow
 def test_long_video_windows_are_conditioned_on_the_previous_window(spec_files):
     model = make_model()
     inputs, text = _prepare(spec_files)
@@ -126,6 +127,7 @@ def test_long_video_windows_are_conditioned_on_the_previous_window(spec_files):
     np.testing.assert_array_equal(video, expected)
 
 
+@pytest.mark.slow
 def test_seed_weights_and_guidance(spec_files):
     model = make_model()
     options = SamplingOptions(num_steps=1, guidance=0.0, seed=5, sampler="euler")
@@ -148,6 +150,7 @@ def test_seed_weights_and_guidance(spec_files):
     assert guided.shape == base.shape and not np.array_equal(guided, base)
 
 
+@pytest.mark.slow
 def test_model_without_video2world_generates_windows_independently(spec_files):
     model = make_model(video2world=False)
     inputs, text = _prepare(spec_files)

@@ -86,6 +86,7 @@ def _run(demo_files, out_name, *extra, text_encoder=False):
     return read_video(out)[0], json.loads(open(out[:-4] + ".json").read())
 
 
+@pytest.mark.slow
 def test_generates_an_mp4_with_settings_and_side_by_side(demo_files, model_weights):
     untrained, settings = _run(demo_files, "untrained.mp4", "--checkpoint", "none", "--side_by_side",
                                "--output_size", "32", "48", "--fps", "8", text_encoder=True)
@@ -97,6 +98,7 @@ def test_generates_an_mp4_with_settings_and_side_by_side(demo_files, model_weigh
     assert side.shape == (17, 32, 48 * 3, 3)  # input | edge | output
 
 
+@pytest.mark.slow
 def test_weights_from_a_file_or_a_job_folder_with_ema(demo_files, model_weights):
     from_file, settings = _run(demo_files, "file.mp4", "--checkpoint", model_weights["safetensors"], "--no_ema",
                                "--num_steps", "1")
@@ -152,6 +154,7 @@ def test_unknown_hint_key_in_spec(demo_files, capsys, tmp_path):
     assert "unknown key 'canny'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_model_size_is_named(demo_files, capsys, tmp_path):
     import torch.distributed.checkpoint as dcp
 

@@ -234,6 +234,7 @@ def make_dit_model(video2world=False, **kwargs):
     return DiffusionModel(net, tokenizer, VideoConditioner(), video2world=video2world, **kwargs)
 
 
+@pytest.mark.slow
 def test_dit_model_state_dict_has_the_official_layout_and_trains():
     model = make_dit_model()
     keys = set(model.state_dict())
@@ -265,6 +266,7 @@ def count_net_calls(model):
     return calls
 
 
+@pytest.mark.slow
 def test_generate_samples_is_seeded_and_guided():
     model = make_dit_model().eval()
     batch = make_batch(frames=2)

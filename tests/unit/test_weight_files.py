@@ -45,6 +45,7 @@ def assert_clear(message: str, path: str) -> None:
     assert "Traceback" not in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
 def test_a_damaged_base_model_pt_is_named_by_every_reader(tmp_path, damage):
     path = str(tmp_path / "base_model.pt")
