@@ -1,11 +1,11 @@
 """Text encoders (the T5 path with a tiny random T5, the demo's all-MiniLM-L6-v2), prepare_dataset, demo data."""
 
-import pytest
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from cosmos_transfer.data.dataset import VideoDataset
