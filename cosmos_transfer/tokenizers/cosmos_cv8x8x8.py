@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -260,15 +262,19 @@ def _haar_matrix() -> torch.Tensor:
     return m / 8.0
 
 
-class HaarPatcher(nn.Module):
-    """Causal 3D Haar wavelet patching: repeat the first frame patch_size times, then log2(patch_size) levels of
-    2x2x2 Haar; [B,C,T,H,W] -> [B, C*p^3, (T+p-1)/p, H/p, W/p], channels band-major as in the official patcher."""
+class _Haar(nn.Module):
+    """What the patcher and the unpatcher share: the patch size, its log2(patch_size) levels, the Haar matrix."""
 
     def __init__(self, patch_size: int) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.levels = int(math.log2(patch_size))
         self.register_buffer("haar", _haar_matrix(), persistent=False)
+
+
+class HaarPatcher(_Haar):
+    """Causal 3D Haar wavelet patching: repeat the first frame patch_size times, then log2(patch_size) levels of
+    2x2x2 Haar; [B,C,T,H,W] -> [B, C*p^3, (T+p-1)/p, H/p, W/p], channels band-major as in the official patcher."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.cat([x[:, :, :1].expand(-1, -1, self.patch_size - 1, -1, -1), x], dim=2)
@@ -280,14 +286,8 @@ class HaarPatcher(nn.Module):
         return x
 
 
-class HaarUnpatcher(nn.Module):
+class HaarUnpatcher(_Haar):
     """Inverse of HaarPatcher (drops the repeated copies of the first frame)."""
-
-    def __init__(self, patch_size: int) -> None:
-        super().__init__()
-        self.patch_size = patch_size
-        self.levels = int(math.log2(patch_size))
-        self.register_buffer("haar", _haar_matrix(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inverse = self.haar.to(x.dtype).t() * 8.0  # M @ M.T = I / 8, so M's inverse is 8 * M.T
@@ -321,11 +321,8 @@ class _Level(nn.Module):
 
 
 class EncoderLevel(_Level):
-    """A level of the encoder: its blocks and an optional `downsample` (the official name)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.downsample: nn.Module = nn.Identity()
+    """A level of the encoder: its blocks, then `downsample` (the official name; set by Encoder, Identity on the
+    deepest level)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.downsample(self._blocks(x))
@@ -342,44 +339,57 @@ class MiddleBlock(nn.Module):
         return self.block_2(self.attn_1(self.block_1(x)))
 
 
-class Encoder(nn.Module):
-    def __init__(
-        self,
-        in_channels: int,
-        channels: int,
-        channels_mult: Sequence[int],
-        num_res_blocks: int,
-        attn_resolutions: Sequence[int],
-        resolution: int,
-        z_channels: int,
-        patch_size: int,
-        spatial_compression: int,
-        temporal_compression: int,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        num_levels = len(channels_mult)
-        spatial_downs = int(math.log2(spatial_compression)) - int(math.log2(patch_size))
-        temporal_downs = int(math.log2(temporal_compression)) - int(math.log2(patch_size))
-        if not (0 <= spatial_downs < num_levels and 0 <= temporal_downs < num_levels):
+@dataclass(frozen=True)
+class CoderShape:
+    """What the encoder and the decoder are both built from: CausalVideoAutoencoder's arguments of these names."""
+
+    channels: int
+    channels_mult: tuple[int, ...]
+    num_res_blocks: int
+    attn_resolutions: tuple[int, ...]
+    resolution: int
+    z_channels: int
+    patch_size: int
+    spatial_compression: int
+    temporal_compression: int
+    dropout: float
+
+    def resampling_levels(self) -> tuple[int, int, int]:
+        """(levels, spatial, temporal): the number of levels, and how many of them resample in space and in time
+        (the Haar patching does log2(patch_size) of each compression); the encoder downsamples, the decoder
+        mirrors it."""
+        num_levels = len(self.channels_mult)
+        spatial = int(math.log2(self.spatial_compression)) - int(math.log2(self.patch_size))
+        temporal = int(math.log2(self.temporal_compression)) - int(math.log2(self.patch_size))
+        if not (0 <= spatial < num_levels and 0 <= temporal < num_levels):
             raise ValueError(
-                f"Encoder: compression {temporal_compression}x{spatial_compression} with patch_size {patch_size} needs "
-                f"more than the {num_levels - 1} downsampling levels of channels_mult={list(channels_mult)}"
+                f"Encoder: compression {self.temporal_compression}x{self.spatial_compression} with patch_size "
+                f"{self.patch_size} needs more than the {num_levels - 1} downsampling levels of "
+                f"channels_mult={list(self.channels_mult)}"
             )
-        self.patcher3d = HaarPatcher(patch_size)
-        self.conv_in = factorized_conv(in_channels * patch_size**3, channels)
-        res = resolution // patch_size
-        widths = [channels] + [channels * m for m in channels_mult]
+        return num_levels, spatial, temporal
+
+
+class Encoder(nn.Module):
+    def __init__(self, in_channels: int, shape: CoderShape) -> None:
+        super().__init__()
+        num_levels, spatial_downs, temporal_downs = shape.resampling_levels()
+        self.patcher3d = HaarPatcher(shape.patch_size)
+        self.conv_in = factorized_conv(in_channels * shape.patch_size**3, shape.channels)
+        res = shape.resolution // shape.patch_size
+        widths = [shape.channels] + [shape.channels * m for m in shape.channels_mult]
         self.down = nn.ModuleList()
         for i in range(num_levels):
-            level = EncoderLevel(widths[i], widths[i + 1], num_res_blocks, res in attn_resolutions, dropout)
+            attention = res in shape.attn_resolutions
+            level = EncoderLevel(widths[i], widths[i + 1], shape.num_res_blocks, attention, shape.dropout)
+            level.downsample = nn.Identity()
             if i != num_levels - 1:
                 level.downsample = Downsample(widths[i + 1], spatial=i < spatial_downs, temporal=i < temporal_downs)
                 res //= 2
             self.down.append(level)
-        self.mid = MiddleBlock(widths[-1], dropout)
+        self.mid = MiddleBlock(widths[-1], shape.dropout)
         self.norm_out = FrameGroupNorm(widths[-1])
-        self.conv_out = factorized_conv(widths[-1], z_channels)
+        self.conv_out = factorized_conv(widths[-1], shape.z_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(self.patcher3d(x))
@@ -390,47 +400,31 @@ class Encoder(nn.Module):
 
 
 class DecoderLevel(_Level):
-    """A level of the decoder: its blocks and an optional `upsample` (the official name)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.upsample: nn.Module = nn.Identity()
+    """A level of the decoder: its blocks, then `upsample` (the official name; set by Decoder, Identity on the
+    full-resolution level)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.upsample(self._blocks(x))
 
 
 class Decoder(nn.Module):
-    def __init__(
-        self,
-        out_channels: int,
-        channels: int,
-        channels_mult: Sequence[int],
-        num_res_blocks: int,
-        attn_resolutions: Sequence[int],
-        resolution: int,
-        z_channels: int,
-        patch_size: int,
-        spatial_compression: int,
-        temporal_compression: int,
-        dropout: float = 0.0,
-    ) -> None:
+    def __init__(self, out_channels: int, shape: CoderShape) -> None:
         super().__init__()
-        num_levels = len(channels_mult)
-        spatial_ups = int(math.log2(spatial_compression)) - int(math.log2(patch_size))
-        temporal_ups = int(math.log2(temporal_compression)) - int(math.log2(patch_size))
+        num_levels, spatial_ups, temporal_ups = shape.resampling_levels()
+        channels, channels_mult = shape.channels, shape.channels_mult
         width = channels * channels_mult[-1]
-        res = (resolution // patch_size) // 2 ** (num_levels - 1)
-        self.conv_in = factorized_conv(z_channels, width)
-        self.mid = MiddleBlock(width, dropout)
+        res = (shape.resolution // shape.patch_size) // 2 ** (num_levels - 1)
+        self.conv_in = factorized_conv(shape.z_channels, width)
+        self.mid = MiddleBlock(width, shape.dropout)
         # `up.<level>` counts from the full-resolution level 0, but decoding runs from the deepest level up. The
         # levels are registered deepest first, so iterating the ModuleList (also under TorchScript) runs them in
         # decoding order while their names stay the official ones.
         self.up = nn.ModuleList()
         for i in reversed(range(num_levels)):
-            attention = res in attn_resolutions
-            level = DecoderLevel(width, channels * channels_mult[i], num_res_blocks + 1, attention, dropout)
+            attention = res in shape.attn_resolutions
+            level = DecoderLevel(width, channels * channels_mult[i], shape.num_res_blocks + 1, attention, shape.dropout)
             width = channels * channels_mult[i]
+            level.upsample = nn.Identity()
             if i != 0:
                 depth = num_levels - 1 - i  # 0 for the deepest level
                 temporal = 0 < depth < temporal_ups + 1
@@ -439,8 +433,8 @@ class Decoder(nn.Module):
                 res *= 2
             self.up.add_module(str(i), level)
         self.norm_out = FrameGroupNorm(width)
-        self.conv_out = factorized_conv(width, out_channels * patch_size**3)
-        self.unpatcher3d = HaarUnpatcher(patch_size)
+        self.conv_out = factorized_conv(width, out_channels * shape.patch_size**3)
+        self.unpatcher3d = HaarUnpatcher(shape.patch_size)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.mid(self.conv_in(z))
@@ -450,65 +444,23 @@ class Decoder(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ the autoencoder
-class LatentEncoder(nn.Module):
-    """encoder + quant_conv: video -> raw (unnormalized) latent. Its state dict is that of the official encoder.jit."""
-
-    def __init__(self, encoder: Encoder, quant_conv: CausalConv3d) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.quant_conv = quant_conv
-
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return self.quant_conv(self.encoder(video))
-
-
-class LatentDecoder(nn.Module):
-    """post_quant_conv + decoder: raw latent -> video. Its state dict is that of the official decoder.jit."""
-
-    def __init__(self, post_quant_conv: CausalConv3d, decoder: Decoder) -> None:
-        super().__init__()
-        self.post_quant_conv = post_quant_conv
-        self.decoder = decoder
-
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.post_quant_conv(latent))
-
-
 class CausalVideoAutoencoder(nn.Module):
     """The CV8x8x8 network (official CausalContinuousVideoTokenizer, AE formulation). Defaults are the released
     Cosmos-Tokenize1-CV8x8x8-720p settings; tests use a small `channels`."""
 
     def __init__(
         self,
-        channels: int = 128,
-        channels_mult: Sequence[int] = (2, 4, 4),
-        num_res_blocks: int = 2,
-        attn_resolutions: Sequence[int] = (32,),
-        resolution: int = 1024,
-        latent_channels: int = 16,
-        z_channels: int = 16,
-        patch_size: int = 4,
-        spatial_compression: int = 8,
-        temporal_compression: int = 8,
-        in_channels: int = 3,
-        out_channels: int = 3,
-        dropout: float = 0.0,
+        channels: int = 128, channels_mult: Sequence[int] = (2, 4, 4), num_res_blocks: int = 2,
+        attn_resolutions: Sequence[int] = (32,), resolution: int = 1024,
+        latent_channels: int = 16, z_channels: int = 16, patch_size: int = 4,
+        spatial_compression: int = 8, temporal_compression: int = 8,
+        in_channels: int = 3, out_channels: int = 3, dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        shared = dict(
-            channels=channels,
-            channels_mult=tuple(channels_mult),
-            num_res_blocks=num_res_blocks,
-            attn_resolutions=tuple(attn_resolutions),
-            resolution=resolution,
-            z_channels=z_channels,
-            patch_size=patch_size,
-            spatial_compression=spatial_compression,
-            temporal_compression=temporal_compression,
-            dropout=dropout,
-        )
-        self.encoder = Encoder(in_channels=in_channels, **shared)
-        self.decoder = Decoder(out_channels=out_channels, **shared)
+        shape = CoderShape(channels, tuple(channels_mult), num_res_blocks, tuple(attn_resolutions), resolution,
+                           z_channels, patch_size, spatial_compression, temporal_compression, dropout)
+        self.encoder = Encoder(in_channels, shape)
+        self.decoder = Decoder(out_channels, shape)
         self.quant_conv = CausalConv3d(z_channels, latent_channels, kernel_size=1, padding=0)
         self.post_quant_conv = CausalConv3d(latent_channels, z_channels, kernel_size=1, padding=0)
         self.latent_channels = latent_channels
@@ -524,13 +476,14 @@ class CausalVideoAutoencoder(nn.Module):
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(video))
 
-    def latent_encoder(self) -> LatentEncoder:
-        """The encoder half as one module (shares parameters), e.g. to script and save as encoder.jit."""
-        return LatentEncoder(self.encoder, self.quant_conv)
+    def latent_encoder(self) -> nn.Sequential:
+        """The encoder half as one module, encoder then quant_conv (video -> raw latent; it shares the parameters):
+        the names and state dict of the official encoder.jit, e.g. to script and save as one."""
+        return nn.Sequential(OrderedDict(encoder=self.encoder, quant_conv=self.quant_conv))
 
-    def latent_decoder(self) -> LatentDecoder:
-        """The decoder half as one module (shares parameters), e.g. to script and save as decoder.jit."""
-        return LatentDecoder(self.post_quant_conv, self.decoder)
+    def latent_decoder(self) -> nn.Sequential:
+        """The decoder half, post_quant_conv then decoder (raw latent -> video), as the official decoder.jit."""
+        return nn.Sequential(OrderedDict(post_quant_conv=self.post_quant_conv, decoder=self.decoder))
 
     def load_official_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True) -> None:
         """Load official weights by name (keys of autoencoder.jit, or encoder.jit and decoder.jit merged), ignoring
@@ -602,51 +555,25 @@ class CosmosCV8x8x8Tokenizer(StandardizedTokenizer):
 
     dtype: "auto" runs in bfloat16 on CUDA and float32 on CPU (the weights are cast when the device changes);
     "float32" / "bfloat16" force one.
+    **architecture: the network's other arguments (CausalVideoAutoencoder's channels, channels_mult, num_res_blocks,
+    attn_resolutions, resolution, z_channels, patch_size); their defaults are the released network's.
     """
 
     def __init__(
         self,
-        checkpoint_dir: str | None = None,
-        load_weights: bool = True,
-        channels: int = 128,
-        channels_mult: Sequence[int] = (2, 4, 4),
-        num_res_blocks: int = 2,
-        attn_resolutions: Sequence[int] = (32,),
-        resolution: int = 1024,
-        latent_channels: int = 16,
-        z_channels: int = 16,
-        patch_size: int = 4,
-        spatial_compression: int = 8,
-        temporal_compression: int = 8,
-        pixel_chunk_duration: int = 121,
-        max_enc_batch_size: int = 8,
-        max_dec_batch_size: int = 4,
-        dtype: str = "auto",
-        seed: int = 0,
+        checkpoint_dir: str | None = None, load_weights: bool = True,
+        latent_channels: int = 16, spatial_compression: int = 8, temporal_compression: int = 8,
+        pixel_chunk_duration: int = 121, max_enc_batch_size: int = 8, max_dec_batch_size: int = 4,
+        dtype: str = "auto", seed: int = 0, **architecture,
     ) -> None:
-        super().__init__(
-            latent_channels=latent_channels,
-            temporal_compression=temporal_compression,
-            spatial_compression=spatial_compression,
-            pixel_chunk_duration=pixel_chunk_duration,
-            max_enc_batch_size=max_enc_batch_size,
-            max_dec_batch_size=max_dec_batch_size,
-            dtype=dtype,
-        )
+        super().__init__(latent_channels=latent_channels, spatial_compression=spatial_compression,
+                         temporal_compression=temporal_compression, pixel_chunk_duration=pixel_chunk_duration,
+                         max_enc_batch_size=max_enc_batch_size, max_dec_batch_size=max_dec_batch_size, dtype=dtype)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the random-weight option is the same network in every process
-            self.network = CausalVideoAutoencoder(
-                channels=channels,
-                channels_mult=channels_mult,
-                num_res_blocks=num_res_blocks,
-                attn_resolutions=attn_resolutions,
-                resolution=resolution,
-                latent_channels=latent_channels,
-                z_channels=z_channels,
-                patch_size=patch_size,
-                spatial_compression=spatial_compression,
-                temporal_compression=temporal_compression,
-            )
+            self.network = CausalVideoAutoencoder(latent_channels=latent_channels,
+                                                  spatial_compression=spatial_compression,
+                                                  temporal_compression=temporal_compression, **architecture)
         mean = torch.zeros(1, latent_channels, self.latent_chunk_duration, 1, 1)
         std = torch.ones(1, latent_channels, self.latent_chunk_duration, 1, 1)
         self.checkpoint_dir = None

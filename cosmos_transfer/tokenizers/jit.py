@@ -37,23 +37,13 @@ class CosmosJITTokenizer(StandardizedTokenizer):
     def __init__(
         self,
         checkpoint_dir: str | None = None,
-        latent_channels: int = 16,
-        spatial_compression: int = 8,
-        temporal_compression: int = 8,
-        pixel_chunk_duration: int = 121,
-        max_enc_batch_size: int = 8,
-        max_dec_batch_size: int = 4,
+        latent_channels: int = 16, spatial_compression: int = 8, temporal_compression: int = 8,
+        pixel_chunk_duration: int = 121, max_enc_batch_size: int = 8, max_dec_batch_size: int = 4,
         dtype: str = "auto",
     ) -> None:
-        super().__init__(
-            latent_channels=latent_channels,
-            temporal_compression=temporal_compression,
-            spatial_compression=spatial_compression,
-            pixel_chunk_duration=pixel_chunk_duration,
-            max_enc_batch_size=max_enc_batch_size,
-            max_dec_batch_size=max_dec_batch_size,
-            dtype=dtype,
-        )
+        super().__init__(latent_channels=latent_channels, spatial_compression=spatial_compression,
+                         temporal_compression=temporal_compression, pixel_chunk_duration=pixel_chunk_duration,
+                         max_enc_batch_size=max_enc_batch_size, max_dec_batch_size=max_dec_batch_size, dtype=dtype)
         self.checkpoint_dir = resolve_checkpoint_dir(checkpoint_dir, "CosmosJITTokenizer")
         self.encoder = load_jit_module(os.path.join(self.checkpoint_dir, ENCODER_FILE))
         self.decoder = load_jit_module(os.path.join(self.checkpoint_dir, DECODER_FILE))

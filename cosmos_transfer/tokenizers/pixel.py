@@ -48,14 +48,9 @@ class PixelTokenizer(VideoTokenizer):
             )
         if not std > 0:
             raise ValueError(f"PixelTokenizer: std must be positive, got {std}")
-        super().__init__(
-            latent_channels=latent_channels,
-            temporal_compression=temporal_compression,
-            spatial_compression=spatial_compression,
-            pixel_chunk_duration=pixel_chunk_duration,
-            max_enc_batch_size=max_enc_batch_size,
-            max_dec_batch_size=max_dec_batch_size,
-        )
+        super().__init__(latent_channels=latent_channels, spatial_compression=spatial_compression,
+                         temporal_compression=temporal_compression, pixel_chunk_duration=pixel_chunk_duration,
+                         max_enc_batch_size=max_enc_batch_size, max_dec_batch_size=max_dec_batch_size)
         self.packed_channels = packed
         self.mean, self.std = float(mean), float(std)
         self.freeze()
