@@ -73,35 +73,40 @@ def _check_sigmas(sigmas: torch.Tensor) -> None:
         )
 
 
+def _check_start(who: str, method: str, methods: tuple[str, ...], x_T: torch.Tensor) -> None:
+    if method not in methods:
+        raise ValueError(f"{who}: unknown method {method!r}; expected one of {methods}")
+    if not isinstance(x_T, torch.Tensor) or x_T.ndim < 1:
+        raise ValueError(f"{who}: x_T must be a tensor with a leading batch dimension")
+
+
+def _model_call(model: Callable, x_T: torch.Tensor) -> tuple[Callable, torch.dtype]:
+    """(call, state dtype): call(x, sigma) runs model(x, sigma) with x in x_T's dtype and sigma (a number or a 0-d
+    tensor) as a [B] tensor of that dtype, and returns the result in the solver-state dtype (float32 or better)."""
+    model_dtype = x_T.dtype
+    state_dtype = torch.promote_types(model_dtype, torch.float32)
+    ones = torch.ones(x_T.shape[0], device=x_T.device, dtype=model_dtype)
+
+    def call(x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        sigma = sigma.to(model_dtype) if isinstance(sigma, torch.Tensor) else sigma
+        return model(x.to(model_dtype), sigma * ones).to(state_dtype)
+
+    return call, state_dtype
+
+
 @torch.no_grad()
-def sample(
-    denoiser: Denoiser,
-    x_T: torch.Tensor,
-    *,
-    sigmas: torch.Tensor,
-    method: str = "res2ab",
-    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-) -> torch.Tensor:
+def sample(denoiser: Denoiser, x_T: torch.Tensor, *, sigmas: torch.Tensor, method: str = "res2ab",
+           callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Integrate from noise x_T (already scaled: x_T ~ N(0, sigmas[0]^2) around the data) to a clean sample.
 
     denoiser(x, sigma) -> x0 prediction; it receives x in x_T's dtype and sigma as a [B] tensor of that dtype.
     sigmas: decreasing 1-D tensor ending in 0. The solver state is kept in at least float32 (float64 stays float64).
     callback(step_index, x, x0_pred), if given, is called after each step (for progress bars / previews).
     """
-    if method not in SAMPLER_METHODS:
-        raise ValueError(f"sample: unknown method {method!r}; expected one of {SAMPLER_METHODS}")
-    if not isinstance(x_T, torch.Tensor) or x_T.ndim < 1:
-        raise ValueError("sample: x_T must be a tensor with a leading batch dimension")
+    _check_start("sample", method, SAMPLER_METHODS, x_T)
     _check_sigmas(sigmas)
-
-    model_dtype = x_T.dtype
-    state_dtype = torch.promote_types(model_dtype, torch.float32)
+    x0_of, state_dtype = _model_call(denoiser, x_T)
     sigmas = sigmas.to(device=x_T.device, dtype=torch.float64)
-    ones = torch.ones(x_T.shape[0], device=x_T.device, dtype=model_dtype)
-
-    def x0_of(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return denoiser(x.to(model_dtype), sigma.to(model_dtype) * ones).to(state_dtype)
-
     step = {"euler": _euler_step, "heun": _heun_step, "res2ab": _res2ab_step}[method]
     x = x_T.to(state_dtype)
     previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (x0 prediction, sigma) of the last step (res2ab)
@@ -109,7 +114,7 @@ def sample(
         x, x0, previous = step(x0_of, x, sigmas[i], sigmas[i + 1], previous)
         if callback is not None:
             callback(i, x, x0)
-    return x.to(model_dtype)
+    return x.to(x_T.dtype)
 
 
 def _euler_step(x0_of, x, sigma, sigma_next, previous):
@@ -191,32 +196,18 @@ def _check_flow_sigmas(sigmas: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def sample_flow(
-    velocity: FlowVelocity,
-    x_T: torch.Tensor,
-    *,
-    sigmas: torch.Tensor,
-    method: str = "unipc",
-    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-) -> torch.Tensor:
+def sample_flow(velocity: FlowVelocity, x_T: torch.Tensor, *, sigmas: torch.Tensor, method: str = "unipc",
+                callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Integrate the flow ODE from x_T (pure noise at sigmas[0], unscaled: x_T ~ N(0, 1)) to sigma = 0.
 
     velocity(x, sigma) -> v prediction; it receives x in x_T's dtype and sigma as a [B] tensor of that dtype.
     sigmas: decreasing values in [0, 1] ending in 0 (e.g. flow_sigmas(35, 5.0)). The state is kept in float32 or
     better. callback(step_index, x, x0_pred), if given, is called after each step.
     """
-    if method not in FLOW_SAMPLER_METHODS:
-        raise ValueError(f"sample_flow: unknown method {method!r}; expected one of {FLOW_SAMPLER_METHODS}")
-    if not isinstance(x_T, torch.Tensor) or x_T.ndim < 1:
-        raise ValueError("sample_flow: x_T must be a tensor with a leading batch dimension")
+    _check_start("sample_flow", method, FLOW_SAMPLER_METHODS, x_T)
     _check_flow_sigmas(sigmas)
-    model_dtype = x_T.dtype
-    state_dtype = torch.promote_types(model_dtype, torch.float32)
-    ones = torch.ones(x_T.shape[0], device=x_T.device, dtype=model_dtype)
+    v_of, state_dtype = _model_call(velocity, x_T)
     sigma_values = [float(s) for s in sigmas.float()]  # the solver's coefficients use float32 sigmas, as theirs
-
-    def v_of(x: torch.Tensor, sigma: float) -> torch.Tensor:
-        return velocity(x.to(model_dtype), sigma * ones).to(state_dtype)
 
     x = x_T.to(state_dtype)
     if method == "euler":
@@ -226,7 +217,7 @@ def sample_flow(
             x = x + (sigma_values[i + 1] - sigma_values[i]) * v
             if callback is not None:
                 callback(i, x, x0)
-        return x.to(model_dtype)
+        return x.to(x_T.dtype)
 
     # UniPC (order 2, bh2). x0 predictions m_i at sigma_i; lambda = log((1 - sigma) / sigma) grows towards the data.
     num_steps = len(sigma_values) - 1
@@ -244,7 +235,7 @@ def sample_flow(
         last_order = order
         if callback is not None:
             callback(i, x, x0)
-    return x.to(model_dtype)
+    return x.to(x_T.dtype)
 
 
 def _unipc_coefficients(sigma_s: float, sigma_t: float) -> tuple[float, float, float, float]:
