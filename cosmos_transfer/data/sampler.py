@@ -107,46 +107,69 @@ class ResumableDistributedSampler(Sampler):
             raise ValueError(f"data-loader state has consumed={self.consumed}, outside 0..{self.samples_per_rank}")
 
 
-class ResumableDataLoader(DataLoader):
-    """A DataLoader over a ResumableDistributedSampler that records each batch it hands out.
+class PositionedDataLoader(DataLoader):
+    """A DataLoader that records each batch it hands out in `self.position` (its sampler or batch sampler, which holds
+    epoch, consumed, set_epoch, state_dict and load_state_dict).
 
     Iterating runs through the rest of the current epoch; when an epoch is exhausted the next `iter()` starts the
     following one. `state_dict()` / `load_state_dict()` save and restore the position exactly. Its worker processes
-    ignore the stop signals (module docstring); a `worker_init_fn` given here runs after that.
+    ignore the stop signals (module docstring); a `worker_init_fn` given here runs after that. Subclasses say when
+    an epoch is used up and how far a batch advances the position.
     """
+
+    position: Any
+
+    def __init__(self, dataset: Dataset, **kwargs):
+        kwargs["worker_init_fn"] = ignore_stop_signals_in_worker(then=kwargs.get("worker_init_fn"))
+        super().__init__(dataset, **kwargs)
+
+    def _epoch_used_up(self) -> bool:
+        raise NotImplementedError
+
+    def _advance(self, batch) -> None:
+        raise NotImplementedError
+
+    def __iter__(self):
+        if self._epoch_used_up():
+            self.position.set_epoch(self.position.epoch + 1)  # the previous epoch was used up: start the next one
+        with stop_signals_blocked():  # workers start here: none may die of a signal before it ignores it
+            batches = super().__iter__()
+        for batch in batches:
+            self._advance(batch)
+            yield batch
+
+    @property
+    def epoch(self) -> int:
+        return self.position.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.position.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        return self.position.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.position.load_state_dict(state)
+
+
+class ResumableDataLoader(PositionedDataLoader):
+    """A PositionedDataLoader of fixed-size batches over a ResumableDistributedSampler (counted in samples)."""
 
     def __init__(self, dataset: Dataset, sampler: ResumableDistributedSampler, **kwargs):
         if not isinstance(sampler, ResumableDistributedSampler):
             raise TypeError(f"ResumableDataLoader needs a ResumableDistributedSampler, got {type(sampler).__name__}")
         kwargs.setdefault("drop_last", True)
-        kwargs["worker_init_fn"] = ignore_stop_signals_in_worker(then=kwargs.get("worker_init_fn"))
         super().__init__(dataset, sampler=sampler, **kwargs)
+        self.position = sampler
 
-    def __iter__(self):
-        sampler: ResumableDistributedSampler = self.sampler
-        usable = sampler.samples_per_rank
+    def _epoch_used_up(self) -> bool:
+        usable = self.sampler.samples_per_rank
         if self.drop_last:
             usable -= usable % self.batch_size
-        if sampler.consumed >= usable:
-            sampler.set_epoch(sampler.epoch + 1)  # the previous epoch was used up: start the next one
-        with stop_signals_blocked():  # workers start here: none may die of a signal before it ignores it
-            batches = super().__iter__()
-        for batch in batches:
-            sampler.advance(_batch_length(batch))
-            yield batch
+        return self.sampler.consumed >= usable
 
-    @property
-    def epoch(self) -> int:
-        return self.sampler.epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-    def state_dict(self) -> dict[str, int]:
-        return self.sampler.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sampler.load_state_dict(state)
+    def _advance(self, batch) -> None:
+        self.sampler.advance(_batch_length(batch))
 
 
 def _batch_length(batch) -> int:
@@ -159,10 +182,11 @@ def _batch_length(batch) -> int:
     return len(batch)
 
 
-def data_parallel_rank_and_size() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+def data_parallel_rank_and_size(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """`rank` and `world_size` where given, torch.distributed's otherwise (0 and 1 without it)."""
+    dist_rank, dist_world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
+        else (0, 1)
+    return (dist_rank if rank is None else rank), (dist_world if world_size is None else world_size)
 
 
 def build_dataloader(
@@ -178,27 +202,29 @@ def build_dataloader(
     prefetch_factor: int | None = None,
 ) -> ResumableDataLoader:
     """A resumable, sharded DataLoader for `dataset`. rank/world_size default to torch.distributed's (0/1 without it)."""
-    if rank is None or world_size is None:
-        dist_rank, dist_world = data_parallel_rank_and_size()
-        rank = dist_rank if rank is None else rank
-        world_size = dist_world if world_size is None else world_size
+    rank, world_size = data_parallel_rank_and_size(rank, world_size)
     sampler = ResumableDistributedSampler(len(dataset), rank=rank, world_size=world_size, shuffle=shuffle, seed=seed)
     if sampler.samples_per_rank < batch_size:
         raise ValueError(
             f"each of {world_size} ranks gets {sampler.samples_per_rank} samples of the {len(dataset)} in the dataset, "
             f"fewer than one batch of {batch_size}"
         )
-    extra = {}
-    if num_workers > 0:
-        extra["persistent_workers"] = persistent_workers
-        if prefetch_factor is not None:
-            extra["prefetch_factor"] = prefetch_factor
     return ResumableDataLoader(
         dataset,
         sampler=sampler,
         batch_size=batch_size,
-        num_workers=num_workers,
-        pin_memory=pin_memory and torch.cuda.is_available(),  # pinning needs an accelerator
         drop_last=True,
-        **extra,
+        **worker_options(num_workers, pin_memory, persistent_workers, prefetch_factor),
     )
+
+
+def worker_options(num_workers: int = 0, pin_memory: bool = False, persistent_workers: bool = False,
+                   prefetch_factor: int | None = None) -> dict:
+    """DataLoader keyword arguments for the worker processes (the options that need workers only with workers)."""
+    options: dict[str, Any] = {"num_workers": num_workers,
+                               "pin_memory": pin_memory and torch.cuda.is_available()}  # pinning needs an accelerator
+    if num_workers > 0:
+        options["persistent_workers"] = persistent_workers
+        if prefetch_factor is not None:
+            options["prefetch_factor"] = prefetch_factor
+    return options
