@@ -27,38 +27,24 @@ class VideoTokenizer(nn.Module, metaclass=abc.ABCMeta):
     """Base class: frame arithmetic, input checks, chunking and batching. Subclasses implement `_encode_chunk`
     and `_decode_chunk` on one batch of whole chunks and call `self.freeze()` at the end of their __init__."""
 
-    def __init__(
-        self,
-        *,
-        latent_channels: int,
-        temporal_compression: int,
-        spatial_compression: int,
-        pixel_chunk_duration: int = 121,
-        max_enc_batch_size: int = 8,
-        max_dec_batch_size: int = 4,
-    ) -> None:
+    def __init__(self, *, latent_channels: int, temporal_compression: int, spatial_compression: int,
+                 pixel_chunk_duration: int = 121, max_enc_batch_size: int = 8, max_dec_batch_size: int = 4) -> None:
         super().__init__()
-        for name, value in [
-            ("latent_channels", latent_channels),
-            ("temporal_compression", temporal_compression),
-            ("spatial_compression", spatial_compression),
-            ("pixel_chunk_duration", pixel_chunk_duration),
-            ("max_enc_batch_size", max_enc_batch_size),
-            ("max_dec_batch_size", max_dec_batch_size),
-        ]:
+        sizes = dict(latent_channels=latent_channels, temporal_compression=temporal_compression,
+                     spatial_compression=spatial_compression, pixel_chunk_duration=pixel_chunk_duration,
+                     max_enc_batch_size=max_enc_batch_size, max_dec_batch_size=max_dec_batch_size)
+        for name, value in sizes.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{type(self).__name__}: {name} must be a positive int, got {value!r}")
-        self.latent_channels = latent_channels
-        self.temporal_compression = temporal_compression
-        self.spatial_compression = spatial_compression
-        self.max_enc_batch_size = max_enc_batch_size
-        self.max_dec_batch_size = max_dec_batch_size
         if (pixel_chunk_duration - 1) % temporal_compression:
             raise ValueError(
                 f"{type(self).__name__}: pixel_chunk_duration must be 1 + {temporal_compression}k frames "
                 f"(e.g. {1 + 15 * temporal_compression}), got {pixel_chunk_duration}"
             )
+        self.latent_channels = latent_channels
+        self.temporal_compression, self.spatial_compression = temporal_compression, spatial_compression
         self.pixel_chunk_duration = pixel_chunk_duration
+        self.max_enc_batch_size, self.max_dec_batch_size = max_enc_batch_size, max_dec_batch_size
         self.latent_chunk_duration = self._chunk_latent_frames(pixel_chunk_duration)
 
     # ------------------------------------------------------------------------------------- frame arithmetic
