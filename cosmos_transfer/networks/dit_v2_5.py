@@ -30,8 +30,10 @@ are our parameter names (`blocks.N.self_attn.q_proj`, `.q_norm`, `.output_proj`,
 Not reproduced: NVIDIA's "wan fp32 strategy" (AdaLN modulation and q/k before RoPE in float32 under bf16 autocast);
 in float32 the two are the same computation.
 
-Pieces shared with Cosmos-1.0 (RMSNorm, patch embedding, timestep MLP, RoPE, the attention call, the GELU MLP, the
-AdaLN modulation) are imported from networks/dit.py.
+Everything the two families compute alike is imported from networks/dit.py, which is its one home: RMSNorm, patch
+embedding and unpatchify, timestep MLP and embedding, RoPE, the attention call, the GELU MLP, the AdaLN modulation
+and its chunks, the final layer's computation, the padding-mask resize, and the size / input / context checks.
+This file holds only the 2.5 module names and what 2.5 adds (condition mask, timestep scale, text/image projection).
 """
 
 from __future__ import annotations
