@@ -14,7 +14,15 @@
   (`prepare_dataset.py --text_encoder minilm`: minilm_l6/, 40 x 384), no loader workers. The CPU walkthrough of
   docs/DATASETS.md trains on it.
 
-Every loader is `build_dataloader`: sharded by data-parallel rank, resumable (its state is saved with checkpoints).
+- `custom_buckets` (data_train only): the same folders with clips of many sizes and lengths, batched by bucket
+  (cosmos_transfer/data/buckets.py, docs/DATASETS.md "Buckets"). The default buckets are NVIDIA's 720p size per aspect
+  ratio (16:9, 9:16, 1:1, 4:3, 3:4) at 121 frames, batch 1; list your own as HxWxT:B:
+
+      data_train=custom_buckets dataloader_train.dataset.root=datasets/my_clips/train \
+          'dataloader_train.dataset.buckets=[704x1280x121:1,432x768x121:2,432x768x57:4]'
+
+Every loader is `build_dataloader` (`build_bucket_dataloader` for buckets): sharded by data-parallel rank, resumable
+(its state is saved with checkpoints).
 Hint keys are set by the `hint_key` group; the default here is the edge control.
 """
 
@@ -71,6 +79,28 @@ def custom_loader(is_train: bool, resolution: list[int], num_frames: int = 121, 
     return _loader(dataset, is_train, batch_size=1, num_workers=num_workers)
 
 
+# NVIDIA's 720p frame per aspect ratio (Cosmos VIDEO_RES_SIZE_INFO["720"]: 16:9 1280x704, 9:16, 1:1 960x960, 4:3
+# 960x704, 3:4), as HxW, at Cosmos-Transfer1-7B's 121 frames and batch 1.
+BUCKETS_720 = ["704x1280x121:1", "1280x704x121:1", "960x960x121:1", "704x960x121:1", "960x704x121:1"]
+
+
+def bucket_loader(buckets: list[str] = BUCKETS_720, text: dict = T5_XXL_TEXT, num_workers: int = 4) -> dict:
+    """User folders in our layout, each clip at its bucket's size and length (cosmos_transfer/data/buckets.py)."""
+    dataset = L("cosmos_transfer.data.buckets.BucketedVideoDataset")(
+        root="datasets/my_clips/train",
+        buckets=list(buckets),
+        fps=None,
+        hint_keys=["edge"],
+        is_train=True,
+        max_bad_fraction=0.05,
+        **text,
+    )
+    return L("cosmos_transfer.data.buckets.build_bucket_dataloader")(
+        dataset=dataset, shuffle=True, seed=0, num_workers=num_workers, pin_memory=num_workers > 0,
+        persistent_workers=num_workers > 0,
+    )
+
+
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(group="data_train", package="dataloader_train", name="demo", node=demo_loader("train", True))
@@ -78,6 +108,7 @@ def register() -> None:
     for name, resolution in (("custom", [704, 1280]), ("custom_480", [432, 768])):
         cs.store(group="data_train", package="dataloader_train", name=name, node=custom_loader(True, resolution))
         cs.store(group="data_val", package="dataloader_val", name=name, node=custom_loader(False, resolution))
+    cs.store(group="data_train", package="dataloader_train", name="custom_buckets", node=bucket_loader())
     # CPU size: a few minutes of training on 2 cores (docs/DATASETS.md, "Your own clips on a CPU").
     for is_train, group, package in ((True, "data_train", "dataloader_train"), (False, "data_val", "dataloader_val")):
         node = custom_loader(is_train, [32, 32], num_frames=17, text=DEMO_TEXT, num_workers=0)

@@ -157,3 +157,22 @@ def test_resume_refuses_other_buckets_or_seed(mixed_root):
         build_bucket_dataloader(other, seed=2, rank=0, world_size=1).load_state_dict(state)
     with pytest.raises(ValueError, match="seed="):
         build_bucket_dataloader(dataset, seed=3, rank=0, world_size=1).load_state_dict(state)
+
+
+def test_the_custom_buckets_option_composes_from_the_command_line_and_loads(mixed_root):
+    from configs.train import make_config
+    from cosmos_transfer.config.compose import override
+    from cosmos_transfer.config.lazy import instantiate
+
+    default = override(make_config(), ["data_train=custom_buckets"])
+    assert list(default.dataloader_train.dataset.buckets)[0] == "704x1280x121:1"  # NVIDIA's 720p 16:9 at 121 frames
+    config = override(make_config(), [
+        "data_train=custom_buckets", f"dataloader_train.dataset.root={mixed_root}",
+        "dataloader_train.dataset.buckets=[32x48x8:2,48x32x8:1]", "dataloader_train.num_workers=0",
+        "dataloader_train.dataset.text_embedding_folder=t5_xxl", "dataloader_train.dataset.text_embedding_length=16",
+        "dataloader_train.dataset.text_embedding_dim=8", "dataloader_train.dataset.max_bad_fraction=0.5",
+    ])  # fmt: skip
+    loader = instantiate(config.dataloader_train)
+    shapes = {tuple(batch["video"].shape) for batch in loader}
+    assert shapes == {(2, 3, 8, 32, 48), (1, 3, 8, 48, 32)}
+    assert loader.state_dict()["consumed"] == 7  # 3 landscape batches of 2 (6 clips), 4 portrait batches of 1
