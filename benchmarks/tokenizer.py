@@ -10,6 +10,7 @@ bfloat16 on CUDA.
 
     python benchmarks/tokenizer.py              # CPU (and CUDA when present): the cases below
     python benchmarks/tokenizer.py --quick      # fewer rounds
+    python benchmarks/tokenizer.py --device cuda --quick    # the GPU only (benchmarks/gpu_suite.sh)
 """
 
 from __future__ import annotations
@@ -153,11 +154,15 @@ def main() -> None:
     parser.add_argument("--memory-runs", type=int, default=2)
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all",
+                        help="where to run (default: the CPU, and the GPU when there is one)")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here")
     if args.threads:
         torch.set_num_threads(args.threads)
     rounds, memory_runs = (3, 1) if args.quick else (args.rounds, args.memory_runs)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = [args.device] if args.device != "all" else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = [run_case(case, device, rounds, memory_runs) for device in devices for case in args.cases]
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} CPU threads; encode+decode, no_grad, batch 1")
     print("| case | device | ours frames/s | diffusers frames/s | speed ratio (ours/theirs) | ours peak MiB | "

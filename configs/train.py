@@ -11,6 +11,7 @@ from configs import (
     data,
     ema,
     hint_key,
+    lora,
     model,
     net,
     net_ctrl,
@@ -21,7 +22,7 @@ from configs import (
 from cosmos_transfer.config.schema import Config
 
 GROUP_MODULES = (data, optimizer, scheduler, callbacks, model, net, net_ctrl, hint_key, conditioner, tokenizer, ema,
-                 checkpoint)
+                 lora, checkpoint)
 
 
 def make_config() -> Config:
