@@ -569,8 +569,8 @@ class Trainer:
         count = getattr(self.model, "flops_per_step", None)
         if count is None or self._flops_unavailable:
             return 0.0
-        try:
-            return float(count(batch))
+        try:  # per device: a context-parallel rank computes 1/N of its sample's tokens
+            return float(count(batch)) / (self.cp.size if self.cp is not None else 1)
         except (ImportError, NotImplementedError) as error:
             self._flops_unavailable = True
             self._print(f"FLOP counter unavailable ({error}); TFLOP/s and MFU are not reported")
