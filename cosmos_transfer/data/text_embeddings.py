@@ -1,7 +1,9 @@
 """Per-clip text embedding files: ours (safetensors) and Cosmos' (`t5_xxl/<stem>.pickle`, read safely).
 
 Our file `<folder>/<stem>.safetensors` holds one tensor `embeddings` [n_tokens, D] with only the caption's real
-tokens (float16 or float32), and string metadata `encoder`, `max_length`, `caption`. Cosmos' pickle holds a list
+tokens (float16 or float32), and string metadata `encoder`, `max_length`, `caption`. Cosmos-Reason1 files (the 2.5
+family) hold all 512 positions in bfloat16, D = 100,352, or D = 1,024 once projected by a base's crossattn_proj
+(metadata `projection`, `projection_sha256`; text_encoders.py). Cosmos' pickle holds a list
 with one float16 array [n_tokens, 1024] (or the array itself). Both are padded with zeros to a fixed length L when
 loaded, with a mask that is 1 on real tokens.
 """
@@ -20,14 +22,31 @@ from cosmos_transfer.data.safe_pickle import safe_load
 EMBEDDING_SUFFIXES = (".safetensors", ".pickle", ".pkl")
 
 
-def save_text_embedding(path: str | os.PathLike, embeddings, *, encoder: str, max_length: int, caption: str) -> None:
-    """Write the real-token embeddings [n, D] of one caption."""
-    tensor = torch.as_tensor(np.asarray(embeddings)).contiguous()
+def save_text_embedding(path: str | os.PathLike, embeddings, *, encoder: str, max_length: int, caption: str,
+                        extra_metadata: dict[str, str] | None = None) -> None:
+    """Write the embeddings [n, D] of one caption (a numpy array or a tensor, whose dtype is kept: bf16 too).
+
+    `extra_metadata`: more string fields, e.g. `projection` for embeddings cached after the DiT's crossattn_proj."""
+    if isinstance(embeddings, torch.Tensor):
+        tensor = embeddings.detach().cpu().contiguous()
+    else:
+        tensor = torch.as_tensor(np.asarray(embeddings)).contiguous()
     if tensor.ndim != 2 or tensor.shape[0] == 0:
         raise ValueError(f"{path}: expected embeddings shaped [n_tokens > 0, D], got {tuple(tensor.shape)}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    metadata = {"encoder": encoder, "max_length": str(max_length), "caption": caption}
+    metadata = {"encoder": encoder, "max_length": str(max_length), "caption": caption, **(extra_metadata or {})}
     save_file({"embeddings": tensor}, str(path), metadata=metadata)
+
+
+def text_embedding_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of one of our embedding files (empty for a Cosmos pickle)."""
+    if not str(path).endswith(".safetensors"):
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return dict(file.metadata() or {})
+    except SafetensorError as error:
+        raise ValueError(f"{path}: unreadable embedding file: {error}") from error
 
 
 def find_text_embedding(folder: str | os.PathLike, stem: str) -> str | None:
