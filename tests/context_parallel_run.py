@@ -2,7 +2,7 @@
 
     torchrun --nproc_per_node=2 tests/context_parallel_run.py equality OUT.json t1_base,t1_ctrl,v25_base,v25_ctrl
         each model family's training step with its tokens split over the 2 ranks (alone, and under FSDP2 on the
-        dp x cp mesh) against the same step on one rank, unsplit: loss and every gradient, written to OUT.json
+        dp x cp mesh with full activation checkpointing) against the same step on one rank, unsplit: loss and every gradient, written to OUT.json
     torchrun --nproc_per_node=2 tests/context_parallel_run.py train '{"job_dir": ..., "max_iter": 3, "cp": 2}'
         the trainer with trainer.context_parallel_size on a tiny GeneralDIT model (also runs on one process)
 """
@@ -103,8 +103,8 @@ def equality(out_path: str, kinds: str) -> None:
             reference_loss = training_step(reference)
             reference_grads = gradients(reference)
             apply_context_parallel(model, cp)
-            if fsdp:
-                parallelize(model, device=torch.device("cpu"), mesh=cp.fsdp_mesh())
+            if fsdp:  # with full activation checkpointing: the recomputed attention repeats its all-to-alls
+                parallelize(model, device=torch.device("cpu"), mesh=cp.fsdp_mesh(), activation_checkpointing="full")
             loss = training_step(model)
             if not fsdp:  # what FSDP2's reduce-scatter does: the mean over the ranks
                 for p in model.parameters():
