@@ -1,7 +1,7 @@
 """Context parallelism (trainer/context_parallel.py) on 2 gloo ranks under torchrun: one sample's tokens split over
 the ranks give the loss and the gradients of the unsplit computation, for both families with and without the control
-branch, alone and under FSDP2 on the dp x cp mesh (with full activation checkpointing); the trainer with trainer.context_parallel_size=2 on 2 ranks
-follows the 1-rank run's losses."""
+branch, alone and under FSDP2 on the dp x cp mesh (with full activation checkpointing); the trainer with
+trainer.context_parallel_size=2 on 2 ranks follows the 1-rank run's losses."""
 
 import json
 import subprocess
