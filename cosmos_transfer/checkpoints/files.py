@@ -91,9 +91,20 @@ def load_safetensors_file(path: str, what: str = "weights file", redownload: str
         raise damaged(path, what, error, redownload) from None
 
 
-def load_weights_file(path: str, what: str = "weights file") -> object:
-    """A `.safetensors` file (a dict of tensors) or anything else as a torch file (what torch.save wrote)."""
+def load_weights_file(path: str, what: str = "weights file", lazy: bool = False) -> object:
+    """A `.safetensors` file (a dict of tensors) or anything else as a torch file (what torch.save wrote).
+
+    lazy: read nothing yet: a `.safetensors` file gives placeholders that trainer/shard_loading.py reads rows of
+    (torch files are memory-mapped either way)."""
     if path.endswith(".safetensors"):
+        if lazy:
+            require_file(path, what)
+            from cosmos_transfer.trainer.shard_loading import SafetensorsFile
+
+            try:
+                return SafetensorsFile(path)
+            except Exception as error:  # noqa: BLE001 - SafetensorError (header), OSError
+                raise damaged(path, what, error) from None
         return load_safetensors_file(path, what)
     return load_torch_file(path, what)
 

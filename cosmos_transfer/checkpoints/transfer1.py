@@ -114,11 +114,12 @@ class WeightsFile:
 
 
 # ------------------------------------------------------------------------------------------------------- reading
-def read_weights(path: str, use_ema: bool = False, net_keys: Sequence[str] = ()) -> WeightsFile:
+def read_weights(path: str, use_ema: bool = False, net_keys: Sequence[str] = (), lazy: bool = False) -> WeightsFile:
     """Read any weights file of ours or NVIDIA's (.pt, .safetensors) and say which layout it has.
 
     use_ema: take the file's EMA weights ("ema" of a training checkpoint); an error when it has none.
-    net_keys: the names of the network a bare state dict would be for (besides GeneralDIT's, recognized anyway)."""
+    net_keys: the names of the network a bare state dict would be for (besides GeneralDIT's, recognized anyway).
+    lazy: read no tensor data yet (files.load_weights_file; each rank then reads its rows, trainer/shard_loading.py)."""
     if _TP_SHARD.search(path):
         raise files.WeightsFileError(
             f"{path} is one tensor-parallel shard of a checkpoint (NVIDIA's TP training writes one "
@@ -130,7 +131,7 @@ def read_weights(path: str, use_ema: bool = False, net_keys: Sequence[str] = ())
             f"{path}: a safetensors file holds one set of weights; export the EMA weights with "
             "scripts/export_checkpoint.py --ema and load that file without asking for the EMA"
         )
-    raw = files.load_weights_file(path, "checkpoint")
+    raw = files.load_weights_file(path, "checkpoint", lazy=lazy)
     state, notes, left_out = _unwrap(raw, use_ema, path)
     tensors = {}
     for key, value in state.items():
@@ -279,8 +280,8 @@ def branch_of(weights: WeightsFile, hint_key: str) -> dict[str, torch.Tensor]:
 
 
 # --------------------------------------------------------------------------------------------- building our weights
-def branch_from_base(state: dict[str, torch.Tensor], hint_keys: Sequence[str], num_control_blocks: int
-                     ) -> dict[str, torch.Tensor]:
+def branch_from_base(state: dict[str, torch.Tensor], hint_keys: Sequence[str], num_control_blocks: int,
+                     clone: bool = True) -> dict[str, torch.Tensor]:
     """New branches initialized from base weights, as NVIDIA starts a branch (training/models/model_ctrl.py
     build_model: the control net loads the base's state dict non-strictly): for each hint key, `net_ctrl.K.X` =
     `net.X` for every X the branch shares with the base (embedders, blocks 0..num_control_blocks-1, final layer,
@@ -295,7 +296,8 @@ def branch_from_base(state: dict[str, torch.Tensor], hint_keys: Sequence[str], n
         if match and int(match.group(1)) >= num_control_blocks:
             continue
         for hint_key in hint_keys:
-            shared[f"{CONTROL}{hint_key}.{name}"] = value.clone()  # files may not share storage
+            # Files written from it may not share storage; loading into a model reads the base's tensors as they are.
+            shared[f"{CONTROL}{hint_key}.{name}"] = value.clone() if clone else value
     if not shared:
         raise ValueError(f"branch_from_base: no 'net.*' base weights; first keys: {list(state)[:5]}")
     return shared

@@ -72,9 +72,16 @@ class FourierFeatures(nn.Module):
 
     def __init__(self, num_channels: int, bandwidth: float = 1.0, normalize: bool = False):
         super().__init__()
+        self.bandwidth = bandwidth
         self.register_buffer("freqs", 2 * math.pi * bandwidth * torch.randn(num_channels))
         self.register_buffer("phases", 2 * math.pi * torch.rand(num_channels))
         self.gain = math.sqrt(2) if normalize else 1.0
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """New random frequencies and phases, as at construction (a model built on the meta device, then allocated)."""
+        self.freqs.copy_(2 * math.pi * self.bandwidth * torch.randn(self.freqs.shape, dtype=self.freqs.dtype))
+        self.phases.copy_(2 * math.pi * torch.rand(self.phases.shape, dtype=self.phases.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_dtype = x.dtype

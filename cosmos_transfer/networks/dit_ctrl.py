@@ -77,6 +77,13 @@ class GeneralDITControl(GeneralDIT):
         # Unused by the branch (it returns residuals, not a prediction); kept for official names, never trained.
         self.final_layer.requires_grad_(False)
 
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """GeneralDIT's initialization, then the branch's own layers (x_embedder2, the hint MLP, the zero layers)."""
+        super().init_weights()
+        if hasattr(self, "zero_blocks"):  # inside GeneralDIT.__init__ they do not exist yet (__init__ does them)
+            self._init_control_weights()
+
     def _init_control_weights(self) -> None:
         if self.x_embedder2.proj[1].weight.device.type == "meta":
             return
