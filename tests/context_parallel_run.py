@@ -2,7 +2,8 @@
 
     torchrun --nproc_per_node=2 tests/context_parallel_run.py equality OUT.json t1_base,t1_ctrl,v25_base,v25_ctrl
         each model family's training step with its tokens split over the 2 ranks (alone, and under FSDP2 on the
-        dp x cp mesh with full activation checkpointing) against the same step on one rank, unsplit: loss and every gradient, written to OUT.json
+        dp x cp mesh with full activation checkpointing) against the same step on one rank, unsplit: loss and
+        every gradient, written to OUT.json
     torchrun --nproc_per_node=2 tests/context_parallel_run.py train '{"job_dir": ..., "max_iter": 3, "cp": 2}'
         the trainer with trainer.context_parallel_size on a tiny GeneralDIT model (also runs on one process)
 """

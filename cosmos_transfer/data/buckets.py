@@ -65,7 +65,8 @@ class Bucket:
 def parse_buckets(spec: Sequence[Any]) -> list[Bucket]:
     """Buckets from a list of "HxWxT:B" strings (or [H, W, T, B] lists, or Bucket objects)."""
     if isinstance(spec, str) or not isinstance(spec, Sequence) or not spec:
-        raise ValueError(f"buckets must be a non-empty list of 'HxWxT:B' strings (e.g. ['704x1280x121:1']), got {spec!r}")
+        raise ValueError(f"buckets must be a non-empty list of 'HxWxT:B' strings (e.g. ['704x1280x121:1']), "
+                         f"got {spec!r}")
     buckets = []
     for item in spec:
         if isinstance(item, Bucket):
@@ -160,7 +161,8 @@ class BucketedVideoDataset(VideoDataset):
 
     def __getitem__(self, key) -> dict:
         if not (isinstance(key, (tuple, list)) and len(key) == 3):
-            raise TypeError(f"BucketedVideoDataset keys are (epoch, index, bucket) from BucketBatchSampler, got {key!r}")
+            raise TypeError(f"BucketedVideoDataset keys are (epoch, index, bucket) from BucketBatchSampler, "
+                            f"got {key!r}")
         epoch, index, bucket = (int(v) for v in key)
         return VideoDataset.__getitem__(self._views[bucket], (epoch, index))
 

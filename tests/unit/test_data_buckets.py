@@ -18,7 +18,8 @@ TEXT = dict(text_embedding_length=16, text_embedding_dim=8)
 
 
 def test_parse_buckets_and_its_errors():
-    assert parse_buckets(["704x1280x121:1", " 480 x 848 x 57 : 4 "]) == [Bucket(704, 1280, 121, 1), Bucket(480, 848, 57, 4)]
+    assert parse_buckets(["704x1280x121:1", " 480 x 848 x 57 : 4 "]) == [Bucket(704, 1280, 121, 1),
+                                                                          Bucket(480, 848, 57, 4)]
     assert parse_buckets([[32, 48, 8, 2]]) == [Bucket(32, 48, 8, 2)]
     for bad, message in (("704x1280x121:1", "non-empty list"), ([], "non-empty list"), (["704x1280:1"], "HxWxT:B"),
                          (["704x1280x121:0"], "positive integers"), (["8x8x4:1", "8x8x4:2"], "more than once")):
