@@ -3,6 +3,8 @@
     python benchmarks/ctrl_memory.py                    # accounting table of ctrl_7b_edge_posttrain (meta device)
     python benchmarks/ctrl_memory.py --measure          # + one training step on the GPU: peak allocated memory
     python benchmarks/ctrl_memory.py --measure --tiny   # the same code path on ctrl_tiny (CPU check of this script)
+    python benchmarks/ctrl_memory.py --measure --size transfer2p5_2b     # Transfer2.5-2B edge, 93 frames 1280 x 704
+    python benchmarks/ctrl_memory.py --measure --size transfer2p5_tiny   # its CPU check
 
 The step is the trainer's: the model built from the experiment (random weights, frozen bf16 base), parallelized by
 `trainer/parallelize.py` (FSDP2 over one process, bf16 compute, activation checkpointing "full"), AdamW (fused on
@@ -28,12 +30,16 @@ from configs.train import make_config  # noqa: E402
 from cosmos_transfer.config.compose import override  # noqa: E402
 from cosmos_transfer.config.lazy import instantiate  # noqa: E402
 from cosmos_transfer.memory import GIB, model_memory, model_memory_from_config  # noqa: E402
-from cosmos_transfer.trainer.trainer import split_ema_config  # noqa: E402
 
 SIZES = {  # experiment, frames, height, width, text length, text width
     "7b": ("ctrl_7b_edge_posttrain", 121, 704, 1280, 512, 1024),
     "tiny": ("ctrl_tiny", 5, 32, 32, 40, 384),
+    "transfer2p5_2b": ("transfer2p5_2b_edge_posttrain", 93, 704, 1280, 512, 100352),  # NVIDIA's 93 x 704 x 1280
+    "transfer2p5_tiny": ("transfer2p5_tiny", 17, 32, 32, 40, 384),
 }
+# The released tokenizers need their files: the same networks with random weights stand in (memory is the same).
+RANDOM_TOKENIZERS = {"7b": "cosmos_cv8x8x8_random", "transfer2p5_2b": "wan2pt1_random",
+                     "transfer2p5_tiny": "wan2pt1_random"}  # (its DCT tokenizer cannot be built on the meta device)
 
 
 def measure_step(config, frames: int, height: int, width: int, text_length: int, text_dim: int) -> dict:
@@ -42,9 +48,8 @@ def measure_step(config, frames: int, height: int, width: int, text_length: int,
 
     device = init_distributed()
     cuda = device.type == "cuda"
-    model_config, _ = split_ema_config(config.model)
     with torch.device(device):
-        model = instantiate(model_config)
+        model = instantiate(config.model)
     parallelize(model, device=device, activation_checkpointing="full",
                 param_dtype=torch.bfloat16 if cuda else None, reduce_dtype=torch.float32)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-5, fused=cuda)
@@ -81,13 +86,16 @@ def measure_step(config, frames: int, height: int, width: int, text_length: int,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--measure", action="store_true", help="run one training step and report its peak memory")
-    parser.add_argument("--tiny", action="store_true", help="the tiny control experiment instead of the 7B")
+    parser.add_argument("--size", choices=list(SIZES), default="7b", help="which experiment (default: the 7B)")
+    parser.add_argument("--tiny", action="store_true", help="the tiny control experiment (= --size tiny)")
     args = parser.parse_args(argv)
-    name, frames, height, width, text_length, text_dim = SIZES["tiny" if args.tiny else "7b"]
-    overrides = ["--", f"experiment={name}"] + ([] if args.tiny else ["tokenizer=cosmos_cv8x8x8_random"])
+    size = "tiny" if args.tiny else args.size
+    name, frames, height, width, text_length, text_dim = SIZES[size]
+    overrides = ["--", f"experiment={name}"] + ([f"tokenizer={RANDOM_TOKENIZERS[size]}"] if size in RANDOM_TOKENIZERS
+                                                 else [])
     config = override(make_config(), overrides)
 
-    report = model_memory_from_config(config.model)
+    report = model_memory_from_config(config.model, ema=config.ema is not None)
     print(f"# {name}, {datetime.date.today()}: persistent training state (meta-device accounting)\n")
     print(report.to_markdown(name))
     if not args.measure:

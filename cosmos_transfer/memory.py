@@ -1,7 +1,7 @@
 """Memory accounting of a training model: what its weights, gradients and optimizer state cost, before any step.
 
     report = model_memory(model)                       # a built model (any device, meta included)
-    report = model_memory_from_config(config.model)    # builds the model on the meta device: no memory, no weights
+    report = model_memory_from_config(config.model, ema=True)   # built on the meta device: no memory, no weights
     print(report.to_markdown())
 
 Rules (PyTorch AdamW with FSDP2 or no sharding):
@@ -121,23 +121,25 @@ def model_memory(
     )
 
 
-def model_memory_from_config(model_config: Any, *, optimizer_states: int = 2, **instantiate_kwargs: Any) -> MemoryReport:
+def model_memory_from_config(model_config: Any, *, optimizer_states: int = 2, ema: bool = False, lora: Any = None,
+                             **instantiate_kwargs: Any) -> MemoryReport:
     """Build `model_config` (a LazyDict such as `config.model`) on the meta device and account its memory.
 
     Nothing is allocated and no weights are read, so this works for the 7B on any machine. Call-time kwargs replace
-    config values (e.g. `tokenizer=` a light stand-in when the configured tokenizer reads files when built). The
-    `ema` entry of the model config (built by the trainer, not the model) is counted as an fp32 copy of the
-    trainable parameters.
+    config values (e.g. `tokenizer=` a light stand-in when the configured tokenizer reads files when built). `ema`
+    (a run with `config.ema` set) counts an fp32 copy of the trainable parameters. `lora` (`config.lora`: a LoRA
+    or its LazyDict) adds the adapters as the trainer does (fp32, trainable; their layers' weights frozen).
     """
     from cosmos_transfer.config.lazy import instantiate
-    from cosmos_transfer.trainer.trainer import split_ema_config
 
-    model_config, ema_config = split_ema_config(model_config)
     with torch.device("meta"):
         model = instantiate(model_config, **instantiate_kwargs)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model_memory_from_config: the config built a {type(model).__name__}, not an nn.Module")
-    return model_memory(model, optimizer_states=optimizer_states, ema=ema_config is not None)
+    if lora is not None:
+        with torch.device("meta"):
+            (instantiate(lora) if hasattr(lora, "keys") else lora).apply(model)
+    return model_memory(model, optimizer_states=optimizer_states, ema=ema)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = override(load_make_config(args.config)(), ["--", *args.overrides])
-        report = model_memory_from_config(config.model)
+        report = model_memory_from_config(config.model, ema=config.ema is not None, lora=config.lora)
     except Exception as error:  # noqa: BLE001 - one clear line for any config or build error
         print(f"memory: cannot build the model of {' '.join(args.overrides) or 'the default config'} on the meta "
               f"device: {type(error).__name__}: {error} (a tokenizer that needs files can be replaced for the count, e.g. "

@@ -132,9 +132,8 @@ class _ShapeOnlyTokenizer(nn.Module):
 def estimate_memory(config: Any) -> tuple[MemoryReport | None, str]:
     """(the model's memory report built on the meta device, a note) or (None, why it could not be built)."""
     from cosmos_transfer.config.lazy import instantiate
-    from cosmos_transfer.trainer.trainer import split_ema_config
 
-    model_config, ema_config = split_ema_config(config.model)
+    model_config = config.model
     kwargs: dict[str, Any] = {}
     note = ""
     tokenizer = _get(model_config, "tokenizer")
@@ -149,7 +148,7 @@ def estimate_memory(config: Any) -> tuple[MemoryReport | None, str]:
     except Exception as error:  # noqa: BLE001 - the real build reports it with its own message
         return None, f"{type(error).__name__}: {error}"
     optimizer_states = 0 if "SGD" in str(_get(config, "optimizer._target_", "")) else 2
-    return model_memory(model, optimizer_states=optimizer_states, ema=ema_config is not None), note
+    return model_memory(model, optimizer_states=optimizer_states, ema=config.ema is not None), note
 
 
 def host_available_bytes() -> int | None:

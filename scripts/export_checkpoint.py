@@ -6,6 +6,14 @@
 
 A job's `checkpoints/` folder also works (its latest checkpoint is used). `--ema` exports the EMA weights (trainable
 parameters from the EMA, cast to the model's dtype; frozen parameters and buffers from the model). The file loads back through `checkpoint.load_path=demo.safetensors`.
+A lean checkpoint (a post-training whose frozen base came from checkpoint.load_path: its `frozen_base.json` names
+the file) is exported whole, the base read from that file after checking its size and CRC-32; `--no_base` leaves it
+out.
+
+A run with LoRA adapters (config `lora`, cosmos_transfer/lora.py) exports `--lora merged` (the default: the adapters
+folded into their layers, W + alpha/rank * B A, under the base names: a plain model file) or `--lora separate` (the
+model without its adapters in --out, and the adapters with their rank/alpha/targets in --lora_out, by default
+<out>.lora.safetensors; inference folds them in with cosmos_transfer.lora.merge_adapter_file).
 Runs in one process, without torchrun; DCP reassembles the shards whatever the world size that wrote them.
 """
 
@@ -21,9 +29,10 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from cosmos_transfer import lora  # noqa: E402
 from cosmos_transfer.dtypes import DTYPE_NAMES, torch_dtype  # noqa: E402
 from cosmos_transfer.trainer import safe_dcp  # noqa: E402
-from cosmos_transfer.trainer.checkpoint import read_latest_name  # noqa: E402
+from cosmos_transfer.trainer.checkpoint import Checkpointer, read_frozen_base, read_latest_name  # noqa: E402
 
 def resolve_checkpoint(path: str) -> str:
     """The DCP folder `path` names: itself, or the latest one when `path` is a job's checkpoints folder."""
@@ -55,7 +64,7 @@ def read_weights(path: str, ema: bool = False) -> dict[str, torch.Tensor]:
         # PowerEMA saves its fp32 shadow of each trainable parameter as "shadow.<parameter name>".
         ema_weights = {k[len("ema.shadow.") :]: v for k, v in template.items() if k.startswith("ema.shadow.")}
         if not ema_weights:
-            raise ValueError(f"{path} has no EMA weights ('ema.*' keys): the run had no model.ema configured")
+            raise ValueError(f"{path} has no EMA weights ('ema.*' keys): the run trained without an EMA (ema=null)")
         matched = {k: v for k, v in ema_weights.items() if k in weights}
         if not matched:
             raise ValueError(
@@ -66,14 +75,35 @@ def read_weights(path: str, ema: bool = False) -> dict[str, torch.Tensor]:
     return weights
 
 
-def export(path: str, out: str, ema: bool = False, dtype: str | None = None) -> dict[str, torch.Tensor]:
+def adapter_path(out: str) -> str:
+    """Where `--lora separate` writes the adapters by default: beside `out`, as <stem>.lora.safetensors."""
+    return out[: -len(".safetensors")] + ".lora.safetensors"
+
+
+def export(path: str, out: str, ema: bool = False, dtype: str | None = None, lora_mode: str | None = None,
+           lora_out: str | None = None, base: bool = True) -> dict[str, torch.Tensor]:
     from safetensors.torch import save_file
 
-    weights = read_weights(resolve_checkpoint(path), ema=ema)
+    checkpoint = resolve_checkpoint(path)
+    weights = read_weights(checkpoint, ema=ema)
+    if base:  # a lean checkpoint's frozen base, from the source it references (checked first): a full model
+        weights = {**read_frozen_base(checkpoint), **weights}
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    if lora.has_adapters(weights):  # merged in float32, before any --dtype cast
+        settings = Checkpointer.saved_trainer_state(checkpoint).get("lora")
+        if not settings:
+            raise ValueError(f"{checkpoint} holds LoRA adapters but its trainer state has no LoRA settings (rank, "
+                             "alpha): it was not written by our trainer")
+        if (lora_mode or "merged") == "merged":
+            weights = lora.merge_weights(weights, float(settings["alpha"]) / int(settings["rank"]))
+        else:
+            weights, adapters = lora.split_weights(weights)
+            lora.save_adapters(lora_out or adapter_path(out), adapters, settings)
+    elif lora_mode is not None:
+        raise ValueError(f"--lora {lora_mode}: {checkpoint} holds no LoRA adapters (the run had no `lora` config)")
     if dtype:
         target = torch_dtype(dtype)
         weights = {k: v.to(target) if v.is_floating_point() else v for k, v in weights.items()}
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     save_file({k: v.contiguous() for k, v in weights.items()}, out, metadata={"source": os.path.abspath(path)})
     return weights
 
@@ -84,11 +114,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output .safetensors file")
     parser.add_argument("--ema", action="store_true", help="export the EMA weights instead of the regular ones")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, help="cast floating-point weights (default: as saved)")
+    parser.add_argument("--lora", choices=("merged", "separate"),
+                        help="a LoRA run: fold the adapters in (merged, the default) or write them apart (separate)")
+    parser.add_argument("--lora_out", help="--lora separate: the adapter file (default: <out>.lora.safetensors)")
+    parser.add_argument("--no_base", action="store_true",
+                        help="a lean checkpoint (frozen_base.json): leave out the frozen base it references (by "
+                             "default it is read from its source, so that the file is the whole model)")
     args = parser.parse_args(argv)
-    if not args.out.endswith(".safetensors"):
-        parser.error(f"--out must end in .safetensors, got {args.out}")
+    for name in ("out", "lora_out"):
+        value = getattr(args, name)
+        if value is not None and not value.endswith(".safetensors"):
+            parser.error(f"--{name} must end in .safetensors, got {value}")
+    if args.lora_out and args.lora != "separate":
+        parser.error("--lora_out goes with --lora separate")
     try:
-        weights = export(args.checkpoint, args.out, ema=args.ema, dtype=args.dtype)
+        weights = export(args.checkpoint, args.out, ema=args.ema, dtype=args.dtype, lora_mode=args.lora,
+                         lora_out=args.lora_out, base=not args.no_base)
     except (FileNotFoundError, ValueError) as error:
         print(f"export_checkpoint: {error}", file=sys.stderr)
         return 2

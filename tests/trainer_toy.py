@@ -70,8 +70,13 @@ class ToyDiffusionModel(nn.Module):
     def trainable_parameters(self):
         return [p for p in self.net.parameters() if p.requires_grad]
 
+    @property
+    def device(self) -> torch.device:
+        return self.net.final_layer.weight.device
+
     def _x0(self, batch) -> torch.Tensor:
-        return batch["video"].float().flatten(1) / 127.5 - 1.0
+        # The batch comes as the loader gave it: the model moves it to its device (the trainer does not).
+        return batch["video"].to(self.device).float().flatten(1) / 127.5 - 1.0
 
     def training_step(self, batch):
         x0 = self._x0(batch)
@@ -96,7 +101,7 @@ class ToyDiffusionModel(nn.Module):
     def generate_samples(self, batch, num_steps: int = 4, guidance: float = 0.0, seed: int = 0, sampler=None):
         generator = torch.Generator(device="cpu").manual_seed(seed)
         b = batch["video"].shape[0]
-        x = torch.randn(b, self.in_dim, generator=generator).to(batch["video"].device) * 2.0
+        x = torch.randn(b, self.in_dim, generator=generator).to(self.device) * 2.0
         for sigma in torch.linspace(2.0, 0.1, num_steps):
             s = torch.full((b,), float(sigma), device=x.device)
             x = self.net(x / (1 + s[:, None] ** 2).sqrt(), s)

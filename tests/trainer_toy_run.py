@@ -77,12 +77,8 @@ def make_config(options: dict) -> Config:
 
     config = Config(
         job=toy_job(options["job_dir"]),
-        # A LazyDict with the EMA at model.ema, as the config groups compose it (the trainer splits it off).
-        model=L(ToyDiffusionModel)(
-            nan_after_steps=options.get("nan_after_steps", -1),
-            dim=options.get("dim", 32),
-            ema=L("cosmos_transfer.ema.PowerEMA")(s=0.1) if options.get("ema", True) else None,
-        ),
+        model=L(ToyDiffusionModel)(nan_after_steps=options.get("nan_after_steps", -1), dim=options.get("dim", 32)),
+        ema=L("cosmos_transfer.ema.PowerEMA")(s=0.1) if options.get("ema", True) else None,
         optimizer=L(torch.optim.AdamW)(lr=options.get("lr", 3e-3), weight_decay=0.01, fused=None),
         scheduler=L(schedulers.lambda_linear)(warm_up_steps=[3], f_start=[0.1]),
         dataloader_train=L(toy_dataloader)(length=length, num_workers=options.get("num_workers", 0)),

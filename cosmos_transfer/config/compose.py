@@ -25,7 +25,7 @@ from cosmos_transfer.config import experiments
 from cosmos_transfer.config.errors import ConfigError
 from cosmos_transfer.config.schema import COMPONENTS, SECTIONS, Config
 
-__all__ = ["override", "freeze", "is_frozen", "to_plain_dict", "to_yaml", "from_yaml", "load_make_config"]
+__all__ = ["override", "freeze", "to_plain_dict", "to_yaml", "from_yaml", "load_make_config"]
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Freezing and printing
@@ -45,10 +45,6 @@ def freeze(config: Config) -> Config:
         object.__setattr__(section, "_frozen", True)
     object.__setattr__(config, "_frozen", True)
     return config
-
-
-def is_frozen(config: Config) -> bool:
-    return bool(getattr(config, "_frozen", False))
 
 
 def to_plain_dict(config: Config) -> dict:
@@ -175,6 +171,20 @@ def _compose(overrides: List[str]) -> DictConfig:
         return compose(config_name=_PRIMARY_NAME, overrides=overrides)
 
 
+# Keys that moved to a place of their own: an override of the old key is told the new one.
+_MOVED_KEYS = {"model.ema": "ema"}
+
+
+def _moved_key(full_key: str, overrides: List[str]) -> str:
+    """'model.ema.s' (the key of the override that failed at `full_key`) -> 'ema.s'; '' for a key that did not move."""
+    keys = [o.lstrip("+~").split("=", 1)[0].strip() for o in overrides]
+    key = next((k for k in keys if k == full_key or k.startswith(full_key + ".")), full_key)
+    for old, new in _MOVED_KEYS.items():
+        if key == old or key.startswith(old + "."):
+            return new + key[len(old):]
+    return ""
+
+
 def _explain_composition_error(error: Exception, overrides: List[str]) -> str:
     """Turn a Hydra/OmegaConf error into one paragraph naming the bad override and what was expected."""
     from hydra.errors import MissingConfigException
@@ -193,8 +203,10 @@ def _explain_composition_error(error: Exception, overrides: List[str]) -> str:
         if not full_key:
             match = re.search(r"Could not override '([^']+)'", text) or re.search(r"full_key: (\S+)", text)
             full_key = match.group(1) if match else "?"
-        known = _known_keys(overrides)
-        hint = _suggest(full_key, known)
+        moved = _moved_key(full_key, overrides)
+        if moved:
+            return f"Unknown config key '{full_key}': it moved. Did you mean: {moved}?"
+        hint = _suggest(full_key, _known_keys(overrides))
         suggestion = f" Did you mean: {hint}?" if hint else ""
         value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=", 1)[0] == full_key), None)
         add = f" To add a new key use '+{full_key}={value}'." if value is not None else ""
@@ -359,6 +371,13 @@ def _take_dict_assignments(overrides: List[str]) -> tuple[List[str], dict[str, t
     return kept, assigned
 
 
+def _deselect_null_group(text: str) -> str:
+    """`GROUP=null` (e.g. `ema=null`: train without an EMA) -> Hydra's `~GROUP`, which Hydra alone would refuse with
+    "Config group override must be a string"; anything else unchanged."""
+    match = re.fullmatch(r"([A-Za-z_]\w*)=(null|None)", text.strip())
+    return f"~{match.group(1)}" if match and match.group(1) in _groups() else text
+
+
 def override(config: Config, overrides: List[str]) -> Config:
     """Compose `config` with Hydra overrides (`["--", "experiment=NAME", "trainer.max_iter=7", ...]`).
 
@@ -372,6 +391,7 @@ def override(config: Config, overrides: List[str]) -> Config:
     overrides = _strip_separator(overrides)
     # `experiment=null` means no experiment (the default); Hydra would read it as an unknown key.
     overrides = [o for o in overrides if not re.fullmatch(r"\+{0,2}experiment=(null|None|)", o.strip())]
+    overrides = [_deselect_null_group(o) for o in overrides]
     name = _requested_experiment(overrides)
     if name is not None:
         experiments.load_experiment(name)

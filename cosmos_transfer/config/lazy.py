@@ -22,14 +22,14 @@ import dataclasses
 import functools
 import importlib
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any
 
 import attrs
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
 from cosmos_transfer.config.errors import InstantiationError
 
-__all__ = ["LazyCall", "L", "LazyDict", "instantiate", "PLACEHOLDER", "locate", "target_name", "to_plain"]
+__all__ = ["LazyCall", "L", "LazyDict", "instantiate", "PLACEHOLDER", "locate", "target_name"]
 
 # A LazyDict is a DictConfig with a `_target_` key. It is an alias, so `LazyDict(dict(a=1))` builds one (the way
 # Cosmos experiment files write it) and `isinstance(x, LazyDict)` works.
@@ -121,13 +121,6 @@ class LazyCall:
 L = LazyCall
 
 
-def to_plain(value: Any) -> Any:
-    """OmegaConf containers -> plain dicts/lists (resolving interpolations); anything else unchanged."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
 def _fields_of(target: Any) -> dict[str, Any] | None:
     """Field name -> declared type for attrs classes and dataclasses, else None."""
     if isinstance(target, type) and attrs.has(target):
@@ -208,17 +201,3 @@ def instantiate(config: Any, **kwargs: Any) -> Any:
     if kwargs:
         raise InstantiationError(f"cannot pass arguments {sorted(kwargs)} to a config without '_target_': {config!r}")
     return _build(config, "")
-
-
-def is_lazy(value: Any) -> bool:
-    """True for a mapping that carries `_target_`."""
-    return isinstance(value, (DictConfig, Mapping)) and TARGET_KEY in value
-
-
-def lazy_target(value: Any) -> Callable[..., Any] | None:
-    """The callable a LazyDict names (importing it), or None for anything else."""
-    if not is_lazy(value):
-        return None
-    target = value[TARGET_KEY]
-    return locate(target) if isinstance(target, str) else target
-

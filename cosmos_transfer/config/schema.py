@@ -1,7 +1,7 @@
 """The training config's schema: attrs classes with typed, validated fields, and the Hydra defaults list.
 
 A `Config` holds the job, trainer and checkpoint settings as attrs objects (`JobConfig`, `TrainerConfig`,
-`CheckpointConfig`), and every buildable component (model, optimizer, scheduler, data loaders) as a LazyDict
+`CheckpointConfig`), and every buildable component (model, optimizer, scheduler, EMA, data loaders) as a LazyDict
 (config/lazy.py). Validators run whenever a field is set, so a bad value is refused with a ConfigError naming the
 key a user would override (`trainer.max_iter`). Composing a Config with overrides is config/compose.py's job;
 `configs/train.py: make_config()` returns the default one. See docs/CONFIG.md.
@@ -15,6 +15,7 @@ import attrs
 
 from cosmos_transfer.config.errors import ConfigError, FrozenConfigError
 from cosmos_transfer.config.lazy import PLACEHOLDER
+from cosmos_transfer.dtypes import DTYPE_NAMES
 
 __all__ = ["JobConfig", "TrainerConfig", "CheckpointConfig", "Config", "DEFAULTS", "SECTIONS", "COMPONENTS"]
 
@@ -71,12 +72,9 @@ def _folder_name(instance: Any, attribute: "attrs.Attribute", value: Any) -> Non
         )
 
 
-_DTYPES = (None, "float32", "bfloat16", "float16")
-
-
 def _dtype_name(instance: Any, attribute: "attrs.Attribute", value: Any) -> None:
-    if value not in _DTYPES:
-        raise ConfigError(f"{_label(instance, attribute)} is {value!r}; expected one of {list(_DTYPES)}")
+    if value is not None and value not in DTYPE_NAMES:
+        raise ConfigError(f"{_label(instance, attribute)} is {value!r}; expected one of {[None, *DTYPE_NAMES]}")
 
 
 def _config_class(cls: type) -> type:
@@ -172,6 +170,7 @@ DEFAULTS: List[Any] = [
     {"conditioner": "video"},
     {"tokenizer": "pixel"},
     {"ema": "power"},
+    {"lora": None},
     {"checkpoint": "local"},
     {"experiment": None},
 ]
@@ -184,6 +183,11 @@ class Config:
     model: Any = PLACEHOLDER
     optimizer: Any = PLACEHOLDER
     scheduler: Any = PLACEHOLDER
+    # The weight average (group `ema`), built by the trainer around the parallelized model: `instantiate(ema,
+    # model=model)`; None (`ema=null`) trains without one.
+    ema: Any = PLACEHOLDER
+    # LoRA adapters (group `lora`, cosmos_transfer/lora.py), added by the trainer before sharding; None: no LoRA.
+    lora: Any = PLACEHOLDER
     dataloader_train: Any = PLACEHOLDER
     dataloader_val: Any = PLACEHOLDER
     job: JobConfig = attrs.field(factory=JobConfig)
@@ -194,4 +198,4 @@ class Config:
 
 # The attrs sections and the LazyDict components of a Config, by attribute name.
 SECTIONS = {"job": JobConfig, "trainer": TrainerConfig, "checkpoint": CheckpointConfig}
-COMPONENTS = ("model", "optimizer", "scheduler", "dataloader_train", "dataloader_val")
+COMPONENTS = ("model", "optimizer", "scheduler", "ema", "lora", "dataloader_train", "dataloader_val")

@@ -8,9 +8,13 @@ default (built from the plain EDM settings below, as Cosmos-1.0 trains), or `obj
 The tokenizer is frozen and kept outside the module tree: it is in no state_dict, no optimizer and no FSDP unit.
 
 Subclasses (the control model) change only how the network is called, through two hooks:
-  `_extend_condition(batch, condition)`  add inputs to the condition (e.g. encoded control hints),
+  `_extend_condition(batch, condition, hint_latents=None)`  add inputs to the condition (e.g. the encoded control
+      hints; `hint_latents` are the ones a caller encoded already, as `encode_hints(batch)` returns them),
   `_net_forward(net_input, timesteps, condition)`  run the network(s) on the preconditioned input.
 The loss, the preconditioning, the conditioner and the sampling are reused as they are.
+
+A batch may come on any device: `training_step`, `generate_samples` and `encode_hints` move it to the model's
+device (`_batch_to_device`, the one place a batch moves; the trainer and inference pass batches as they are).
 
 video2world: the network takes one extra input channel, the condition mask (1 on conditioning latent frames).
 In training the first n latent frames (n uniform in [min_condition_frames, max_condition_frames], or drawn with
@@ -28,6 +32,7 @@ from torch import nn
 from cosmos_transfer.diffusion import edm
 from cosmos_transfer.diffusion.conditioner import Condition, VideoConditioner
 from cosmos_transfer.diffusion.objectives import CONDITION_FRAME_SIGMA, DiffusionObjective, EDMObjective
+from cosmos_transfer.hints import batch_key, normalize_hint_key
 
 __all__ = ["CONDITION_FRAME_SIGMA", "DiffusionModel"]
 
@@ -57,6 +62,12 @@ class DiffusionModel(nn.Module):
             p_std, adjust_video_noise, sigma_max, sigma_min, rho), which are ignored otherwise. The learned
             uncertainty (loss_add_logvar) belongs to EDM: a rectified-flow objective trains without it, as NVIDIA's.
     """
+
+    # The condition-mask channel (video2world) counts in the net's in_channels (Cosmos-1.0); the 2.5 nets add it
+    # themselves (diffusion/model_v2_5.py).
+    condition_mask_in_net_channels = True
+    # The control inputs the model takes (subclasses with control branches set them); `encode_hints` reads them.
+    hint_keys: tuple[str, ...] | list[str] = ()
 
     def __init__(
         self,
@@ -111,7 +122,7 @@ class DiffusionModel(nn.Module):
         self.objective = objective
         self.condition_frame_probs = _checked_frame_probs(condition_frame_probs)
         uses_logvar = isinstance(objective, EDMObjective)
-        expected_in = tokenizer.latent_channels + int(video2world)
+        expected_in = tokenizer.latent_channels + int(video2world and self.condition_mask_in_net_channels)
         if getattr(net, "in_channels", expected_in) != expected_in:
             raise ValueError(
                 f"DiffusionModel: the net takes in_channels={net.in_channels} but the tokenizer gives "
@@ -178,8 +189,9 @@ class DiffusionModel(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def _batch_to_device(self, batch: dict) -> dict:
-        device = self.device
-        return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        """A copy of `batch` with its tensors (also inside dicts and lists, e.g. `control_weight` maps) on the
+        model's device; a batch already there costs nothing."""
+        return _to_device(batch, self.device)
 
     # -------------------------------------------------------------------------------------------- tokenizer
     @torch.no_grad()
@@ -225,8 +237,38 @@ class DiffusionModel(nn.Module):
         return (b, self.tokenizer.latent_channels, self.tokenizer.latent_num_frames(t), h // s, w // s)
 
     # ------------------------------------------------------------------------------------------- conditions
-    def _extend_condition(self, batch: dict, condition: Condition) -> Condition:
-        """Hook for subclasses: add inputs to a condition built from `batch` (training and sampling)."""
+    def encode_hints(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Hint key -> hint latent of the control video `control_input_<key>` of each of the model's `hint_keys`
+        (encoded by the frozen tokenizer, scaled as x0); empty for a model without control inputs."""
+        batch = self._batch_to_device(batch)
+        hints = {}
+        for key in self.hint_keys:
+            name = batch_key(key)
+            if name not in batch:
+                raise KeyError(
+                    f"{type(self).__name__}: batch has no '{name}' (control video uint8 [B,3,T,H,W]) for hint key "
+                    f"'{key}'; batch keys: {sorted(batch)}. Set the datasets' hint_keys to the model's {list(self.hint_keys)}."
+                )
+            hints[key] = self.encode(batch[name])
+        return hints
+
+    def hints_of(self, batch: dict, hint_latents: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The hint latents of `batch`: `hint_latents` when the caller encoded them already (checked: one per hint
+        key of the model, 'edge' or 'control_input_edge'), else `encode_hints(batch)`."""
+        if hint_latents is None:
+            return self.encode_hints(batch)
+        given = {normalize_hint_key(k): v for k, v in hint_latents.items()}
+        if sorted(given) != sorted(self.hint_keys) or len(given) != len(hint_latents):
+            raise ValueError(f"{type(self).__name__}: hint_latents has the keys {sorted(hint_latents)}; expected one "
+                             f"latent per hint key of the model, {sorted(self.hint_keys)} (as encode_hints returns)")
+        return given
+
+    def _extend_condition(self, batch: dict, condition: Condition,
+                          hint_latents: dict[str, torch.Tensor] | None = None) -> Condition:
+        """Hook for subclasses: add inputs to a condition built from `batch` (training and sampling).
+        hint_latents: what `encode_hints(batch)` returned, when the caller encoded them already (`hints_of`)."""
+        if hint_latents:  # a model without control inputs takes none: a clear error
+            self.hints_of(batch, hint_latents)
         return condition
 
     def with_condition_frames(self, condition: Condition, latent: torch.Tensor, num_frames: torch.Tensor) -> Condition:
@@ -361,6 +403,7 @@ class DiffusionModel(nn.Module):
         sigma_min: float | None = None,
         condition_latent: torch.Tensor | None = None,
         latent_shape: tuple[int, ...] | None = None,
+        hint_latents: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Sample x0 latents for `batch` with classifier-free guidance; `decode()` turns them into video.
 
@@ -371,13 +414,17 @@ class DiffusionModel(nn.Module):
         unconditional branch uses `neg_t5_text_embeddings` from the batch when present, else empty text.
         condition_latent: video2world only, [B,C,k,H',W'] latents (as returned by this method or `encode`) that
         condition the first k latent frames (e.g. the last frames of the previous window).
+        hint_latents: a control model's hint latents of this batch, as `encode_hints(batch)` returns them (inference
+        encodes them while the tokenizer visits the device); None encodes them here, once for both guidance branches.
         The initial noise is drawn on the CPU from `seed`, so a seed gives the same sample on any device.
         """
         batch = self._batch_to_device(batch)
         shape = tuple(latent_shape) if latent_shape is not None else self.latent_shape(batch)
+        if hint_latents is None:
+            hint_latents = self.encode_hints(batch)
         condition, uncondition = self.conditioner.condition_and_uncondition(batch)
-        condition = self._extend_condition(batch, condition)
-        uncondition = self._extend_condition(batch, uncondition)
+        condition = self._extend_condition(batch, condition, hint_latents)
+        uncondition = self._extend_condition(batch, uncondition, hint_latents)
         if condition_latent is not None:
             condition, uncondition = self._conditioned_on_latent(condition, uncondition, condition_latent, shape)
 
@@ -437,6 +484,16 @@ class DiffusionModel(nn.Module):
     def extra_repr(self) -> str:
         return (f"objective={type(self.objective).__name__}, sigma_data={self.sigma_data}, p_mean={self.p_mean}, "
                 f"p_std={self.p_std}, adjust_video_noise={self.adjust_video_noise}, video2world={self.video2world}")
+
+
+def _to_device(value, device: torch.device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
 
 
 def _checked_frame_probs(probs: dict[int, float] | None) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -38,7 +38,7 @@ from torch import nn
 from cosmos_transfer.diffusion.conditioner import Condition, VideoConditioner
 from cosmos_transfer.diffusion.model import DiffusionModel
 from cosmos_transfer.dtypes import DTYPE_NAMES, torch_dtype
-from cosmos_transfer.hints import batch_key, normalize_hint_key
+from cosmos_transfer.hints import normalize_hint_key
 from cosmos_transfer.networks.dit_ctrl import GeneralDITControl, prepare_control_weights
 
 
@@ -135,19 +135,6 @@ class ControlDiffusionModel(DiffusionModel):
             self.net.to(torch_dtype(base_dtype))
 
     # -------------------------------------------------------------------------------------------- conditions
-    def encode_hints(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Hint key -> hint latent of `control_input_<key>` (encoded by the frozen tokenizer, scaled as x0)."""
-        hints = {}
-        for key in self.hint_keys:
-            name = batch_key(key)
-            if name not in batch:
-                raise KeyError(
-                    f"ControlDiffusionModel: batch has no '{name}' (control video uint8 [B,3,T,H,W]) for hint key "
-                    f"'{key}'; batch keys: {sorted(batch)}. Set the dataset's hint_keys to the model's {self.hint_keys}."
-                )
-            hints[key] = self.encode(batch[name])
-        return hints
-
     def _draw_hint_keep(self, batch_size: int) -> torch.Tensor:
         """[B,K] 0/1: each hint kept with probability 1 - hint_dropout_rate, at least one per sample."""
         num_keys = len(self.hint_keys)
@@ -158,11 +145,9 @@ class ControlDiffusionModel(DiffusionModel):
             keep[none_kept.nonzero()[:, 0], rescued] = True
         return keep.float()
 
-    def _extend_condition(self, batch: dict, condition: Condition) -> ControlCondition:
-        hints = batch.get("_hint_latents")
-        if hints is None:  # encoded once per batch (sampling extends both the condition and the uncondition)
-            hints = self.encode_hints(batch)
-            batch["_hint_latents"] = hints
+    def _extend_condition(self, batch: dict, condition: Condition,
+                          hint_latents: dict[str, torch.Tensor] | None = None) -> ControlCondition:
+        hints = self.hints_of(batch, hint_latents)  # sampling encodes them once for condition and uncondition
         hint_keep = branch_keep = None
         if self.training and torch.is_grad_enabled():  # training steps only, never sampling
             batch_size = condition.batch_size

@@ -53,12 +53,11 @@ def resolve_checkpoint(path: str) -> str:
 
 
 def build_model(config: Any) -> nn.Module:
-    """Instantiate the config's model (without its EMA, which only training keeps) in eval mode."""
-    from cosmos_transfer.trainer.trainer import instantiate, split_ema_config
+    """Instantiate the config's model in eval mode (its EMA, `config.ema`, is training's: the EMA's weights come with
+    the checkpoint)."""
+    from cosmos_transfer.config.lazy import instantiate
 
-    model_config, _ = split_ema_config(config.model)
-    model = instantiate(model_config)
-    return model.eval()
+    return instantiate(config.model).eval()
 
 
 def load_weights(

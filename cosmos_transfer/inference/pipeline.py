@@ -32,7 +32,7 @@ class SamplingOptions:
     num_steps: int = 35
     guidance: float = 5.0  # x0 = cond + guidance * (cond - uncond); 0 = no classifier-free guidance
     seed: int = 1
-    sampler: str = "res2ab"
+    sampler: str | None = None  # None: the model's objective's (EDM: "res2ab", rectified flow: "unipc")
     sigma_max: float | None = None  # None: the model's (70, as Cosmos)
     sigma_min: float | None = None  # None: the model's (0.002); the last step returns the x0 prediction there
     conditioning_latent_frames: int = 1  # latent frames each window takes from the previous one (Cosmos: 1)
@@ -260,15 +260,13 @@ def generate_video(
     for window in windows:
         if progress is not None:
             progress(f"window {window.index + 1}/{len(windows)}: frames {window.start}..{window.keep_stop - 1}")
-        batch = window_batch(inputs, text, window, model_hint_keys(model))
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        batch = window_batch(inputs, text, window, model_hint_keys(model))  # the model moves it to its device
         condition_latent = None
         with tokenizer_on(model, device, offload_tokenizer):
             if window.conditioning_frames:
                 condition_latent = model.encode(previous[:, :, -window.conditioning_frames :].to(device))
-            # The control videos are encoded now, while the tokenizer is on the device; the control model reuses
-            # latents it finds under this key instead of encoding the hints again inside the sampling call.
-            batch["_hint_latents"] = model.encode_hints(batch)
+            # The control videos are encoded now, while the tokenizer is on the device (none for a base model).
+            hint_latents = model.encode_hints(batch)
         latent = model.generate_samples(
             batch,
             num_steps=options.num_steps,
@@ -279,6 +277,7 @@ def generate_video(
             sigma_min=options.sigma_min,
             condition_latent=condition_latent,
             latent_shape=shape,
+            hint_latents=hint_latents,
         )
         with tokenizer_on(model, device, offload_tokenizer):
             previous = model.decode(latent).float().clamp(-1, 1)

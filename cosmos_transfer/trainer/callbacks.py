@@ -28,7 +28,8 @@ class Callback:
 
     def on_validation_samples(self, trainer: Any, iteration: int, batch: dict[str, Any]) -> str | None:
         """After the validation loss, with the validation weights (EMA) swapped in and the first validation batch
-        on the device: generate or write samples here; return the path of what was written (for the log line)."""
+        (as the loader gave it; the model's entry points move it to the device): generate or write samples here;
+        return the path of what was written (for the log line)."""
         return None
 
     def on_save(self, trainer: Any, iteration: int) -> None:

@@ -11,10 +11,11 @@ Rerunning the same command resumes from `<job dir>/checkpoints/latest_checkpoint
 CPU the losses that follow are bitwise those of an uninterrupted run (model, optimizer, scheduler, EMA, every rank's
 RNG states and the data loader's position are restored; loading a batch never touches the global RNG).
 
-What the trainer needs from the model (docs/ARCHITECTURE.md): `training_step(batch) -> (loss, metrics)`,
-`trainable_parameters()`, `flops_per_step(batch)`; for validation samples `generate_samples(...)` and `decode(...)`;
-transformer blocks in `<network>.blocks` (an nn.ModuleDict) for FSDP2. The EMA, when configured
-(`config.model.ema`, e.g. PowerEMA), is built here around the parallelized model: `instantiate(ema, model=model)`.
+What the trainer needs from the model (docs/ARCHITECTURE.md): `training_step(batch) -> (loss, metrics)` on a batch
+as the data loader gives it (the model moves it to its device), `trainable_parameters()`, `flops_per_step(batch)`;
+for validation samples `generate_samples(...)` and `decode(...)`; transformer blocks in `<network>.blocks` (an
+nn.ModuleDict) for FSDP2. The EMA, when configured (`config.ema`, group `ema`: PowerEMA), is built here around the
+parallelized model: `instantiate(config.ema, model=model)`.
 """
 
 from __future__ import annotations
@@ -66,19 +67,6 @@ class NonFiniteLossError(RuntimeError):
     """Raised after trainer.max_nan_steps consecutive iterations with a NaN/Inf loss or gradient."""
 
 
-def split_ema_config(model_config: Any) -> tuple[Any, Any]:
-    """(model config without `ema`, the `ema` config or None): the `ema` group lives at `model.ema` but the EMA is
-    built by the trainer, around the parallelized model, not by the model."""
-    if hasattr(model_config, "keys") and "ema" in model_config:
-        from omegaconf import OmegaConf
-
-        ema_config = model_config["ema"]
-        model_config = OmegaConf.masked_copy(model_config, [k for k in model_config.keys() if k != "ema"]) \
-            if OmegaConf.is_config(model_config) else {k: v for k, v in model_config.items() if k != "ema"}
-        return model_config, ema_config
-    return model_config, None
-
-
 @contextlib.contextmanager
 def preserved_global_rng() -> Iterator[None]:
     """Run a block without changing python/numpy/torch-CPU global RNG states (data loading, validation)."""
@@ -87,16 +75,6 @@ def preserved_global_rng() -> Iterator[None]:
         yield
     random.setstate(python_state)
     np.random.set_state(numpy_state)
-
-
-def move_to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: move_to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
-        return type(batch)(move_to_device(v, device) for v in batch)
-    return batch
 
 
 class DataStream:
@@ -222,7 +200,7 @@ class Trainer:
         self.optimizer = self._build_optimizer()
         self.scheduler = instantiate(config.scheduler, optimizer=self.optimizer) if config.scheduler else None
         # The EMA follows the sharded parameters, so it is built after parallelize (first update copies the weights).
-        self.ema = instantiate(self.ema_config, model=self.model) if self.ema_config else None
+        self.ema = instantiate(config.ema, model=self.model) if config.ema else None
         self.data = DataStream(instantiate(config.dataloader_train, **self._data_ranks()))
         val_config = getattr(config, "dataloader_val", None)
         self.val_loader = instantiate(val_config, **self._data_ranks()) if val_config else None
@@ -273,8 +251,7 @@ class Trainer:
 
     def _build_model(self) -> nn.Module:
         trainer_cfg = self.config.trainer
-        model_config, self.ema_config = split_ema_config(self.config.model)
-        model = instantiate(model_config)
+        model = instantiate(self.config.model)
         model.to(self.device)
         cuda = self.device.type == "cuda"
         if self.cp is not None:  # before sharding: FSDP2's hooks go outside the token split
@@ -511,7 +488,6 @@ class Trainer:
                 self.fixed_batch = batch
             if isinstance(batch, dict) and "num_skipped" in batch:  # bad clips the dataset replaced
                 skipped_samples += int(batch["num_skipped"].sum())
-            batch = move_to_device(batch, self.device)
             data_wait += time.perf_counter() - wait_start
             # Gradients are reduced across ranks only on the last micro-batch; earlier ones accumulate locally.
             self._networks_sync_gradients(micro == self.grad_accum_iter - 1)
@@ -646,7 +622,6 @@ class Trainer:
                     break
                 if self.stop_requested():
                     raise StopRequested("validation")
-                batch = move_to_device(batch, self.device)
                 first_batch = first_batch if first_batch is not None else batch
                 loss, metrics = self.model.training_step(batch)
                 losses.append({"loss": float(loss), "mse": float(metrics.get("mse", loss))})

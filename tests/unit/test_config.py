@@ -8,7 +8,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from configs.train import make_config
-from cosmos_transfer.config.compose import freeze, is_frozen, override, to_yaml
+from cosmos_transfer.config.compose import freeze, override, to_yaml
 from cosmos_transfer.config.errors import ConfigError, FrozenConfigError
 from cosmos_transfer.config.lazy import LazyCall as L
 from cosmos_transfer.config.schema import Config, JobConfig, TrainerConfig
@@ -20,7 +20,7 @@ def test_default_config_composes_every_group_into_its_package():
     assert config.model.net._target_.startswith("cosmos_transfer.networks.")  # net -> model.net
     assert config.model.tokenizer._target_.startswith("cosmos_transfer.tokenizers.")  # tokenizer -> model.tokenizer
     assert config.model.conditioner._target_.endswith("VideoConditioner")  # conditioner -> model.conditioner
-    assert config.model.ema._target_ == "cosmos_transfer.ema.PowerEMA"  # ema -> model.ema
+    assert config.ema._target_ == "cosmos_transfer.ema.PowerEMA"  # ema -> ema (its own component)
     assert config.optimizer._target_ == "torch.optim.AdamW" and config.optimizer.lr == 5e-5
     assert config.scheduler._target_.startswith("cosmos_transfer.trainer.schedulers.")
     assert "_target_" in config.dataloader_train and "_target_" in config.dataloader_val
@@ -132,7 +132,6 @@ def test_adding_a_key_needs_plus():
 
 def test_freeze_blocks_changes():
     config = freeze(override(make_config(), []))
-    assert is_frozen(config)
     with pytest.raises(FrozenConfigError, match="trainer.max_iter cannot be changed"):
         config.trainer.max_iter = 3
     with pytest.raises(FrozenConfigError):
@@ -176,3 +175,17 @@ def test_config_yaml_round_trip(tmp_path):
     (tmp_path / "odd.yaml").write_text("trainer: {max_iter: 1}\nmodle: {}\n")
     with pytest.raises(ConfigError, match=r"unknown top-level keys \['modle'\]"):
         from_yaml(str(tmp_path / "odd.yaml"))
+
+
+def test_ema_is_a_group_of_its_own():
+    """The EMA is no model argument: group `ema` lands at `ema` (the trainer builds it around the sharded model)."""
+    config = override(make_config(), [])
+    assert config.ema._target_ == "cosmos_transfer.ema.PowerEMA" and config.ema.s == 0.1 and "ema" not in config.model
+    assert override(make_config(), ["ema.s=0.05"]).ema.s == 0.05
+    assert override(make_config(), ["ema=power_s005"]).ema.s == 0.05
+    for no_ema in ("ema=null", "ema=None", "~ema"):
+        assert override(make_config(), [no_ema]).ema is None, no_ema
+    # Also over an experiment that picks an EMA option itself ({"override /ema": "power"}).
+    assert override(make_config(), ["experiment=demo_edge_tiny", "ema=null"]).ema is None
+    with pytest.raises(ConfigError, match=r"'model.ema': it moved. Did you mean: ema.s\?"):
+        override(make_config(), ["model.ema.s=0.05"])

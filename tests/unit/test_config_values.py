@@ -39,7 +39,7 @@ def test_non_finite_trainer_numbers_are_refused_naming_the_key(item):
     "optimizer.eps=-inf",
     "optimizer.betas=[0.9,nan]",
     "scheduler.f_start=[nan]",
-    "model.ema.s=nan",
+    "ema.s=nan",
 ])
 def test_non_finite_numbers_in_components_are_refused_naming_the_key(item):
     key = item.split("=")[0]

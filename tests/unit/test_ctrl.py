@@ -503,3 +503,30 @@ def test_video2world_control_model_sees_the_condition_mask_channel():
     assert torch.equal(model.denoise(x, sigma, condition), reference.denoise(x, sigma, reference_condition))
     randomize_control_layers_(branch)
     assert not torch.equal(model.denoise(x, sigma, condition), reference.denoise(x, sigma, reference_condition))
+
+
+# ------------------------------------------------------------------------------------- hint latents as an argument
+def test_hint_latents_are_an_argument_and_the_batch_is_left_alone():
+    """generate_samples(..., hint_latents=...) uses the caller's latents (inference encodes the control videos while
+    the tokenizer visits the device); no model writes into the caller's batch (a private `_hint_latents` key did)."""
+    model = make_model(hint_keys=["edge", "depth"]).eval()
+    for branch in model.net_ctrl.values():
+        randomize_control_layers_(branch)
+    batch = make_batch(batch_size=1, keys=("edge", "depth"))
+    keys = sorted(batch)
+    hints = model.encode_hints(batch)
+    assert sorted(hints) == ["depth", "edge"] and hints["edge"].shape == (1, 4, 2, 4, 4)
+    model._extend_condition(batch, model.conditioner(batch))
+    assert sorted(batch) == keys
+    encoded_inside = model.generate_samples(batch, num_steps=2, guidance=1.0)
+    given = model.generate_samples(batch, num_steps=2, guidance=1.0, hint_latents=hints)
+    assert torch.equal(encoded_inside, given) and sorted(batch) == keys
+    # The given latents are the ones used, under either name of a hint key.
+    zeros = {"control_input_edge": torch.zeros_like(hints["edge"]), "depth": hints["depth"]}
+    assert not torch.allclose(model.generate_samples(batch, num_steps=2, guidance=1.0, hint_latents=zeros), given)
+    with pytest.raises(ValueError, match=r"hint_latents has the keys \['edge'\]; expected .*\['depth', 'edge'\]"):
+        model.generate_samples(batch, num_steps=1, hint_latents={"edge": hints["edge"]})
+    base = DiffusionModel(model.net, model.tokenizer, VideoConditioner()).eval()
+    assert base.encode_hints(batch) == {}
+    with pytest.raises(ValueError, match="DiffusionModel: hint_latents has the keys"):
+        base.generate_samples(batch, num_steps=1, hint_latents=hints)

@@ -6,7 +6,6 @@ import torch
 from configs.train import make_config
 from cosmos_transfer.config.compose import override
 from cosmos_transfer.config.lazy import instantiate
-from cosmos_transfer.trainer.trainer import split_ema_config
 
 
 def compose(*overrides: str):
@@ -17,9 +16,8 @@ def test_tiny_control_experiment_builds_and_trains_one_step():
     config = compose("experiment=ctrl_tiny")
     assert list(config.model.hint_keys) == ["edge"]
     assert list(config.dataloader_train.dataset.hint_keys) == ["edge"]
-    model_config, _ = split_ema_config(config.model)
     torch.manual_seed(0)
-    model = instantiate(model_config)
+    model = instantiate(config.model)
     assert type(model).__name__ == "ControlDiffusionModel" and list(model.net_ctrl) == ["edge"]
     branch = model.net_ctrl["edge"]
     assert branch.in_channels == model.net.in_channels and len(branch.blocks) == 1
@@ -75,8 +73,7 @@ def test_model_group_has_the_control_models(option, video2world):
                  "model.net.out_channels=48", f"model.net.in_channels={49 if video2world else 48}"]
     config = compose(*overrides)
     assert list(config.model.hint_keys) == ["vis"] and config.model.video2world is video2world
-    model_config, _ = split_ema_config(config.model)
-    model = instantiate(model_config)
+    model = instantiate(config.model)
     assert type(model).__name__ == "ControlDiffusionModel" and list(model.net_ctrl) == ["vis"]
     assert not any(p.requires_grad for p in model.net.parameters())  # the base is frozen by default
 

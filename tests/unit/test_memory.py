@@ -68,7 +68,8 @@ def test_7b_control_experiment_builds_on_meta_and_accounts_memory():
     from cosmos_transfer.config.compose import override
 
     config = override(make_config(), ["--", "experiment=ctrl_7b_edge_posttrain"])
-    report = model_memory_from_config(config.model, tokenizer=ShapeOnlyTokenizer())
+    report = model_memory_from_config(config.model, ema=config.ema is not None, tokenizer=ShapeOnlyTokenizer())
+    assert report.ema_bytes == 4 * report.trainable_parameters  # the experiment trains with an EMA (group ema)
     # Base: ~7.2B weights in bf16, frozen; branch: 3 of 28 blocks + embedders + zero layers, ~0.9B fp32 trainable.
     assert 7.1e9 < report.frozen_parameters < 7.4e9
     assert 0.8e9 < report.trainable_parameters < 1.0e9

@@ -312,13 +312,12 @@ def test_model_config_options_build_the_model():
                                       "model.net.in_channels=13", "model.net.out_channels=12",
                                       "model.net.crossattn_emb_channels=8", "model.net.max_img_h=8",
                                       "model.net.max_img_w=8", "model.net.max_frames=4"])
-    model_config = {k: v for k, v in config.model.items() if k != "ema"}
-    model = instantiate(model_config, tokenizer=PixelTokenizer(spatial_compression=2))  # call-time kwargs win
+    model = instantiate(config.model, tokenizer=PixelTokenizer(spatial_compression=2))  # call-time kwargs win
     assert isinstance(model, DiffusionModel) and model.video2world and model.max_condition_frames == 2
     assert model.conditioner.text_dropout_rate == 0.2 and model.sigma_data == 0.5
     loss, _ = model.training_step(make_batch(frames=2))
     assert torch.isfinite(loss)
-    ema = instantiate(config.model.ema, model=model)
+    ema = instantiate(config.ema, model=model)  # the trainer's call
     assert ema.s == 0.1 and "net.x_embedder.proj.1.weight" in ema.shadow
 
 
@@ -351,3 +350,15 @@ def test_training_step_is_reproducible_under_the_global_seed():
     torch.testing.assert_close(first, again, rtol=0, atol=0)
     other, _ = model.training_step(batch)
     assert other.item() != first.item()
+
+
+def test_the_model_moves_a_batch_to_its_device_nested_values_too():
+    """The model's entry points move the batch (the one place; the trainer and inference hand it over as loaded),
+    including tensors inside lists and dicts (`control_weight` maps), and leave the caller's batch as it was."""
+    model = make_dit_model().to("meta")
+    tensor = torch.ones(2)
+    batch = {"video": tensor, "control_weight": [0.5, tensor], "extra": {"x": tensor}, "caption": ["a", "b"]}
+    moved = model._batch_to_device(batch)
+    assert moved["video"].is_meta and moved["control_weight"][1].is_meta and moved["extra"]["x"].is_meta
+    assert moved["control_weight"][0] == 0.5 and moved["caption"] == ["a", "b"]
+    assert not batch["video"].is_meta and not batch["control_weight"][1].is_meta
