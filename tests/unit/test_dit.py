@@ -164,6 +164,8 @@ def test_bad_constructor_arguments():
         GeneralDIT(**{**TINY, "attention_backend": "flash"})
     with pytest.raises(ValueError, match="num_blocks"):
         GeneralDIT(**{**TINY, "num_blocks": 0})
+    with pytest.raises(ValueError, match="num_blocks must be a positive integer, got True"):  # as Cosmos25DiT
+        GeneralDIT(**{**TINY, "num_blocks": True})
 
 
 @pytest.mark.skipif(te_backend.is_available(), reason="checks the message shown when Transformer Engine is absent")
