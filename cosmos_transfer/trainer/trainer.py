@@ -252,6 +252,10 @@ class Trainer:
     def _build_model(self) -> nn.Module:
         trainer_cfg = self.config.trainer
         model = instantiate(self.config.model)
+        # LoRA adapters (config.lora, cosmos_transfer/lora.py) go in before sharding, from the same seed on all ranks.
+        self.lora = instantiate(self.config.lora) if self.config.lora else None
+        if self.lora is not None:
+            self._print(self.lora.apply(model))
         model.to(self.device)
         cuda = self.device.type == "cuda"
         if self.cp is not None:  # before sharding: FSDP2's hooks go outside the token split
@@ -304,6 +308,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "lr_multipliers": self._lr_multipliers(),
             "optimizer_lr": self._configured_lr(),
+            "lora": self.lora.settings() if self.lora is not None else None,  # what export needs to merge adapters
         }
 
     def _lr_multipliers(self) -> dict[str, float]:
