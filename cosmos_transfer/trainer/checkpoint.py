@@ -29,6 +29,7 @@ import json
 import os
 import random
 import shutil
+import warnings
 from concurrent.futures import Future
 import re
 from typing import Any, Callable, Iterable, Iterator
@@ -48,9 +49,11 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.checkpoint.stateful import Stateful
 
-from cosmos_transfer.checkpoints import transfer1
-from cosmos_transfer.trainer import safe_dcp
+from cosmos_transfer import lora
+from cosmos_transfer.checkpoints import transfer1, transfer2_5
+from cosmos_transfer.trainer import frozen_base, safe_dcp
 from cosmos_transfer.trainer.safe_dcp import DamagedCheckpointError
+from cosmos_transfer.trainer.shard_loading import copy_into_shards
 
 LATEST_FILE = "latest_checkpoint.txt"
 PARTIAL_SUFFIX = ".partial"
@@ -99,13 +102,18 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 class ModelState(Stateful):
-    """Model weights as DCP state, through the FSDP2-aware get/set_model_state_dict (keys: parameter names)."""
+    """Model weights as DCP state, through the FSDP2-aware get/set_model_state_dict (keys: parameter names).
 
-    def __init__(self, model: nn.Module) -> None:
+    `leave_out`: keys not saved (nor expected when loading): the frozen base a lean checkpoint references
+    (frozen_base.py)."""
+
+    def __init__(self, model: nn.Module, leave_out: Iterable[str] = ()) -> None:
         self.model = model
+        self.leave_out = set(leave_out)
 
     def state_dict(self) -> dict[str, Any]:
-        return get_model_state_dict(self.model)
+        state = get_model_state_dict(self.model)
+        return {k: v for k, v in state.items() if k not in self.leave_out} if self.leave_out else state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # strict=False: the keys are those of the model's own state_dict() (which leaves out frozen encoders such as
@@ -251,8 +259,10 @@ class Checkpointer:
                 self.say(f"moved checkpoint {name} aside to {target}")
 
     # -- saving -------------------------------------------------------------------------------------------------------
-    def save(self, iteration: int, app_state: dict[str, Any], rank_state: dict[str, Any]) -> None:
-        """Write a checkpoint of `app_state` (DCP) and this rank's `rank_state` (JSON) for `iteration`."""
+    def save(self, iteration: int, app_state: dict[str, Any], rank_state: dict[str, Any],
+             frozen: frozen_base.FrozenBase | None = None) -> None:
+        """Write a checkpoint of `app_state` (DCP) and this rank's `rank_state` (JSON) for `iteration`; `frozen`
+        references the frozen base that app_state leaves out (rank 0 writes it, frozen_base.py)."""
         self.wait()  # one save at a time
         name = checkpoint_name(iteration)
         final = os.path.join(self.directory, name)
@@ -261,11 +271,14 @@ class Checkpointer:
             shutil.rmtree(partial, ignore_errors=True)
         dist.barrier(group=self.group)
         state_file = f"trainer_state_rank{self.rank}.json"
-        writer = safe_dcp.ManifestWriter(partial, self.rank, extra_files=[state_file])
+        extra_files = [state_file] + ([frozen_base.FILE] if frozen is not None and self.rank == 0 else [])
+        writer = safe_dcp.ManifestWriter(partial, self.rank, extra_files=extra_files)
         with _naming_write_errors(partial):
             os.makedirs(partial, exist_ok=True)
             with open(os.path.join(partial, state_file), "w", encoding="utf-8") as f:
                 json.dump({**rank_state, "world_size": self.world_size, "rank": self.rank}, f)
+            if frozen is not None and self.rank == 0:
+                frozen_base.write(partial, frozen)
             if self.async_save:
                 future = dcp.async_save(app_state, storage_writer=writer, process_group=self.group)
                 self._pending = (future, partial, final)
@@ -432,13 +445,17 @@ def _first_line(error: BaseException) -> str:
     return (mismatch or lines or [type(error).__name__])[0]
 
 
-def _read_weights_file(path: str, model_keys: Iterable[str], use_ema: bool) -> tuple[dict[str, torch.Tensor], str]:
-    """Weights for the model from a file of ours or NVIDIA's (any layout of checkpoints/transfer1.py), and a line
-    saying what the file held. An official branch goes to the model's one branch; a model with branches that the
-    file lacks gets them started from the file's base, as NVIDIA starts a branch (model_ctrl.py build_model)."""
+def _read_weights_file(path: str, model_keys: Iterable[str], use_ema: bool, lazy: bool = False
+                       ) -> tuple[dict[str, torch.Tensor], str]:
+    """Weights for the model from a file of ours or NVIDIA's (any layout of checkpoints/transfer1.py, or for a
+    Cosmos-2.5 model checkpoints/transfer2_5.py), and a line saying what the file held. An official branch goes to
+    the model's one branch; a model with branches that the file lacks gets them started from the file's base, as
+    NVIDIA starts a branch (model_ctrl.py build_model)."""
     model_keys = set(model_keys)
+    if transfer2_5.is_cosmos_2p5(model_keys):  # a Cosmos-2.5 model: NVIDIA's 2.5 layout (net.* is the network)
+        return transfer2_5.model_weights(path, model_keys)
     net_keys = [k[len(transfer1.NET):] for k in model_keys if k.startswith(transfer1.NET)]
-    found = transfer1.read_weights(path, use_ema=use_ema, net_keys=net_keys)
+    found = transfer1.read_weights(path, use_ema=use_ema, net_keys=net_keys, lazy=lazy)
     branches = sorted({k.split(".")[1] for k in model_keys if k.startswith(transfer1.CONTROL) and k.count(".") >= 2})
     if found.official_branch is not None:
         if len(branches) != 1:
@@ -467,7 +484,7 @@ def _read_weights_file(path: str, model_keys: Iterable[str], use_ema: bool) -> t
         for branch in absent:
             blocks = {int(m.group(1)) for k in model_keys
                       if (m := re.match(rf"{re.escape(transfer1.CONTROL + branch)}\.blocks\.block(\d+)\.", k))}
-            weights.update(transfer1.branch_from_base(weights, [branch], max(blocks, default=-1) + 1))
+            weights.update(transfer1.branch_from_base(weights, [branch], max(blocks, default=-1) + 1, clone=False))
         description += f"; branches {absent} started from its base"
     return weights, description
 
@@ -530,13 +547,22 @@ def load_model_weights(
     allowed_missing = list(allowed_missing_keys)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint.load_path={path} does not exist")
-    model_state = get_model_state_dict(model)
+    # A model with LoRA adapters meets files under its layers' base names (lora.py); its adapters keep their start.
+    model_state, model_names = lora.base_view(get_model_state_dict(model))
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, ".metadata")):
             raise ValueError(f"checkpoint.load_path={path} is a folder but not a DCP checkpoint (no .metadata)")
         safe_dcp.verify_checkpoint(path)  # its manifest, when it has one
         stored = safe_dcp.read_metadata(path).state_dict_metadata
         file_keys = [k[len("model.") :] for k in stored if k.startswith("model.")]
+        base = frozen_base.read(path)
+        if base is not None:  # a lean checkpoint: its frozen base first, from the source it references
+            file_keys += load_frozen_base(model, base, path)
+        if lora.has_adapters(file_keys):
+            raise ValueError(
+                f"checkpoint.load_path={path} holds LoRA adapters: resume its job instead, or export it with "
+                "scripts/export_checkpoint.py (--lora merged) and load that file"
+            )
         keys = _check_keys(path, model_state, file_keys, strict, allowed_missing)
         to_load = {f"model.{k}": model_state[k] for k in keys}
         if use_ema:  # trainable parameters from the EMA's shadow ("ema.shadow.<name>", fp32), the rest from the model
@@ -546,21 +572,68 @@ def load_model_weights(
         safe_dcp.load(to_load, path)
         loaded = {k.split(".", 2)[-1] if k.startswith("ema.shadow.") else k[len("model.") :]: v
                   for k, v in to_load.items()}
-        set_model_state_dict(model, loaded, options=StateDictOptions(strict=False))
-        return keys
-    weights, description = _read_weights_file(path, model_state, use_ema)
+        set_model_state_dict(model, {model_names[k]: v for k, v in loaded.items()},
+                             options=StateDictOptions(strict=False))
+        return [model_names[k] for k in keys]
+    # Nothing is read whole: each rank copies its rows of each tensor into its shard (trainer/shard_loading.py).
+    weights, description = _read_weights_file(path, model_state, use_ema, lazy=True)
     if report is not None:
         report(description)
     missing = set(model_state) - set(weights)
     keys = _check_keys(path, model_state, weights, strict, allowed_missing, _branch_hint(missing))
-    full = {}
-    for k in keys:
-        target = model_state[k]
-        if tuple(weights[k].shape) != tuple(target.shape):
-            raise ValueError(
-                f"checkpoint.load_path={path}: {k} has shape {tuple(weights[k].shape)}, the model expects "
-                f"{tuple(target.shape)}"
-            )
-        full[k] = weights[k].to(target.dtype)
-    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, strict=False))
-    return keys
+    copy_into_shards(model_state, weights, keys, path)
+    return [model_names[k] for k in keys]  # the model's own names (a LoRA layer's `.base_layer.` included)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Lean checkpoints: the frozen base read again from its source (frozen_base.py)
+
+
+def frozen_base_problem(base: frozen_base.FrozenBase, checkpoint: str, group: Any = None) -> str | None:
+    """frozen_base.problem, computed once (rank 0 reads the source's bytes) and agreed by all ranks of `group`."""
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+    if not distributed:
+        return frozen_base.problem(base, checkpoint)
+    found = [frozen_base.problem(base, checkpoint) if dist.get_rank(group) == 0 else None]
+    dist.broadcast_object_list(found, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
+    return found[0]
+
+
+def load_frozen_base(model: nn.Module, base: frozen_base.FrozenBase, checkpoint: str, group: Any = None) -> list[str]:
+    """Read the frozen base that lean checkpoint `checkpoint` references into `model` (each rank its rows), as the
+    run that saved it read it; returns the keys. Raises naming the source if it changed or vanished."""
+    problem = frozen_base_problem(base, checkpoint, group)
+    if problem is not None:
+        raise frozen_base.FrozenBaseError(problem)
+    load_model_weights(model, base.path, strict=base.strict, allowed_missing_keys=base.allowed_missing_keys,
+                       use_ema=base.use_ema)
+    return list(base.keys)
+
+
+
+def read_frozen_base(checkpoint: str) -> dict[str, torch.Tensor]:
+    """The frozen base that lean checkpoint `checkpoint` references, read whole from its source (one process: export);
+    {} for a checkpoint that holds all its weights. Raises naming the source if it changed or vanished."""
+    base = frozen_base.read(checkpoint)
+    if base is None:
+        return {}
+    problem = frozen_base.problem(base, checkpoint)
+    if problem is not None:
+        raise frozen_base.FrozenBaseError(problem)
+    names = {k: lora.base_name(k) for k in base.keys}  # a LoRA run's frozen layers have their base names in files
+    if os.path.isdir(base.path):  # another DCP checkpoint (itself lean or not)
+        stored = safe_dcp.read_metadata(base.path).state_dict_metadata
+        weights = read_frozen_base(base.path)
+        template = {f"model.{n}": torch.empty(stored[f"model.{n}"].size, dtype=stored[f"model.{n}"].properties.dtype)
+                    for n in names.values() if f"model.{n}" in stored}
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            safe_dcp.load(template, base.path, no_dist=True)
+        weights.update({k[len("model."):]: v for k, v in template.items()})
+    else:
+        weights, _ = _read_weights_file(base.path, names.values(), base.use_ema)
+    absent = [k for k, n in names.items() if n not in weights]
+    if absent:
+        raise frozen_base.FrozenBaseError(f"{base.path}, the frozen base of {checkpoint}, lacks {len(absent)} of its "
+                                          f"tensors: {absent[:5]}")
+    return {k: weights[n] for k, n in names.items()}

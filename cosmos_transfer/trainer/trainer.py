@@ -31,12 +31,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.checkpoint.state_dict import get_model_state_dict
 from torch.distributed.tensor import DTensor
 
+from cosmos_transfer import lora
 from cosmos_transfer.config.lazy import instantiate
 from cosmos_transfer.dtypes import torch_dtype
 from cosmos_transfer.flops import device_peak_tflops, mfu
-from cosmos_transfer.trainer import distributed
+from cosmos_transfer.trainer import distributed, frozen_base
 from cosmos_transfer.trainer.callbacks import SampleVideos
 from cosmos_transfer.trainer.checkpoint import (
     Checkpointer,
@@ -45,6 +47,7 @@ from cosmos_transfer.trainer.checkpoint import (
     StatefulAdapter,
     capture_rng_state,
     checkpoint_name,
+    load_frozen_base,
     load_model_weights,
     restore_rng_state,
 )
@@ -58,6 +61,7 @@ from cosmos_transfer.trainer.logging import (
 from cosmos_transfer.trainer.param_groups import lr_param_groups, scale_group_rates
 from cosmos_transfer.trainer.context_parallel import apply_context_parallel, build_context_parallel
 from cosmos_transfer.trainer.parallelize import find_networks, parallelize, replicated_trainable_parameters
+from cosmos_transfer.trainer.shard_loading import build_on_meta, builds_on_meta, materialize
 from cosmos_transfer.trainer.signals import PreemptionHandler, StopRequested, stop_before_each_call
 
 NAN_STOP_FILE = "nan_stop.txt"  # in checkpoints/: left by a NaN stop, read and removed by the next run
@@ -223,6 +227,7 @@ class Trainer:
         self.nan_streak = 0
         self.save_deferred = False  # a save that fell inside a run of non-finite steps waits for a finite one
         self.resumed_from: str | None = None
+        self.frozen_base: frozen_base.FrozenBase | None = None  # what lean checkpoints reference instead of saving
         self._flops_unavailable = False
         self._load_initial_state()
         self.peak_tflops = device_peak_tflops(device, trainer_cfg.peak_tflops)
@@ -251,12 +256,13 @@ class Trainer:
 
     def _build_model(self) -> nn.Module:
         trainer_cfg = self.config.trainer
-        model = instantiate(self.config.model)
+        model = self._instantiate_model()
         # LoRA adapters (config.lora, cosmos_transfer/lora.py) go in before sharding, from the same seed on all ranks.
         self.lora = instantiate(self.config.lora) if self.config.lora else None
         if self.lora is not None:
             self._print(self.lora.apply(model))
-        model.to(self.device)
+        if not self.built_on_meta:
+            model.to(self.device)
         cuda = self.device.type == "cuda"
         if self.cp is not None:  # before sharding: FSDP2's hooks go outside the token split
             apply_context_parallel(model, self.cp)
@@ -270,7 +276,16 @@ class Trainer:
             shard_size=int(trainer_cfg.fsdp_shard_size),
             mesh=self.cp.fsdp_mesh() if self.cp is not None else None,
         )
+        if self.built_on_meta:  # each rank allocates and initializes its own shards only
+            materialize(model, self.device, self.seed)
         return model
+
+    def _instantiate_model(self) -> nn.Module:
+        """The model, on the meta device when checkpoint.load_path provides its weights (trainer/shard_loading.py:
+        no rank ever holds the whole model; each reads its rows of the file), else built eagerly as it always was
+        (a fresh random initialization, bitwise the same for a seed)."""
+        self.built_on_meta = builds_on_meta(self.config)
+        return build_on_meta(self.config.model) if self.built_on_meta else instantiate(self.config.model)
 
     def _trainable_parameters(self) -> list[nn.Parameter]:
         params = list(self.model.trainable_parameters())
@@ -292,7 +307,9 @@ class Trainer:
         return optimizer
 
     def _app_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"model": ModelState(self.model), "optimizer": OptimizerState(self.model, self.optimizer)}
+        leave_out = self.frozen_base.keys if self.frozen_base is not None else ()  # lean checkpoints: frozen_base.py
+        state: dict[str, Any] = {"model": ModelState(self.model, leave_out),
+                                 "optimizer": OptimizerState(self.model, self.optimizer)}
         if self.ema is not None:
             state["ema"] = StatefulAdapter(self.ema)
         return state
@@ -363,10 +380,12 @@ class Trainer:
                     report=self._print,  # which layout the file has (official files: checkpoints/transfer1.py)
                 )
                 self._print(f"initialized {len(keys)} weights from {load_path}")
+                self._reference_frozen_base(load_path, keys)
             return
         self._check_optimizer_groups(latest)
         self._check_learning_rate(latest)
         self._report_nan_stop(latest)
+        self._reload_frozen_base(latest)
         state = self.checkpointer.load(latest, self._app_state())
         self.iteration = int(state["iteration"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
@@ -383,6 +402,39 @@ class Trainer:
             restore_rng_state(state["rng"])
             self._print(f"resumed from {latest} at iteration {self.iteration}")
         self.resumed_from = latest
+
+    # -- lean checkpoints (trainer/frozen_base.py) ----------------------------------------------------------------
+    def _reference_frozen_base(self, load_path: str, loaded_keys: list[str]) -> None:
+        """Checkpoints leave out the frozen parameters that `load_path` provided and reference the file instead."""
+        _, model_names = lora.base_view(get_model_state_dict(self.model))
+        frozen = {name for name, p in self.model.named_parameters() if not p.requires_grad}
+        keys = sorted(model_names[k] for k in loaded_keys if model_names[k] in frozen)
+        if keys:
+            ckpt_cfg = self.config.checkpoint
+            # size and checksum are taken by rank 0 at the first save (the only rank that writes the reference)
+            self.frozen_base = frozen_base.FrozenBase(
+                os.path.abspath(load_path), -1, "", keys, bool(ckpt_cfg.strict_load),
+                list(ckpt_cfg.allowed_missing_keys or []), bool(ckpt_cfg.load_ema))
+
+    def _frozen_reference(self) -> frozen_base.FrozenBase | None:
+        base = self.frozen_base
+        if base is not None and self.rank == 0 and base.size < 0:
+            base.size, base.crc32 = frozen_base.fingerprint(base.path)
+        return base
+
+    def _reload_frozen_base(self, checkpoint: str) -> None:
+        """A lean checkpoint's frozen base, read again from the source it names (checked first), as it was read."""
+        base = frozen_base.read(checkpoint)
+        if base is None:
+            return
+        configured = self.config.checkpoint.load_path
+        if configured and os.path.abspath(configured) != base.path:
+            raise frozen_base.FrozenBaseError(
+                f"checkpoint.load_path is {configured}, but {checkpoint} was trained on the frozen base {base.path} "
+                "(it holds no copy of it): resume with that load_path, or start a new job to use another base")
+        load_frozen_base(self.model, base, checkpoint, group=self.checkpointer.group)
+        self.frozen_base = base
+        self._print(f"read the frozen base ({len(base.keys)} tensors) again from {base.path}")
 
     def _nan_stop_file(self) -> str:
         return os.path.join(self.checkpointer.directory, NAN_STOP_FILE)
@@ -465,7 +517,7 @@ class Trainer:
             return
         self.save_deferred = False
         save_start = time.perf_counter()
-        self.checkpointer.save(self.iteration, self._app_state(), self._rank_state())
+        self.checkpointer.save(self.iteration, self._app_state(), self._rank_state(), frozen=self._frozen_reference())
         self._print(f"checkpoint at iteration {self.iteration} "
                     f"{'being written to' if self.checkpointer.async_save else 'saved to'} "
                     f"{os.path.join(self.checkpointer.directory, checkpoint_name(self.iteration))} "
