@@ -33,6 +33,7 @@ setup(
                 "peft==0.21.2"],
         "te": ["transformer-engine[pytorch]>=1.12"],
         "t5": ["transformers>=4.40", "sentencepiece>=0.2"],
+        "reason1": ["transformers>=4.56"],  # Cosmos-Reason1 (Qwen2.5-VL) caption embeddings of the Cosmos-2.5 family
         "wandb": ["wandb>=0.17"],
         "wan": ["diffusers>=0.42.1"],  # the Wan2.1 VAE tokenizer of the Cosmos-2.5 family (AutoencoderKLWan)
         "lora": ["peft==0.21.2"],  # LoRA adapters (cosmos_transfer/lora.py, config group `lora`)
