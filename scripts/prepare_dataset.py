@@ -92,7 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--text_encoder is required unless --check-only ({MINILM!r} or a local model folder)")
     is_demo = is_minilm(args.text_encoder)
     is_reason1 = not is_demo and bool(args.text_encoder) and is_reason1_folder(args.text_encoder)
-    if args.project_with and not args.check_only and not is_reason1:
+    # (a folder that does not exist is named later, by resolve_text_encoder)
+    if args.project_with and not args.check_only and (is_demo or os.path.isdir(args.text_encoder)) and not is_reason1:
         parser.error("--project-with projects Cosmos-Reason1 embeddings: --text_encoder must be a Cosmos-Reason1 "
                      "(Qwen2.5-VL) folder such as checkpoints/nvidia/Cosmos-Reason1-7B")
     args.max_length = args.max_length or (DEMO_TEXT_EMBEDDING_LENGTH if is_demo else 512)

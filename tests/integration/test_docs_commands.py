@@ -242,8 +242,9 @@ def test_datasets_cpu_walkthrough_runs_as_written(tmp_path):
 
 
 def test_datasets_gpu_variant_command_lines():
-    """The T5-XXL variant needs a 45 GB download and a GPU: its prepare_dataset lines are parsed by the script's own
-    parser here; the pip and hf lines are checked for what they name (the `t5` extra exists in setup.py)."""
+    """The T5-XXL and Cosmos-Reason1 variants need large downloads and a GPU: their prepare_dataset lines are parsed
+    by the script's own parser here; the pip and hf lines are checked for what they name (the extras exist in
+    setup.py)."""
     text = open(os.path.join(ROOT, "docs", "DATASETS.md"), encoding="utf-8").read()
     walkthrough = _section("docs/DATASETS.md", WALKTHROUGH)
     commands = [line.strip() for block in re.findall(r"```bash\n(.*?)```", text.replace(walkthrough, ""), flags=re.S)
@@ -253,14 +254,17 @@ def test_datasets_gpu_variant_command_lines():
     for command in commands:
         words = shlex.split(command)
         if words[0].endswith("pip"):
-            assert words[1:] == ["install", "-e", ".[t5]"]
-            assert '"t5":' in open(os.path.join(ROOT, "setup.py"), encoding="utf-8").read()
+            assert words[1:3] == ["install", "-e"] and words[3] in (".[t5]", ".[reason1]")
+            assert f'"{words[3][2:-1]}":' in open(os.path.join(ROOT, "setup.py"), encoding="utf-8").read()
         elif words[0].endswith("/hf"):
-            assert words[1:3] == ["download", "google-t5/t5-11b"]
+            assert words[1:3] in (["download", "google-t5/t5-11b"], ["download", "nvidia/Cosmos-Reason1-7B"])
         else:
             assert words[1] == "scripts/prepare_dataset.py", command
             args = prepare.parse_args(words[2:])
-            assert args.text_encoder == "checkpoints/google-t5/t5-11b" and args.resolution == (704, 1280)
-            assert args.embedding_folder == "t5_xxl" and args.max_length == 512
+            assert args.resolution == (704, 1280) and args.max_length == 512
+            if "Reason1" in args.text_encoder:  # Cosmos-2.5: 93 frames; the folder (not here) is told by its config
+                assert args.text_encoder == "checkpoints/nvidia/Cosmos-Reason1-7B" and args.num_frames == 93
+            else:
+                assert args.text_encoder == "checkpoints/google-t5/t5-11b" and args.embedding_folder == "t5_xxl"
         kinds.add(os.path.basename(words[0]))
     assert kinds == {"pip", "hf", "python"}
