@@ -636,4 +636,9 @@ def read_frozen_base(checkpoint: str) -> dict[str, torch.Tensor]:
     if absent:
         raise frozen_base.FrozenBaseError(f"{base.path}, the frozen base of {checkpoint}, lacks {len(absent)} of its "
                                           f"tensors: {absent[:5]}")
-    return {k: weights[n] for k, n in names.items()}
+    out, seen = {}, set()
+    for key, name in names.items():  # a branch started from the base shares its tensors: files may not share storage
+        value = weights[name]
+        out[key] = value.clone() if id(value) in seen else value
+        seen.add(id(value))
+    return out
