@@ -17,6 +17,13 @@
     python scripts/convert_checkpoint.py to-official ctrl.safetensors edge_control.pt --control-key edge   # one branch
     python scripts/convert_checkpoint.py to-official base.safetensors base_model.pt                       # no branches
 
+    # Cosmos-2.5 (Transfer2.5 / Predict2.5 *_ema_bf16.pt, recognized by their names): a released file is already in
+    # our layout (net.* = the network) and loads as it is; combine one released file per modality for a joint
+    # model, branch b = the b-th --control in the model's hint-key order (experiments/transfer2_5.py)
+    python scripts/convert_checkpoint.py to-ours general/edge/<uuid>_ema_bf16.pt joint.safetensors \
+        --control edge=general/edge/<uuid>_ema_bf16.pt --control vis=general/blur/<uuid>_ema_bf16.pt
+    python scripts/convert_checkpoint.py to-official joint.safetensors official/    # branch_<b>.pt, released layout
+
 Every file read is named with the layout found (cosmos_transfer/checkpoints/transfer1.py lists them) and what was left
 out (Transformer Engine `_extra_state`, optimizer state, ...). Files are read with torch.load(weights_only=True).
 """
@@ -29,7 +36,7 @@ import sys
 
 import torch
 
-from cosmos_transfer.checkpoints import files, transfer1
+from cosmos_transfer.checkpoints import files, transfer1, transfer2_5
 from cosmos_transfer.dtypes import DTYPE_NAMES, torch_dtype
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -73,7 +80,45 @@ def _left_out(entries: list[str], why: str) -> None:
         print(f"left out {len(entries)} entries ({why}): {shown}")
 
 
+def to_ours_2p5(args: argparse.Namespace) -> None:
+    """A Cosmos-2.5 file (and one released file per branch) -> our weights file (net.*, NVIDIA's names)."""
+    if args.new_control or args.control_key or args.ema:
+        raise ValueError("--new-control, --control-key and --ema do not apply to Cosmos-2.5 files: a released file "
+                         "is EMA weights already, and checkpoint.load_path starts a model's branches from a base-only "
+                         "file by itself")
+    base = transfer2_5.read_weights(args.source)
+    print(f"read {base.describe()}")
+    if not args.controls:
+        _write(base.model_state(), args.output, args.dtype)
+        return
+    controls = []
+    for index, (key, path) in enumerate(args.controls.items()):
+        controls.append(transfer2_5.read_weights(path))
+        print(f"read {controls[-1].describe()} -> branch {index} ('{key}')")
+    # NVIDIA's multi-control net has no image context; one branch keeps it and the released single-branch names.
+    state = transfer2_5.multi_control_state(base, controls, image_context=len(controls) == 1)
+    if len(controls) == 1:
+        state = transfer2_5.split(args.source, state).net_state()
+    _write({transfer2_5.NET + k: v for k, v in state.items()}, args.output, args.dtype)
+
+
+def to_official_2p5(args: argparse.Namespace) -> None:
+    found = transfer2_5.read_weights(args.source)
+    print(f"read {found.describe()}")
+    result = transfer2_5.to_official(found.net_state())
+    if args.output.endswith(".pt"):
+        if len(result) != 1:
+            raise ValueError(f"the weights make {len(result)} official files ({sorted(result)}, one per branch); "
+                             "give a folder as the output")
+        _write(next(iter(result.values())), args.output, args.dtype)
+        return
+    for name, official in result.items():
+        _write(official, os.path.join(args.output, name), args.dtype)
+
+
 def to_ours(args: argparse.Namespace) -> None:
+    if transfer2_5.is_2p5_file(args.source):
+        return to_ours_2p5(args)
     base = transfer1.read_weights(args.source, use_ema=args.ema)
     print(f"read {base.describe()}")
     controls = {}
@@ -86,6 +131,8 @@ def to_ours(args: argparse.Namespace) -> None:
 
 
 def to_official(args: argparse.Namespace) -> None:
+    if transfer2_5.is_2p5_file(args.source):
+        return to_official_2p5(args)
     found = transfer1.read_weights(args.source)
     print(f"read {found.describe()}")
     state = found.ours(args.control_key)

@@ -48,6 +48,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     weights.add_argument("--checkpoint", help="job/checkpoint folder, weights file, official base .pt, or 'none'")
     weights.add_argument("--control_checkpoint", action="append", default=[], metavar="KEY=PATH",
                          help="an official control file for hint key KEY (repeatable), e.g. edge=edge_control.pt")
+    weights.add_argument("--lora_checkpoint", metavar="PATH",
+                         help="LoRA adapters written by export_checkpoint.py --lora separate, folded into the weights")
     weights.add_argument("--no_ema", action="store_true", help="use the regular weights, not the EMA")
     text = parser.add_argument_group("text")
     text.add_argument("--prompt", help="overrides the spec's prompt")
@@ -60,7 +62,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     sampling.add_argument("--seed", type=int, default=1)
     sampling.add_argument("--num_steps", type=int, default=35)
     sampling.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance (0: none)")
-    sampling.add_argument("--sampler", default="res2ab", choices=["res2ab", "euler", "heun"])
+    sampling.add_argument("--sampler", choices=["res2ab", "euler", "heun", "unipc"],
+                          help="default: the model's (EDM models: res2ab; Cosmos-2.5 rectified flow: unipc; "
+                               "euler works for both)")
     sampling.add_argument("--sigma_max", type=float, help="initial noise level (default: the model's, 70)")
     sampling.add_argument("--sigma_min", type=float,
                           help="last noise level before the final x0 prediction (default: the model's, 0.002)")
@@ -107,6 +111,8 @@ def check_inputs(args: argparse.Namespace, config) -> list[str]:
             problems.append(str(error))
     if args.checkpoint and args.checkpoint.lower() != "none" and not os.path.exists(args.checkpoint):
         problems.append(f"--checkpoint {args.checkpoint} does not exist")
+    if args.lora_checkpoint and not os.path.isfile(args.lora_checkpoint):
+        problems.append(f"--lora_checkpoint {args.lora_checkpoint} does not exist")
     for item in args.control_checkpoint:
         path = item.partition("=")[2]
         if path and not os.path.exists(path):
@@ -198,6 +204,11 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
         keys = loading.load_weights(model, checkpoint_path, use_ema=not args.no_ema,
                                     control_checkpoints=control_checkpoints, report=say)
         say(f"loaded {len(keys)} weights from {checkpoint_path}" + ("" if args.no_ema else " (EMA where saved)"))
+    if args.lora_checkpoint:
+        from cosmos_transfer.lora import merge_adapter_file
+
+        say(f"folded LoRA adapters into {len(merge_adapter_file(model, args.lora_checkpoint))} layers from "
+            f"{args.lora_checkpoint}")
     loading.prepare_for_inference(model, device, dtype)
 
     # Stage 3: generation.

@@ -120,6 +120,19 @@ def _to_branch(branch: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tenso
 # ------------------------------------------------------------------------------------------------------- reading
 def read_weights(path: str) -> Weights25:
     """Read a Cosmos-2.5 weights file (.pt or .safetensors) and sort its tensors into base, branches, left out."""
+    return split(path, _state_of(path))
+
+
+def is_2p5_file(path: str) -> bool:
+    """Whether a weights file holds a Cosmos-2.5 network (.pt files are memory-mapped: cheap to ask). False for a
+    file that is no flat state dict (e.g. a Transfer1 training checkpoint): its own reader says what it is."""
+    try:
+        return is_cosmos_2p5(_state_of(path))
+    except files.WeightsFileError:
+        return False
+
+
+def _state_of(path: str) -> dict:
     raw = files.load_weights_file(path, "Cosmos-2.5 weights file")
     state = raw
     for wrapper in ("model", "module", "state_dict"):  # as diffusers' get_state_dict
@@ -129,7 +142,7 @@ def read_weights(path: str) -> Weights25:
         keys = f" with keys {[str(k) for k in state][:8]}" if isinstance(state, dict) else ""
         raise files.WeightsFileError(f"{path}: expected a dict of tensors (a state dict), got "
                                      f"{type(state).__name__}{keys}")
-    return split(path, state)
+    return state
 
 
 def split(path: str, state: dict) -> Weights25:
@@ -172,6 +185,46 @@ def split(path: str, state: dict) -> Weights25:
     else:
         layout = "transfer2.5" if branches else "predict2.5"
     return Weights25(path, layout, base, dict(sorted(branches.items())), sorted(left_out))
+
+
+# ------------------------------------------------------------------------------------------- loading into a model
+# The layers a new branch has that no base file holds (NVIDIA starts them fresh: zero before/after_proj, a new
+# control_embedder); checkpoint.allowed_missing_keys for a Transfer2.5 model started from a Predict2.5 base.
+NEW_BRANCH_KEY_PATTERNS = ("net.control_embedder.*", "net.control_blocks*.before_proj.*",
+                           "net.control_blocks*.after_proj.*")
+_MODEL_BRANCH = re.compile(r"^net\.control_blocks(?:_(\d+))?\.(\d+)\.(.+)$")
+
+
+def model_weights(path: str, model_keys) -> tuple[dict[str, torch.Tensor], str]:
+    """The weights of a 2.5 model (`net.*` keys: Cosmos25Model) from a 2.5 file, and a line saying what it held.
+
+    A file with as many branches as the model fills them; a base-only file (Predict2.5) starts each branch of the
+    model from the base, control block i <- base block i (NVIDIA's copy_weights_to_control_branch "first_n"), leaving
+    NEW_BRANCH_KEY_PATTERNS missing; a model without branches takes a file's base only. Other combinations are
+    refused with what to do."""
+    found = read_weights(path)
+    description = found.describe()
+    model_keys = set(model_keys)
+    model_branches = sorted({int(m.group(1) or 0) for k in model_keys if (m := _MODEL_BRANCH.match(k))})
+    state = dict(found.base)
+    if not model_branches:
+        if found.branches:
+            description += "; its control branch is not used (the model has none)"
+    elif len(found.branches) == len(model_branches):
+        state = found.net_state()
+    elif not found.branches:
+        for key in model_keys:
+            match = _MODEL_BRANCH.match(key)
+            base_key = match and f"blocks.{match.group(2)}.{match.group(3)}"
+            if match and base_key in found.base:
+                state[key[len(NET):]] = found.base[base_key]
+        description += f"; the model's {len(model_branches)} control branch(es) started from its base blocks"
+    else:
+        raise ValueError(
+            f"checkpoint.load_path={path} holds {len(found.branches)} control branch(es), the model has "
+            f"{len(model_branches)}: combine one released file per branch first, in the model's hint-key order: "
+            "scripts/convert_checkpoint.py to-ours BASE.pt joint.safetensors --control edge=EDGE.pt --control vis=BLUR.pt ...")
+    return {NET + k: v for k, v in state.items()}, description
 
 
 # ------------------------------------------------------------------------------------------------------- combining

@@ -179,7 +179,8 @@ def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
 def training_sigma_table(shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
     """The 1000 training sigmas, descending from 1 (diffusers' FlowMatchEulerDiscreteScheduler(shift).sigmas,
     which NVIDIA's RectifiedFlow indexes): float32 shift(s_i), s_i = (N - i) / N."""
-    steps = torch.linspace(1, num_train_timesteps, num_train_timesteps, dtype=torch.float32).flip(0)
+    # On the CPU always: the training draws index it there, also when the model is built under torch.device("meta").
+    steps = torch.linspace(1, num_train_timesteps, num_train_timesteps, dtype=torch.float32, device="cpu").flip(0)
     return shift_sigmas(steps / num_train_timesteps, shift)
 
 

@@ -47,6 +47,16 @@ class ControlBlock(Block):
             self.before_proj = nn.Linear(channels, channels)
         self.after_proj = nn.Linear(channels, channels)
 
+    def forward(self, c: torch.Tensor, base_tokens: torch.Tensor | None = None, **block_kwargs
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(control tokens after this block, its hint `after_proj(c)`); block 0 starts from
+        `before_proj(control embedding) + base_tokens`. One call for all of the block's layers, so that an FSDP2 unit
+        or activation checkpointing around the block (trainer/parallelize.py) covers before_proj and after_proj."""
+        if base_tokens is not None:
+            c = self.before_proj(c) + base_tokens
+        c = super().forward(c, **block_kwargs)
+        return c, self.after_proj(c)
+
 
 class Cosmos25ControlDiT(Cosmos25DiT):
     """Cosmos25DiT + control branches (NVIDIA's MinimalV4LVGControlVaceDiT).
@@ -195,13 +205,11 @@ class Cosmos25ControlDiT(Cosmos25DiT):
                 continue
             # 1. control tokens from [control | condition mask | padding mask], plus the base tokens (block 0)
             c = self.embed_input(control, condition_mask, padding_mask, embedder)
-            c = branch[0].before_proj(c) + inputs.x
             # 2. the control blocks, each giving the hint of its base block
             for i, block in enumerate(branch):
-                c = block(c, **kwargs)
+                c, hint = block(c, base_tokens=inputs.x if i == 0 else None, **kwargs)
                 scale = weight.to(c.dtype) if isinstance(weight, torch.Tensor) else weight
-                hint = block.after_proj(c) * (scale if active else 0.0)
-                hints[i] = hints[i] + hint
+                hints[i] = hints[i] + hint * (scale if active else 0.0)
         return hints
 
     def forward(

@@ -2,9 +2,9 @@
 
 The model knows nothing of this file. What it relies on is the contract of docs/ARCHITECTURE.md: every network in
 the model (`model.net`, and `model.net_ctrl` for the control model) keeps its transformer blocks in an
-`nn.ModuleDict` named `blocks`. `find_networks` finds those networks; each block becomes one FSDP2 unit (and one
-activation-checkpointing and compile unit), then each network itself becomes a unit for its remaining parameters
-(embeddings, final layer).
+`nn.ModuleDict` named `blocks` (and a Cosmos25ControlDiT its control blocks in `control_blocks[_<b>]` lists).
+`find_networks` finds those networks; each block becomes one FSDP2 unit (and one activation-checkpointing and compile
+unit), then each network itself becomes a unit for its remaining parameters (embeddings, final layer).
 
 The model's own entry point is `training_step`, not `forward`, so the networks (whose `forward` the model calls)
 are the outermost FSDP units. Trainable parameters outside every network, if a model has any, stay replicated:
@@ -14,6 +14,7 @@ are the outermost FSDP units. Trainable parameters outside every network, if a m
 from __future__ import annotations
 
 import functools
+import re
 from typing import Literal
 
 import torch
@@ -40,11 +41,17 @@ def find_networks(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(qualified name, block) of every transformer block of every network in `model`."""
+    """(qualified name, block) of every transformer block of every network in `model`: its `blocks`, then the
+    blocks of its control branches when it keeps them in `nn.ModuleList`s named `control_blocks` or
+    `control_blocks_<b>` (Cosmos25ControlDiT: base and branches in one network)."""
     blocks = []
     for net_name, net in find_networks(model):
         for block_name, block in net.blocks.items():
             blocks.append((f"{net_name}.blocks.{block_name}".lstrip("."), block))
+        for list_name, block_list in net.named_children():
+            if isinstance(block_list, nn.ModuleList) and re.fullmatch(r"control_blocks(_\d+)?", list_name):
+                for index, block in enumerate(block_list):
+                    blocks.append((f"{net_name}.{list_name}.{index}".lstrip("."), block))
     return blocks
 
 

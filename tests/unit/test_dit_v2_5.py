@@ -182,13 +182,18 @@ def test_single_branch_runs_on_all_zero_latents():
     assert (on - off).abs().max() > 1e-3 * off.abs().max()
 
 
-def test_parallelize_finds_the_base_blocks():
-    """trainer/parallelize.py shards and checkpoints the blocks it finds: the 2.5 base's, under NVIDIA's names."""
+def test_parallelize_finds_the_base_and_control_blocks():
+    """trainer/parallelize.py shards and checkpoints the blocks it finds: the 2.5 base's and each branch's control
+    blocks, under NVIDIA's names."""
     from cosmos_transfer.trainer.parallelize import find_blocks
 
     model = torch.nn.Module()
     model.net = Cosmos25ControlDiT(**TINY, vace_block_every_n=2, num_max_modalities=2)
-    assert [name for name, _ in find_blocks(model)] == [f"net.blocks.{i}" for i in range(4)]
+    assert [name for name, _ in find_blocks(model)] == [f"net.blocks.{i}" for i in range(4)] + \
+        ["net.control_blocks.0", "net.control_blocks.1"]
+    model.net = Cosmos25ControlDiT(**TINY, vace_block_every_n=2, num_max_modalities=2, num_control_branches=2)
+    assert [name for name, _ in find_blocks(model)][4:] == \
+        ["net.control_blocks_0.0", "net.control_blocks_0.1", "net.control_blocks_1.0", "net.control_blocks_1.1"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,109 @@
+"""The tiny Cosmos-2.5 demo (experiment transfer2p5_tiny: Cosmos25Model on a Cosmos25ControlDiT, frozen base,
+rectified flow) through the real trainer under torchrun (2 processes, gloo, FSDP2 with the control blocks as their
+own units): the loss falls, a resumed run repeats the uninterrupted losses bitwise, the checkpoint holds optimizer
+and EMA state for the control branch only, and scripts/inference.py generates a video from the job."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch.distributed.checkpoint as dcp
+
+from tests.helpers import ROOT, check, losses, subprocess_env
+from tests.tiny_datasets import make_tiny_dataset
+
+pytestmark = pytest.mark.slow
+
+JOB = ("cosmos_transfer", "transfer2p5_tiny", "transfer2p5_tiny")
+ITERATIONS, SAVE_AT = 24, 12
+
+
+def _overrides(data) -> list[str]:
+    data_options = [f"dataset.root={data}", "dataset.text_embedding_folder=t5_xxl", "dataset.num_frames=9",
+                    "dataset.text_embedding_length=16"]
+    return ["experiment=transfer2p5_tiny",
+            *[f"dataloader_train.{o}" for o in data_options], *[f"dataloader_val.{o}" for o in data_options],
+            f"trainer.max_iter={ITERATIONS}", "trainer.logging_iter=1", f"trainer.validation_iter={ITERATIONS}",
+            "trainer.sample_num_steps=3", "trainer.progress_bar=false", f"checkpoint.save_iter={SAVE_AT}"]
+
+
+def _train(output_root, data) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(ROOT / "scripts" / "train.py"), "--config=configs/train.py", "--", *_overrides(data)]
+    env = {**subprocess_env(), "OUTPUT_ROOT": str(output_root)}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("transfer2p5_tiny")
+    data = make_tiny_dataset(tmp / "data", stems=("a", "b", "c", "d"), num_frames=9, size=(32, 32), text_dim=384)
+    check(_train(tmp / "out", data))
+    job = tmp.joinpath("out", *JOB)
+    # The same job stopped at its first checkpoint: the later checkpoint and its metrics taken away, then resumed.
+    shutil.copytree(tmp / "out", tmp / "resumed")
+    resumed = tmp.joinpath("resumed", *JOB)
+    shutil.rmtree(resumed / "checkpoints" / f"iter_{ITERATIONS:09d}")
+    (resumed / "checkpoints" / "latest_checkpoint.txt").write_text(f"iter_{SAVE_AT:09d}\n")
+    lines = (resumed / "metrics.jsonl").read_text().splitlines()
+    kept = [line for line in lines if json.loads(line).get("iteration", 0) <= SAVE_AT and "event" not in json.loads(line)]
+    (resumed / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+    shutil.rmtree(resumed / "samples", ignore_errors=True)
+    result = check(_train(tmp / "resumed", data))
+    return {"job": job, "resumed": resumed, "resume_output": result.stdout + result.stderr, "tmp": tmp}
+
+
+def test_the_loss_falls(runs):
+    loss = losses(runs["job"])
+    assert sorted(loss) == list(range(1, ITERATIONS + 1))
+    first, last = [loss[i] for i in range(1, 5)], [loss[i] for i in range(ITERATIONS - 3, ITERATIONS + 1)]
+    assert sum(last) < 0.75 * sum(first), loss
+
+
+def test_resume_repeats_the_uninterrupted_losses_bitwise(runs):
+    assert "resumed from" in runs["resume_output"]
+    reference, resumed = losses(runs["job"]), losses(runs["resumed"])
+    assert {i: resumed[i] for i in range(SAVE_AT + 1, ITERATIONS + 1)} == \
+        {i: reference[i] for i in range(SAVE_AT + 1, ITERATIONS + 1)}
+
+
+def test_only_the_control_branch_has_optimizer_and_ema_state(runs):
+    checkpoint = runs["job"] / "checkpoints" / f"iter_{ITERATIONS:09d}"
+    keys = list(dcp.FileSystemReader(str(checkpoint)).read_metadata().state_dict_metadata)
+    assert any(k.startswith("model.net.blocks.0.self_attn.") for k in keys)  # the frozen base is in the weights
+    optimized = {k.split(".")[3] for k in keys if k.startswith("optimizer.state.net.")}
+    assert optimized == {"control_embedder", "control_blocks"}, optimized
+    shadowed = {k.split(".")[3] for k in keys if k.startswith("ema.shadow.net.")}
+    assert shadowed <= {"control_embedder", "control_blocks"} and shadowed, shadowed
+    assert (runs["job"] / "samples" / f"iter_{ITERATIONS:09d}.mp4").is_file()  # validation sampled (UniPC)
+
+
+def test_inference_generates_a_video_from_the_job(runs):
+    from cosmos_transfer.data.text_embeddings import save_text_embedding
+    from cosmos_transfer.video_io import read_video
+
+    spec_module = importlib.util.spec_from_file_location("inference_script", ROOT / "scripts" / "inference.py")
+    inference = importlib.util.module_from_spec(spec_module)
+    spec_module.loader.exec_module(inference)
+    tmp = runs["tmp"]
+    embedding = str(tmp / "prompt.safetensors")
+    import numpy as np
+
+    save_text_embedding(embedding, np.random.default_rng(0).standard_normal((5, 384)).astype(np.float32),
+                        encoder="random", max_length=16, caption="a red square")
+    spec = tmp / "spec.json"
+    spec.write_text(json.dumps({"prompt_embedding": embedding, "input_video_path": str(tmp / "data/videos/a.mp4"),
+                                "edge": {"control_weight": 1.0}}))
+    out = str(tmp / "generated.mp4")
+    code = inference.main(["--experiment", "transfer2p5_tiny", "--spec", str(spec), "--out", out,
+                           "--checkpoint", str(runs["job"]), "--num_steps", "3", "--guidance", "1.5",
+                           "--window_frames", "9", "--text_length", "16", "--resolution", "32x32"])
+    assert code == 0
+    frames = read_video(out)[0]
+    assert frames.shape[0] == 9 and frames.shape[1:3] == (32, 32)
+    settings = json.loads(open(out[:-4] + ".json").read())
+    assert settings["sampler"] is None and settings["guidance"] == 1.5  # the model's default: UniPC
