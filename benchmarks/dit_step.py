@@ -3,6 +3,7 @@
 
     python benchmarks/dit_step.py                     # CPU float32: 8 blocks, 512 ch, 8 heads, latent 16x8x32x32
     python benchmarks/dit_step.py --device cuda       # GPU bfloat16 (autocast-free: weights and inputs in bf16)
+    python benchmarks/dit_step.py --device cuda --attention-backend te   # ours on Transformer Engine attention
 
 The two models run alternately in one process (ours, theirs, ours, ...), after one warm-up step each, so that the
 noise of a shared machine hits both alike; the ratio is the median over repeats of ours/theirs per pair.
@@ -50,7 +51,7 @@ def build_models(args, device, dtype):
     ours = GeneralDIT(
         max_img_h=args.size, max_img_w=args.size, max_frames=args.frames, in_channels=16, out_channels=16,
         model_channels=args.channels, num_blocks=args.blocks, num_heads=args.heads, crossattn_emb_channels=1024,
-        rope_t_extrapolation_ratio=2.0,
+        rope_t_extrapolation_ratio=2.0, attention_backend=args.attention_backend,
     )
     with torch.no_grad():  # non-zero AdaLN outputs, as in a trained network
         for p in ours.parameters():
@@ -114,6 +115,44 @@ def peak_memory(step, model, device) -> int:
     return tracker.get_tracker_snapshot("peak")[device]["Total"]
 
 
+def measure(steps: dict, models: dict, device, repeats: int, memory: bool = True) -> dict:
+    """Alternate the steps (after one warm-up each) `repeats` times; wall and CPU seconds per step, per-pair ratios
+    of the first over the second, and the peak memory of one more step of each (unless memory=False)."""
+    for step in steps.values():  # warm-up
+        step()
+    times = {name: [] for name in steps}
+    cpu_times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            wall, cpu = timed(step, device)
+            times[name].append(wall)
+            cpu_times[name].append(cpu)
+    first, second = list(steps)
+    return dict(
+        times=times, cpu_times=cpu_times,
+        ratios=[a / b for a, b in zip(times[first], times[second])],
+        cpu_ratios=[a / b for a, b in zip(cpu_times[first], cpu_times[second])],
+        memory={name: peak_memory(steps[name], models[name], device) for name in steps} if memory else {},
+    )
+
+
+def print_table(title: str, result: dict) -> None:
+    """The Markdown table of `measure`'s result (BENCHMARKS.md), under a title line."""
+    times, cpu_times, memory = result["times"], result["cpu_times"], result["memory"]
+    first, second = list(times)
+    print(title + "\n")
+    print("| model | median wall step (s) | all wall steps (s) | median process CPU (s) | peak memory (MiB) |")
+    print("| --- | --- | --- | --- | --- |")
+    for name in times:
+        mem = f"{memory[name] / 2**20:.0f}" if memory else "-"
+        print(f"| {name} | {statistics.median(times[name]):.3f} | {', '.join(f'{s:.2f}' for s in times[name])} | "
+              f"{statistics.median(cpu_times[name]):.2f} | {mem} |")
+    mem_ratio = f"{memory[first] / memory[second]:.2f}" if memory else "-"
+    print(f"| {first} / {second} (median of per-pair ratios) | {statistics.median(result['ratios']):.2f} | "
+          f"{', '.join(f'{r:.2f}' for r in result['ratios'])} | {statistics.median(result['cpu_ratios']):.2f} | "
+          f"{mem_ratio} |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--blocks", type=int, default=8)
@@ -125,6 +164,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu (float32) or cuda (bfloat16)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    parser.add_argument("--attention-backend", choices=("torch", "te"), default="torch",
+                        help="our network's attention: PyTorch SDPA or Transformer Engine (CUDA); diffusers' is SDPA")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -134,32 +175,11 @@ def main(argv=None) -> int:
     models = dict(zip(("ours", "diffusers"), build_models(args, device, dtype)))
     inputs = make_inputs(args, device, dtype)
     steps = {name: step_fn(name, model, inputs, 24.0) for name, model in models.items()}
-    for step in steps.values():  # warm-up
-        step()
-    times = {name: [] for name in steps}
-    cpu_times = {name: [] for name in steps}
-    for _ in range(args.repeats):
-        for name, step in steps.items():
-            wall, cpu = timed(step, device)
-            times[name].append(wall)
-            cpu_times[name].append(cpu)
-    ratios = [a / b for a, b in zip(times["ours"], times["diffusers"])]
-    cpu_ratios = [a / b for a, b in zip(cpu_times["ours"], cpu_times["diffusers"])]
-    memory = {} if args.no_memory else {name: peak_memory(steps[name], models[name], device) for name in steps}
-
-    print(f"GeneralDIT fwd+bwd, {args.blocks} blocks x {args.channels} ch x {args.heads} heads, latent "
-          f"16x{args.frames}x{args.size}x{args.size}, batch 1, text {args.text_len}x1024, {dtype} on {device}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} alternating repeats, "
-          f"{datetime.date.today()}\n")
-    print("| model | median wall step (s) | all wall steps (s) | median process CPU (s) | peak memory (MiB) |")
-    print("| --- | --- | --- | --- | --- |")
-    for name in steps:
-        mem = f"{memory[name] / 2**20:.0f}" if memory else "-"
-        print(f"| {name} | {statistics.median(times[name]):.3f} | {', '.join(f'{s:.2f}' for s in times[name])} | "
-              f"{statistics.median(cpu_times[name]):.2f} | {mem} |")
-    mem_ratio = f"{memory['ours'] / memory['diffusers']:.2f}" if memory else "-"
-    print(f"| ours / diffusers (median of per-pair ratios) | {statistics.median(ratios):.2f} | "
-          f"{', '.join(f'{r:.2f}' for r in ratios)} | {statistics.median(cpu_ratios):.2f} | {mem_ratio} |")
+    result = measure(steps, models, device, args.repeats, memory=not args.no_memory)
+    print_table(f"GeneralDIT ({args.attention_backend} attention) fwd+bwd, {args.blocks} blocks x {args.channels} ch x {args.heads} heads, latent "
+                f"16x{args.frames}x{args.size}x{args.size}, batch 1, text {args.text_len}x1024, {dtype} on {device}, "
+                f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} alternating repeats, "
+                f"{datetime.date.today()}", result)
     return 0
 
 
