@@ -74,6 +74,9 @@ class Attention(nn.Module):
     `output_proj`: k_img, v_img, k_img_norm, and (unless `share_q`) its own query q_img, q_img_norm.
     """
 
+    # The attention call; trainer/context_parallel.py replaces it on self-attention instances (Ulysses all-to-all).
+    attend = staticmethod(attend)
+
     def __init__(self, query_dim: int, context_dim: int | None, num_heads: int, backend: str = "torch",
                  image_context_dim: int | None = None, share_q: bool = False):
         super().__init__()
@@ -115,7 +118,7 @@ class Attention(nn.Module):
         q = self.q_norm(self._heads(self.q_proj(x)))
         k = self.k_norm(self._heads(self.k_proj(context)))
         v = self._heads(self.v_proj(context))
-        out = attend(q, k, v, rope=rope if self.is_selfattn else None, te_attention=self.te_attention)
+        out = self.attend(q, k, v, rope=rope if self.is_selfattn else None, te_attention=self.te_attention)
         if image_context is not None:
             if not self.has_image_context:
                 raise ValueError("Cosmos25DiT: an image context was given to a network built without one "
@@ -215,6 +218,9 @@ class Cosmos25DiT(nn.Module):
         crossattn_emb_channels: text width the cross-attention sees (1024).
         use_crossattn_projection, crossattn_proj_in_channels: `crossattn_proj` (Linear+GELU) from the raw text
             embeddings (Reason1: 28 layers x 3584 = 100,352) to crossattn_emb_channels.
+        text_embeddings_projected: the text arrives already through `crossattn_proj` (cached by
+            scripts/prepare_dataset.py --project-with, for a frozen base): crossattn_proj is kept, so that NVIDIA's
+            files load strictly, but frozen and not applied; crossattn_emb is then crossattn_emb_channels wide.
         extra_image_context_dim: width of the image context (SigLIP2: 1152) or None for no image cross-attention.
         share_q_in_image_cross_attn: the image attention reuses the text query (Predict2.5) instead of its own.
         use_adaln_lora, adaln_lora_dim: AdaLN-LoRA (released: True, 256).
@@ -232,6 +238,7 @@ class Cosmos25DiT(nn.Module):
         model_channels: int = 2048, num_blocks: int = 28, num_heads: int = 16, mlp_ratio: float = 4.0,
         crossattn_emb_channels: int = 1024,
         use_crossattn_projection: bool = False, crossattn_proj_in_channels: int = 1024,
+        text_embeddings_projected: bool = False,
         extra_image_context_dim: int | None = None, share_q_in_image_cross_attn: bool = False,
         use_adaln_lora: bool = True, adaln_lora_dim: int = 256,
         rope_h_extrapolation_ratio: float = 1.0, rope_w_extrapolation_ratio: float = 1.0,
@@ -260,6 +267,11 @@ class Cosmos25DiT(nn.Module):
         self.crossattn_emb_channels = crossattn_emb_channels
         self.use_crossattn_projection = use_crossattn_projection
         self.crossattn_proj_in_channels = crossattn_proj_in_channels
+        if text_embeddings_projected and not use_crossattn_projection:
+            raise ValueError("Cosmos25DiT: text_embeddings_projected=True needs use_crossattn_projection=True (the "
+                             "embeddings were projected by a crossattn_proj; without one, give raw embeddings "
+                             "crossattn_emb_channels wide and leave text_embeddings_projected False)")
+        self.text_embeddings_projected = text_embeddings_projected
         self.extra_image_context_dim = extra_image_context_dim
         self.use_adaln_lora = use_adaln_lora
         self.rope_enable_fps_modulation = rope_enable_fps_modulation
@@ -290,6 +302,8 @@ class Cosmos25DiT(nn.Module):
         if use_crossattn_projection:
             self.crossattn_proj = nn.Sequential(nn.Linear(crossattn_proj_in_channels, crossattn_emb_channels),
                                                 nn.GELU())
+            if text_embeddings_projected:  # applied offline to the cached embeddings: it must not change now
+                self.crossattn_proj.requires_grad_(False)
         self.init_weights()
 
     def make_block(self) -> Block:
@@ -345,7 +359,9 @@ class Cosmos25DiT(nn.Module):
         check_latent_input("Cosmos25DiT", x, self.in_channels, self.patch_temporal, self.patch_spatial,
                            " (the condition mask is a separate argument)")
         B, _, T, H, W = x.shape
-        text_width = self.crossattn_proj_in_channels if self.use_crossattn_projection else self.crossattn_emb_channels
+        projects = self.use_crossattn_projection and not self.text_embeddings_projected
+        self._check_text_kind(crossattn_emb)
+        text_width = self.crossattn_proj_in_channels if projects else self.crossattn_emb_channels
         check_context("Cosmos25DiT", "crossattn_emb", crossattn_emb, B, text_width, "L")
         # 1. tokens from [x | condition mask | padding mask]
         tokens = self.embed_input(x, condition_mask, padding_mask, self.x_embedder)
@@ -355,8 +371,8 @@ class Cosmos25DiT(nn.Module):
         # 3. time embedding and AdaLN-LoRA term
         emb, adaln_lora = embed_timesteps(self.t_embedder, self.t_embedding_norm, timesteps * self.timestep_scale,
                                           grid[0], B, "Cosmos25DiT")
-        # 4. text (and image) context, projected
-        if self.use_crossattn_projection:
+        # 4. text (and image) context, projected (the text unless it was projected offline)
+        if projects:
             crossattn_emb = self.crossattn_proj(crossattn_emb)
         if img_context_emb is not None:
             if self.extra_image_context_dim is None:
@@ -367,6 +383,20 @@ class Cosmos25DiT(nn.Module):
         return BlockInputs(x=tokens, emb=emb, adaln_lora=adaln_lora, crossattn_emb=crossattn_emb.to(tokens.dtype),
                            img_context_emb=img_context_emb, rope_cos=rope_cos, rope_sin=rope_sin,
                            input_shape=tuple(x.shape))
+
+    def _check_text_kind(self, crossattn_emb: torch.Tensor) -> None:
+        """Raw text embeddings given to a net that expects projected ones, or the reverse: say which is which."""
+        raw, projected, width = self.crossattn_proj_in_channels, self.crossattn_emb_channels, crossattn_emb.shape[-1]
+        if not self.use_crossattn_projection or raw == projected:
+            return
+        if width == projected and not self.text_embeddings_projected:
+            raise ValueError(f"Cosmos25DiT: crossattn_emb is {width} wide, the width of crossattn_proj's output: "
+                             "text embeddings already projected (scripts/prepare_dataset.py --project-with). Build "
+                             f"the net with text_embeddings_projected=True for them, or give the raw {raw}-wide ones")
+        if width == raw and self.text_embeddings_projected:
+            raise ValueError(f"Cosmos25DiT: the net was built with text_embeddings_projected=True and takes "
+                             f"{projected}-wide embeddings (after the base's crossattn_proj), got raw {width}-wide "
+                             "ones: use the projected cache (reason1_projected/) or text_embeddings_projected=False")
 
     def decode_output(self, x: torch.Tensor, inputs: BlockInputs) -> torch.Tensor:
         """Final AdaLN layer and unpatchify (features ordered (h-patch, w-patch, t-patch, C), channels fastest)."""
