@@ -89,10 +89,12 @@ class DCTTokenizer(StandardizedTokenizer):
         spatial = dct_basis(s, spatial_frequencies)
         # Rows: kept frequencies (time, row, column); columns: a patch's values in fold_patches' order.
         basis = torch.einsum("at,by,cx->abctyx", dct_basis(t, temporal_frequencies), spatial, spatial)
-        self.register_buffer("basis", basis.reshape(-1, t * s * s).float(), persistent=False)
+        # Constants of the arguments, kept as plain tensors (not buffers) and moved to the data's device at each use:
+        # no module operation can change them (a meta-device build's to_empty() would leave a buffer uninitialized).
+        self.basis = basis.reshape(-1, t * s * s).float()
         self.mean, self.std = float(mean), float(std)
         self.scale = self.std * math.sqrt(t * s * s)  # DC coefficient / scale = patch mean / std
-        self.set_latent_stats(latent_mean, latent_std)
+        self.latent_mean, self.latent_std = latent_mean, latent_std  # read by StandardizedTokenizer._stats
         self.freeze()
 
     def _encode_raw(self, video: torch.Tensor) -> torch.Tensor:
