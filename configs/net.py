@@ -94,6 +94,7 @@ _COSMOS_2P5_COMMON = dict(
     crossattn_emb_channels=1024,
     use_crossattn_projection=True,
     crossattn_proj_in_channels=100352,
+    text_embeddings_projected=False,  # True for text cached after crossattn_proj (frozen base; docs/DATASETS.md)
     use_adaln_lora=True,
     adaln_lora_dim=256,
     rope_h_extrapolation_ratio=3.0,

@@ -51,3 +51,20 @@ def test_the_control_net_takes_the_same_flag():
     x, t, _ = _inputs()
     out = net(x, t, torch.zeros(1, 6, 16), torch.zeros(1, 4, 2, 8, 8))
     assert out.shape == x.shape
+
+
+def test_the_2p5_experiments_take_the_flag_on_the_command_line():
+    """docs/DATASETS.md's overrides for projected text compose, and build the 2B net with the projection frozen."""
+    from configs.train import make_config
+    from cosmos_transfer.config.compose import override
+    from cosmos_transfer.config.lazy import instantiate
+
+    config = override(make_config(), ["experiment=transfer2p5_2b_edge_posttrain",
+                                      "model.net.text_embeddings_projected=True",
+                                      "dataloader_train.dataset.text_embedding_folder=reason1_projected",
+                                      "dataloader_train.dataset.text_embedding_dim=1024"])
+    assert config.dataloader_train.dataset.text_embedding_dim == 1024
+    with torch.device("meta"):
+        net = instantiate(config.model.net)
+    assert net.text_embeddings_projected and net.crossattn_proj[0].in_features == 100352
+    assert not any(p.requires_grad for p in net.crossattn_proj.parameters())
