@@ -326,6 +326,9 @@ class Attention(nn.Module):
     to_out = (Linear, Dropout).
     """
 
+    # The attention call; trainer/context_parallel.py replaces it on self-attention instances (Ulysses all-to-all).
+    attend = staticmethod(attend)
+
     def __init__(self, query_dim: int, context_dim: int | None, num_heads: int, backend: str = "torch"):
         super().__init__()
         if query_dim % num_heads:
@@ -354,7 +357,7 @@ class Attention(nn.Module):
         q = self.to_q[1](self.to_q[0](x).view(B, -1, self.num_heads, self.head_dim))
         k = self.to_k[1](self.to_k[0](context).view(B, -1, self.num_heads, self.head_dim))
         v = self.to_v[0](context).view(B, -1, self.num_heads, self.head_dim)
-        out = attend(q, k, v, mask=mask, rope=rope if self.is_selfattn else None, te_attention=self.te_attention)
+        out = self.attend(q, k, v, mask=mask, rope=rope if self.is_selfattn else None, te_attention=self.te_attention)
         return self.to_out(out).view(shape)
 
 
@@ -400,7 +403,10 @@ class FeedForward(nn.Module):
         self.layer2 = nn.Linear(hidden_dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _GeluLinearFunction.apply(self.layer1(x), self.layer2.weight)
+        if type(self.layer2) is nn.Linear:  # the memory-saving path applies the bare weight itself
+            return _GeluLinearFunction.apply(self.layer1(x), self.layer2.weight)
+        # A wrapped layer (peft's LoRA: cosmos_transfer/lora.py) computes more than its weight: it must be called.
+        return self.layer2(F.gelu(self.layer1(x)))
 
 
 def modulated_layer_norm(x: torch.Tensor, norm: nn.LayerNorm, shift: torch.Tensor, scale: torch.Tensor
