@@ -141,7 +141,10 @@ def compute_embeddings(args) -> int | None:
         caption_path = find_caption(args.root, stem)
         if caption_path is None:
             continue  # reported by the check
-        if not args.overwrite and find_text_embedding(folder, stem) is not None:
+        existing = None if args.overwrite else find_text_embedding(folder, stem)
+        if existing is not None:
+            if projection is not None:
+                _check_same_projection(existing, projection)
             continue
         try:
             todo.append((stem, read_caption(caption_path)))
@@ -159,6 +162,19 @@ def compute_embeddings(args) -> int | None:
     print(f"embedded {len(todo)} captions with {encoder.name} (D={dim}{how}) in {time.time() - start:.1f} s "
           f"-> {folder}")  # fmt: skip
     return dim
+
+
+def _check_same_projection(path: str, projection) -> None:
+    """An embedding kept from an earlier run must have been projected by this run's crossattn_proj."""
+    from cosmos_transfer.data.text_embeddings import text_embedding_metadata
+
+    meta = text_embedding_metadata(path)
+    if meta.get("projection_sha256") != projection.fingerprint:
+        made = meta.get("projection", "no projection (raw embeddings)")
+        raise TextEncoderError(f"{path} was made with {made} (sha256 {meta.get('projection_sha256')}), this run "
+                               f"projects with crossattn_proj of {projection.source} "
+                               f"(sha256 {projection.fingerprint}): add --overwrite to redo the folder, or use "
+                               "another --embedding-folder")
 
 
 def check(args, embedding_dim: int | None) -> list[tuple[str, str]]:

@@ -251,6 +251,7 @@ class VideoDataset(Dataset):
             reasons = "; ".join(f"{path}: {why}" for path, why in self.bad_files[:3])
             raise ValueError(f"no usable clips in {self.root}; first problems: {reasons}")
         self._check_embedding_dim()
+        self._check_one_projection()
         self._bad_at_runtime: set[int] = set()  # per process: clips found bad while decoding (each warned once)
 
     def _check_embedding_dim(self) -> None:
@@ -271,6 +272,25 @@ class VideoDataset(Dataset):
                     f"but the dataset is configured with text_embedding_dim={self.text_embedding_dim}"
                 )
             return
+
+    def _check_one_projection(self) -> None:
+        """Embeddings projected offline (text_encoders.CrossAttnProjection) must all come from one crossattn_proj, and
+        not be mixed with raw ones: compared by the fingerprint each file records (a header read per file)."""
+        first = None
+        for clip in self.clips:
+            try:
+                meta = text_embedding_metadata(clip.embedding)
+            except LOAD_ERRORS:
+                continue  # an unreadable file is one bad clip, found and counted when it is loaded
+            kind = (meta.get("projection_sha256"), meta.get("projection", "no projection (raw embeddings)"))
+            if first is None:
+                first = (kind, clip.embedding)
+            elif kind[0] != first[0][0]:
+                raise ValueError(
+                    f"text embeddings in {os.path.dirname(clip.embedding)} are of different kinds: {first[1]} has "
+                    f"{first[0][1]} (sha256 {first[0][0]}), {clip.embedding} has {kind[1]} (sha256 {kind[0]}). Make "
+                    "them all with the base you train: scripts/prepare_dataset.py --project-with <its file> --overwrite"
+                )
 
     def _check_bad_share(self, num_bad: int) -> None:
         if num_bad > self.max_bad_fraction * self.num_files:

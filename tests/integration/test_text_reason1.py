@@ -102,6 +102,7 @@ def test_the_folder_picks_the_encoder(reason1_dir, tmp_path):
 
 def _base_file(tmp_path, text_width):
     """A tiny Cosmos-2.5 base with crossattn_proj text_width -> 16, saved in NVIDIA's layout (net.*, bf16)."""
+    os.makedirs(tmp_path, exist_ok=True)
     torch.manual_seed(3)
     net = Cosmos25DiT(max_img_h=16, max_img_w=16, max_frames=4, in_channels=4, out_channels=4, model_channels=32,
                       num_blocks=1, num_heads=2, crossattn_emb_channels=16, use_crossattn_projection=True,
@@ -187,3 +188,24 @@ def test_prepare_dataset_refuses_a_projection_it_cannot_apply(tmp_path, reason1_
     with pytest.raises(SystemExit):
         main([root, "--text_encoder", "minilm", "--project-with", other_width])
     assert "must be a Cosmos-Reason1" in capsys.readouterr().err
+
+
+def test_prepare_dataset_does_not_mix_two_projections(tmp_path, reason1_dir, capsys):
+    """Embeddings kept from a run with one base's crossattn_proj are not topped up with another base's."""
+    root = to_transfer2_5_layout(make_tiny_dataset(tmp_path / "clips", stems=["a", "b"]))
+    _, first = _base_file(tmp_path / "one", LAYERS * HIDDEN)
+    torch.manual_seed(4)
+    second = str(tmp_path / "two.pt")
+    torch.save({"net.crossattn_proj.0.weight": torch.randn(16, LAYERS * HIDDEN).bfloat16(),
+                "net.crossattn_proj.0.bias": torch.zeros(16).bfloat16()}, second)
+    main = _prepare_dataset_main()
+    common = ["--text_encoder", reason1_dir, "--num-frames", "5", "--resolution", "32x48"]
+    assert main([root, *common, "--project-with", first]) == 0
+    os.remove(os.path.join(root, "reason1_projected", "b.safetensors"))
+    capsys.readouterr()
+    assert main([root, *common, "--project-with", second]) == 2
+    err = capsys.readouterr().err
+    assert "a.safetensors was made with crossattn_proj of base_ema_bf16.pt" in err and "--overwrite" in err
+    assert main([root, *common, "--project-with", second, "--overwrite"]) == 0
+    assert text_embedding_metadata(os.path.join(root, "reason1_projected", "a.safetensors"))["projection"] == \
+        "crossattn_proj of two.pt"

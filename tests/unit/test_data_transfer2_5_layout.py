@@ -101,3 +101,22 @@ def test_seg_video_of_another_length_is_left_out(tmp_path):
     ds = _dataset(root, hint_keys=["seg"])
     (video, why), = ds.bad_files
     assert video.endswith("b.mp4") and "segmentation video" in why and "9 frames" in why and "12 frames" in why
+
+
+def test_embeddings_of_two_projections_are_not_mixed(tmp_path):
+    """Text projected by two different crossattn_proj (two bases), or projected and raw, in one folder: refused."""
+    root = _layout(tmp_path, stems=["a", "b", "c"])
+    projected = {"projection": "crossattn_proj of edge.pt", "projection_sha256": "1111"}
+    for stem, extra in (("a", projected), ("b", projected), ("c", {**projected, "projection_sha256": "2222"})):
+        save_text_embedding(os.path.join(root, "reason1", stem + ".safetensors"), np.zeros((4, 8), np.float32),
+                            encoder="test", max_length=4, caption=stem, extra_metadata=extra)
+    with pytest.raises(ValueError, match=r"are of different kinds: .*a.safetensors has crossattn_proj of edge.pt "
+                                         r"\(sha256 1111\), .*c.safetensors has crossattn_proj of edge.pt "
+                                         r"\(sha256 2222\)"):
+        _dataset(root)
+    save_text_embedding(os.path.join(root, "reason1", "c.safetensors"), np.zeros((4, 8), np.float32),
+                        encoder="test", max_length=4, caption="c")
+    with pytest.raises(ValueError, match=r"c.safetensors has no projection \(raw embeddings\)"):
+        _dataset(root)
+    os.remove(os.path.join(root, "reason1", "c.safetensors"))
+    assert len(_dataset(root)) == 2
