@@ -10,7 +10,7 @@ What is checked (each cheap: file-system look-ups and a model built on the meta 
   text-embedding folder;
 - memory: the model's weights, gradients, optimizer state and EMA (cosmos_transfer.memory) against the GPU's memory
   (FSDP2 divides the networks by the number of ranks) and against the host's available memory (every rank builds
-  the whole model in host memory before moving it to its device);
+  the whole model in host memory before moving it to its device, or with checkpoint.load_path only its shard);
 - world size: `trainer.fsdp_shard_size` divides it, there is a GPU for every local rank, every rank gets a batch.
 
 Activations are not counted (they come on top), so a run refused here could never have run; one that passes may
@@ -164,8 +164,9 @@ def host_available_bytes() -> int | None:
 
 
 def memory_problems(report: MemoryReport, note: str, *, world_size: int, local_world_size: int, device_type: str,
-                    device_bytes: int | None, host_bytes: int | None) -> list[str]:
-    """The model's persistent state against the device (per rank) and the host (all local ranks)."""
+                    device_bytes: int | None, host_bytes: int | None, sharded_build: bool = False) -> list[str]:
+    """The model's persistent state against the device (per rank) and the host (all local ranks). `sharded_build`:
+    the trainer builds the model on the meta device and each rank holds only its shard (checkpoint.load_path)."""
     gib = lambda n: f"{n / GIB:,.1f} GiB"  # noqa: E731
     figures = (f"{report.trainable_parameters / 1e6:,.1f} M trainable and {report.frozen_parameters / 1e6:,.1f} M "
                f"frozen parameters: weights, gradients, optimizer state and EMA {gib(report.total_bytes)}{note}, "
@@ -182,12 +183,16 @@ def memory_problems(report: MemoryReport, note: str, *, world_size: int, local_w
         if per_rank > device_bytes:
             problems.append(f"the model needs {gib(per_rank)} per GPU on {world_size} GPU(s), the GPU has "
                             f"{gib(device_bytes)} ({figures}). {options}")
-    # Every rank builds the whole model in host memory before moving it (CPU training: it stays there).
-    weights = report.trainable_parameter_bytes + report.frozen_parameter_bytes + report.buffer_bytes \
-        + report.tokenizer_bytes
+    # Without load_path every rank builds the whole model in host memory before moving it (CPU training: it stays
+    # there); with it each rank materializes only its shard (trainer/shard_loading.py).
+    weights = report.trainable_parameter_bytes + report.frozen_parameter_bytes + report.buffer_bytes
+    if sharded_build:
+        weights /= max(world_size, 1)
+    weights += report.tokenizer_bytes
     host_need = local_world_size * (weights if device_type == "cuda" else per_rank)
     if host_bytes is not None and host_need > host_bytes:
-        where = "to build the model on each rank before moving it to its GPU" if device_type == "cuda" else \
+        where = ("to load each rank's shard before moving it to its GPU" if sharded_build else
+                 "to build the model on each rank before moving it to its GPU") if device_type == "cuda" else \
             "to train on the CPU"
         problems.append(f"the model needs {gib(host_need)} of host memory {where} ({local_world_size} local "
                         f"rank(s)); this machine has {gib(host_bytes)} available ({figures}). {options}")
@@ -251,5 +256,6 @@ def check_run(config: Any, *, world_size: int, local_world_size: int, device_typ
             device_bytes = torch.cuda.get_device_properties(0).total_memory if cuda_devices else None
             problems += memory_problems(report, note, world_size=world_size, local_world_size=local_world_size,
                                         device_type=device_type, device_bytes=device_bytes,
-                                        host_bytes=host_available_bytes())
+                                        host_bytes=host_available_bytes(),
+                                        sharded_build=bool(_get(config, "checkpoint.load_path", "")))
     return problems

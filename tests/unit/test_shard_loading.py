@@ -124,3 +124,21 @@ def test_frozen_base_reference_names_a_vanished_or_changed_source(tmp_path):
     (tmp_path / frozen_base.FILE).write_text("{truncated")
     with pytest.raises(DamagedCheckpointError, match="frozen_base.json is damaged"):
         frozen_base.read(str(tmp_path))
+
+
+def test_preflight_counts_one_shard_per_rank_when_load_path_builds_on_meta():
+    from cosmos_transfer.memory import GIB, MemoryReport
+    from cosmos_transfer.preflight import memory_problems
+
+    report = MemoryReport(trainable_parameters=10**9, frozen_parameters=7 * 10**9,
+                          trainable_parameter_bytes=4 * GIB, frozen_parameter_bytes=14 * GIB, gradient_bytes=4 * GIB,
+                          optimizer_state_bytes=8 * GIB, buffer_bytes=0, tokenizer_bytes=0, ema_bytes=4 * GIB)
+    # 8 ranks x 18 GiB of weights when each builds the whole model; 8 x 18/8 GiB when each holds its shard.
+    whole = memory_problems(report, "", world_size=8, local_world_size=8, device_type="cuda", device_bytes=80 * GIB,
+                            host_bytes=100 * GIB)
+    assert len(whole) == 1 and "144.0 GiB of host memory to build the model on each rank" in whole[0]
+    assert memory_problems(report, "", world_size=8, local_world_size=8, device_type="cuda", device_bytes=80 * GIB,
+                           host_bytes=100 * GIB, sharded_build=True) == []
+    tight = memory_problems(report, "", world_size=8, local_world_size=8, device_type="cuda", device_bytes=80 * GIB,
+                            host_bytes=10 * GIB, sharded_build=True)
+    assert len(tight) == 1 and "18.0 GiB of host memory to load each rank's shard" in tight[0]
