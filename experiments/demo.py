@@ -18,7 +18,7 @@ control | generated | ground-truth GIF every validation), demo_report/. Rerunnin
 checkpoint (`make clean-demo` first after changing this file).
 
 Why these sizes: the network's output per token is a linear map of its `model_channels` features, so a token must
-carry at most model_channels values (tests/test_demo_experiment.py); values the net cannot predict stay noise after
+carry at most model_channels values (tests/integration/test_demo_experiment.py); values the net cannot predict stay noise after
 sampling. The tokenizer compresses, as Cosmos' does (theirs 96x, this one 8x): with the uncompressed PixelTokenizer a
 token held 192 raw pixel values, mostly fine detail that a tiny net trained for minutes cannot predict, and the
 samples stayed grainy, which Canny reads as edges everywhere (BENCHMARKS.md). 17 frames x 32 x 32 -> 5 x 8 x 8 =
@@ -36,6 +36,19 @@ _DATA = dict(num_frames=17, resolution=[32, 32], hint_keys=["edge"], **_TEXT)
 # 17 frames x 32 x 32 -> 24 channels x 5 x 8 x 8 latents; patch 1: 320 tokens of 24 values per clip.
 # Blocks of the edge branch (copies of the base's first blocks); `make demo` converts the base with the same number.
 _CONTROL_BLOCKS = 2
+# The DCT tokenizer's per-channel latent statistics (the `latent_mean` / `latent_std` that standardize each channel),
+# measured once on the 512 pretraining clips (17-frame windows at 32 x 32) by `scripts/pretrain_demo_base.py
+# --latent-stats` (cosmos_transfer.tokenizers.dct.channel_stats), as Cosmos ships mean_std.pt beside its tokenizer.
+# Channel order per colour: (time, row, column) frequencies 000 (the patch mean), 001, 010, 011, 100, 101, 110, 111.
+# At one common scale the 21 gradient channels were 4-30x smaller than the patch means, and the EDM loss (one
+# sigma_data for all channels) left them, the shapes' outlines, unlearned (BENCHMARKS.md, issue 17).
+_LATENT_MEAN = [-0.4579, 0.0013, 0.0004, 0.0, 0.0, -0.0002, 0.0, 0.0,
+                -0.4597, 0.0016, 0.0005, 0.0, 0.0, 0.0, 0.0001, 0.0,
+                -0.5551, 0.0011, 0.0005, 0.0, -0.0001, -0.0001, 0.0, 0.0]
+_LATENT_STD = [0.5814, 0.1516, 0.1493, 0.06079, 0.06345, 0.04173, 0.04218, 0.02555,
+               0.4646, 0.1205, 0.1177, 0.04909, 0.04947, 0.03233, 0.03297, 0.02039,
+               0.5812, 0.1358, 0.1306, 0.05443, 0.05561, 0.03721, 0.03627, 0.02295]
+_TOKENIZER = dict(latent_mean=_LATENT_MEAN, latent_std=_LATENT_STD)
 _NET = dict(in_channels=24, out_channels=24, patch_spatial=1, model_channels=192, num_heads=3, max_img_h=32,
             max_img_w=32, crossattn_emb_channels=384)
 
@@ -58,6 +71,7 @@ DEMO_EDGE_TINY = LazyDict(
         model=dict(
             _target_="cosmos_transfer.diffusion.model_ctrl.ControlDiffusionModel",
             net=_NET,
+            tokenizer=_TOKENIZER,
             net_ctrl=dict(hint_channels=24, num_control_blocks=_CONTROL_BLOCKS),
             # Post-training as Cosmos-Transfer1 does it: the base (assets/demo/base_model.pt, given as
             # checkpoint.load_path after convert_checkpoint.py --new-control edge) stays frozen, only the branch
@@ -108,13 +122,13 @@ DEMO_BASE_TINY = LazyDict(
             "_self_",
         ],
         job=dict(project="cosmos_transfer", group="demo", name="demo_base_tiny"),
-        model=dict(net=_NET, p_mean=-1.2, p_std=1.2),
+        model=dict(net=_NET, tokenizer=_TOKENIZER, p_mean=-1.2, p_std=1.2),
         dataloader_train=dict(batch_size=4, dataset=dict(_DATA, hint_keys=[])),
         dataloader_val=dict(batch_size=1, dataset=dict(_DATA, hint_keys=[])),
         optimizer=dict(lr=1e-3, weight_decay=0.01),
         scheduler=dict(warm_up_steps=[100], f_start=[0.1]),
         trainer=dict(
-            max_iter=4000,  # what scripts/pretrain_demo_base.py runs (--iters)
+            max_iter=3000,  # what scripts/pretrain_demo_base.py runs (--iters)
             validation_iter=1000,
             validation_num_batches=2,
             sample_num_steps=12,

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Pretrain the demo's tiny base once, and write it as NVIDIA ships a Cosmos-Transfer1 base (`base_model.pt`).
 
-    .venv/bin/python scripts/pretrain_demo_base.py --out assets/demo        # ~30 min on a shared 2-core CPU machine
+    .venv/bin/python scripts/pretrain_demo_base.py --out assets/demo        # ~1 h on a shared 2-core CPU machine
+    .venv/bin/python scripts/pretrain_demo_base.py --latent-stats  # print the DCT tokenizer's per-channel statistics
     -> assets/demo/base_model.pt (base_model.net.* + base_model.logvar.*, bfloat16), assets/demo/MODEL_CARD.md,
        assets/demo/base_samples.gif (generated | ground truth for validation captions)
 
@@ -53,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="assets/demo", help="folder for base_model.pt, MODEL_CARD.md and samples")
     parser.add_argument("--data", default="datasets/demo_pretrain", help="where the pretraining clips are made")
     parser.add_argument("--clips", type=int, default=512, help="training clips drawn from the demo generator")
-    parser.add_argument("--iters", type=int, default=4000)
+    parser.add_argument("--iters", type=int, default=3000)
+    parser.add_argument("--stop-after", type=int, default=0,
+                        help="end (and write the outputs) after this many of the --iters steps, the learning-rate "
+                        "schedule still that of --iters (0: run them all); the weights equal that step's snapshot")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
@@ -61,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--every", type=int, default=250, help="print the losses every N steps")
     parser.add_argument("--snapshot-every", type=int, default=1000,
                         help="also write the EMA weights so far to snapshot_base_model.pt every N steps (0: never)")
+    parser.add_argument("--latent-stats", action="store_true",
+                        help="only measure and print the DCT tokenizer's per-channel latent mean and std on the "
+                        "pretraining clips (experiments/demo.py holds them as _LATENT_MEAN / _LATENT_STD)")
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="of the written file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the experiment (after --)")
     return parser
@@ -132,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [f"dataloader_train.dataset.root={args.data}/train", f"dataloader_val.dataset.root={args.data}/val",
                  f"trainer.seed={args.seed}", *args.overrides]
     config = loading.compose_config(EXPERIMENT, overrides, make_config=make_config)
-    model = loading.build_model(config).train()
     train_set = instantiate(config.dataloader_train["dataset"])
+    if args.latent_stats:
+        print_latent_stats(train_set)
+        return 0
+    model = loading.build_model(config).train()
     val_set = instantiate(config.dataloader_val["dataset"])
     if len(train_set) < args.clips:
         raise SystemExit(f"{args.data}/train has {len(train_set)} clips, expected {args.clips}: remove the folder "
@@ -168,13 +178,15 @@ def main(argv: list[str] | None = None) -> int:
         optimizer.step()
         ema.update(step - 1)
         losses.append(float(metrics["mse"]))
-        if step % args.every == 0 or step == args.iters:
+        if step % args.every == 0 or step in (args.iters, args.stop_after):
             with ema.swapped_in():
                 rows = errors_per_sigma(model, val_batch)
             line = (f"step {step} ({time.time() - started:.0f} s) train mse {np.mean(losses[-args.every:]):.4f} | "
                     "val (EMA) weighted error at sigma " + " ".join(f"{s:g}: {e:.3f}" for s, e in rows))
             print(line, flush=True)
             log.append(line)
+        if step == args.stop_after:
+            break
         if args.snapshot_every and step % args.snapshot_every == 0 and step < args.iters:
             with ema.swapped_in():
                 torch.save(_official_base(model, torch.float32), os.path.join(args.out, "snapshot_base_model.pt"))
@@ -197,6 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def print_latent_stats(train_set) -> None:
+    """The per-channel mean and std of the plain DCT tokenizer's latents over one window of every pretraining clip."""
+    from cosmos_transfer.tokenizers.dct import DCTTokenizer, channel_stats
+
+    videos = (train_set[i]["video"][None].float() / 127.5 - 1.0 for i in range(len(train_set)))
+    mean, std = channel_stats(DCTTokenizer(), videos)
+    print(f"_LATENT_MEAN = {[round(m, 4) for m in mean]}\n_LATENT_STD = {[float(f'{s:.4g}') for s in std]}")
+
+
 def _official_base(model, dtype: torch.dtype, state: dict | None = None) -> dict[str, torch.Tensor]:
     """The model's weights in NVIDIA's base_model.pt layout (base_model.net.*, base_model.logvar.*), cast to dtype."""
     state = state if state is not None else {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -213,7 +234,8 @@ def write_card(path: str, args, weights_path: str, rows, stats: dict, log: list[
         "# Demo base model (`base_model.pt`)",
         "",
         f"A tiny text2world GeneralDIT (experiment `{EXPERIMENT}`, experiments/demo.py: 2 blocks x 192 channels, 3 "
-        "heads, patch 1, over the DCT tokenizer's 24 latent channels; no control branch), in NVIDIA's Cosmos-Transfer1 "
+        "heads, patch 1, over the DCT tokenizer's 24 latent channels, each standardized to unit std with the per-channel "
+        "statistics of experiments/demo.py; no control branch), in NVIDIA's Cosmos-Transfer1 "
         "`base_model.pt` layout (`base_model.net.*` + `base_model.logvar.*`, read by "
         "cosmos_transfer/checkpoints/transfer1.py). `make demo` post-trains an edge ControlNet branch on it, frozen.",
         "",
@@ -222,8 +244,8 @@ def write_card(path: str, args, weights_path: str, rows, stats: dict, log: list[
         f"- Data: {args.clips} synthetic clips of cosmos_transfer/data/demo.py (seeds 0..{args.clips - 1}; "
         "datasets/demo/train are the first 48), 17 frames at 32 x 32, all-MiniLM-L6-v2 caption embeddings (40 x 384). "
         "Validation: the 8 clips of datasets/demo/val (seeds 50,000..50,007).",
-        f"- Training: {args.iters} steps of batch {args.batch}, AdamW lr 1e-3 (AdaLN modulation and time embedding at "
-        "0.05x), warm-up 100 steps, cosine to 0.1x, weight decay 0.01, gradient clip 1, EDM loss with lognormal "
+        f"- Training: {args.stop_after or args.iters} steps of batch {args.batch}, AdamW lr 1e-3 (AdaLN modulation and "
+        f"time embedding at 0.05x), warm-up 100 steps, cosine to 0.1x over {args.iters} steps, weight decay 0.01, gradient clip 1, EDM loss with lognormal "
         "sigmas (p_mean -1.2, p_std 1.2, x sqrt(5 latent frames)), seed "
         f"{args.seed}, {args.threads} threads.",
         f"- Command: `.venv/bin/python {command}`; {elapsed / 60:.1f} min on {platform.machine()} "
