@@ -70,10 +70,11 @@ def encode_text(
                 "(a local Hugging Face folder such as google-t5/t5-11b's encoder, or 'demo'), or give "
                 "'prompt_embedding' (a precomputed embedding file) instead"
             )
-        from cosmos_transfer.data.text_encoders import TextEncoder, demo_text_encoder_dir
+        from cosmos_transfer.data.text_encoders import demo_text_encoder_dir, load_text_encoder
 
         folder = demo_text_encoder_dir() if text_encoder == "demo" else text_encoder
-        encoder = TextEncoder(folder, max_length=length, device=device)
+        # T5 / MiniLM, or Cosmos-Reason1 for the 2.5 models (picked from the folder's config, as prepare_dataset.py)
+        encoder = load_text_encoder(folder, max_length=length, device=device)
 
     def embed(text: str | None, path: str | None) -> tuple[torch.Tensor, torch.Tensor] | None:
         if path is not None:
@@ -83,6 +84,8 @@ def encode_text(
                 raise SpecError(f"{spec.source}: {error}") from error
         elif text is not None:
             array = encoder.encode([text])[0]
+            if isinstance(array, torch.Tensor):  # Reason1's bf16 [512, 100,352]
+                array = array.float().cpu().numpy()
         else:
             return None
         return pad_text_embedding(array, length)

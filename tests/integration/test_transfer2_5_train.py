@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import torch.distributed.checkpoint as dcp
 
 from tests.helpers import ROOT, check, losses, subprocess_env
@@ -107,3 +108,21 @@ def test_inference_generates_a_video_from_the_job(runs):
     assert frames.shape[0] == 9 and frames.shape[1:3] == (32, 32)
     settings = json.loads(open(out[:-4] + ".json").read())
     assert settings["sampler"] is None and settings["guidance"] == 1.5  # the model's default: UniPC
+
+
+def test_inference_encodes_a_prompt_with_a_reason1_folder(tmp_path):
+    """scripts/inference.py's --text_encoder takes a Cosmos-Reason1 folder for the 2.5 models (a tiny random
+    Qwen2.5-VL here): the prompt is embedded as prepare_dataset.py embeds captions, all 16 positions."""
+    from cosmos_transfer.data.text_encoders import load_text_encoder
+    from cosmos_transfer.inference.pipeline import encode_text
+    from cosmos_transfer.inference.spec import load_spec
+    from tests.tiny_datasets import make_tiny_reason1
+
+    folder = make_tiny_reason1(tmp_path / "reason1", num_layers=2, hidden_size=32)
+    spec_path = tmp_path / "spec.json"
+    video = make_tiny_dataset(tmp_path / "data", stems=("a",), num_frames=3) + "/videos/a.mp4"
+    spec_path.write_text(json.dumps({"prompt": "a red square moves right", "input_video_path": video, "edge": {}}))
+    text = encode_text(load_spec(str(spec_path)), length=16, text_encoder=folder)
+    expected = load_text_encoder(folder, max_length=16).encode(["a red square moves right"])[0].float()
+    assert text.embeddings.shape == (16, 64)
+    assert torch.equal(text.embeddings, expected)
