@@ -2,7 +2,7 @@
 it read and how its weights compare with the eager build + whole-file load. Launched by
 tests/integration/test_shard_loading_fsdp.py:
 
-    torchrun --nproc_per_node=2 tests/shard_loading_run.py OUT_DIR WEIGHTS_FILE...      (writes OUT_DIR/<file>.rank<r>.json)
+    torchrun --nproc_per_node=2 tests/shard_loading_run.py OUT_DIR WEIGHTS_FILE...   (OUT_DIR/<file>.rank<r>.json)
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def read(folder: str) -> FrozenBase | None:
 
 
 def problem(base: FrozenBase, checkpoint: str) -> str | None:
-    """Why the source of checkpoint `checkpoint`'s frozen base cannot be used (None: it is the one it was saved with)."""
+    """Why the source of `checkpoint`'s frozen base cannot be used (None: it is the one it was saved with)."""
     what = (f"checkpoint {checkpoint} holds no copy of its frozen base ({len(base.keys)} tensors): they are read from "
             f"{base.path}, ")
     if not os.path.exists(base.path):

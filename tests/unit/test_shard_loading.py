@@ -1,6 +1,6 @@
 """Meta-device build, materialization and row-wise reading of weight files (trainer/shard_loading.py), and the
-frozen-base reference of lean checkpoints (trainer/frozen_base.py), in one process. Two ranks: the integration tests
-test_shard_loading_fsdp.py and test_lean_checkpoint.py."""
+frozen-base reference of lean checkpoints (trainer/frozen_base.py), in one process. Whole models: the integration
+tests test_meta_build.py, test_shard_loading_fsdp.py (two ranks) and test_lean_checkpoint.py."""
 
 import os
 
@@ -8,33 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from cosmos_transfer.checkpoints import files, transfer1
+from cosmos_transfer.checkpoints import files
 from cosmos_transfer.config.lazy import LazyCall as L
-from cosmos_transfer.config.lazy import instantiate
-from cosmos_transfer.networks.dit_ctrl import NEW_BRANCH_KEY_PATTERNS
 from cosmos_transfer.trainer import frozen_base
-from cosmos_transfer.trainer.checkpoint import load_model_weights
 from cosmos_transfer.trainer.safe_dcp import DamagedCheckpointError
 from cosmos_transfer.trainer.shard_loading import SafetensorsFile, build_on_meta, materialize, read_rows
-
-
-def ctrl_tiny_model_config():
-    from configs.train import make_config
-    from cosmos_transfer.config.compose import override
-
-    return override(make_config(), ["experiment=ctrl_tiny"]).model
-
-
-@pytest.fixture(scope="module")
-def base_files(tmp_path_factory):
-    """The base of a seeded eager ctrl_tiny model, in NVIDIA's base_model.pt layout and as bf16 safetensors."""
-    folder = tmp_path_factory.mktemp("base")
-    torch.manual_seed(3)
-    state = instantiate(ctrl_tiny_model_config()).state_dict()
-    base = {k: v for k, v in state.items() if not k.startswith("net_ctrl.")}
-    files.save_weights_file(transfer1.to_official(base).files["base_model.pt"], str(folder / "base_model.pt"))
-    files.save_weights_file(base, str(folder / "base.safetensors"), dtype=torch.bfloat16)
-    return folder, base
 
 
 def test_safetensors_placeholders_read_only_the_rows_asked_for(tmp_path):
@@ -45,32 +23,6 @@ def test_safetensors_placeholders_read_only_the_rows_asked_for(tmp_path):
     assert torch.equal(read_rows(lazy["w"], (2, 5)), weights["w"][2:5])
     assert torch.equal(read_rows(lazy["w"], None), weights["w"])
     assert torch.equal(read_rows(lazy["s"], None), weights["s"])
-
-
-@pytest.mark.parametrize("name", ["base_model.pt", "base.safetensors"])
-def test_meta_build_then_load_equals_the_eager_build_then_load(base_files, name):
-    """Every weight the file provides is bitwise what the former path (eager build, whole-file load) gives; the
-    branch's zero layers are zero; the rest is initialized (finite), the buffers as the modules compute them."""
-    folder, _ = base_files
-    path = str(folder / name)
-    config = ctrl_tiny_model_config()
-    torch.manual_seed(3)
-    eager = instantiate(config)
-    load_model_weights(eager, path, allowed_missing_keys=NEW_BRANCH_KEY_PATTERNS)
-    model = build_on_meta(config)
-    assert all(p.is_meta for p in model.parameters())
-    materialize(model, torch.device("cpu"), seed=3)
-    keys = load_model_weights(model, path, allowed_missing_keys=NEW_BRANCH_KEY_PATTERNS)
-    expected, got = eager.state_dict(), model.state_dict()
-    assert set(expected) == set(got) and len(keys) > 50
-    assert [k for k in keys if not torch.equal(got[k], expected[k])] == []
-    zero = [k for k in got if ".zero_blocks." in k or ".input_hint_block.14." in k]
-    assert zero and all(torch.count_nonzero(got[k]) == 0 for k in zero)
-    assert all(torch.isfinite(v).all() for v in got.values() if v.is_floating_point())
-    assert {n for n, p in model.named_parameters() if p.requires_grad} == \
-        {n for n, p in eager.named_parameters() if p.requires_grad}
-    for name_, buffer in eager.named_buffers():  # RoPE positions, the logvar head's Fourier features (from the file)
-        assert torch.equal(dict(model.named_buffers())[name_], buffer), name_
 
 
 def test_materialize_names_a_tensor_that_no_initializer_writes():
