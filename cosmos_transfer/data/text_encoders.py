@@ -189,7 +189,9 @@ def _folder_chat_template(model_dir: str) -> str:
         path = os.path.join(model_dir, name)
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as file:
-                return file.read() if name.endswith(".jinja") else json.load(file)["chat_template"]
+                template = file.read() if name.endswith(".jinja") else json.load(file).get("chat_template")
+            if template:
+                return template
     raise ValueError(f"no chat template in {model_dir} (tokenizer_config.json, chat_template.jinja or "
                      "chat_template.json): Cosmos-Reason1 captions are formatted with the model's chat template")
 
