@@ -564,7 +564,8 @@ def load_model_weights(
                 "scripts/export_checkpoint.py (--lora merged) and load that file"
             )
         keys = _check_keys(path, model_state, file_keys, strict, allowed_missing)
-        to_load = {f"model.{k}": model_state[k] for k in keys}
+        # (a lean checkpoint's frozen base is already in place: only what the folder holds is read from it)
+        to_load = {f"model.{k}": model_state[k] for k in keys if f"model.{k}" in stored}
         if use_ema:  # trainable parameters from the EMA's shadow ("ema.shadow.<name>", fp32), the rest from the model
             for k in keys:
                 if f"ema.shadow.{k}" in stored:

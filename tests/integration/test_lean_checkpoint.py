@@ -15,6 +15,7 @@ from cosmos_transfer.checkpoints import files, transfer1
 from cosmos_transfer.config.lazy import instantiate
 from cosmos_transfer.networks.dit_ctrl import NEW_BRANCH_KEY_PATTERNS
 from cosmos_transfer.trainer import frozen_base, safe_dcp
+from cosmos_transfer.trainer.checkpoint import load_model_weights
 from tests.helpers import ROOT, subprocess_env
 from tests.tiny_datasets import make_tiny_dataset
 
@@ -86,6 +87,10 @@ def test_lean_checkpoint_resumes_bitwise_from_the_referenced_base(tmp_path):
     assert all(torch.equal(exported[k], base[k.replace("net_ctrl.edge.", "net.")]) for k in reference.keys)
     lean = export(str(checkpoint), str(tmp_path / "lean.safetensors"), base=False)
     assert not set(reference.keys) & set(lean) and set(lean) | set(reference.keys) == set(exported)
+    # checkpoint.load_path / inference's --checkpoint = the lean folder: the base from its source, the rest from it
+    model = instantiate(override(make_config(), ["experiment=ctrl_tiny"]).model)
+    load_model_weights(model, str(checkpoint))
+    assert all(torch.equal(v, exported[k]) for k, v in model.state_dict().items())
 
     # The base changed since: resuming names it and stops (exit 2, one message), before any step.
     data = bytearray(base_file.read_bytes())
