@@ -5,9 +5,12 @@
 #     bash benchmarks/gpu_suite.sh --plan             # print the commands, run nothing (no GPU needed)
 #
 # Each row is an existing benchmark script run with --device cuda (or its GPU mode), under its own time limit:
-#   dit_step.py        bf16 training step of our GeneralDIT vs diffusers' at the same size (7B width, 4 blocks);
-#                      again with Transformer Engine attention (TE vs SDPA; skipped when TE is not importable)
-#   dit_v2_5_step.py   the same for the Cosmos-2.5 network (2B width, 4 blocks) vs diffusers' 2.5 configuration
+#   dit_step.py        bf16 training step of our GeneralDIT vs diffusers' at the same size (7B width, 2 blocks,
+#                      16 x 32 x 32 = 16,384 tokens);
+#                      again with Transformer Engine attention (TE vs SDPA; where TE is not importable, that row
+#                      says so)
+#   dit_v2_5_step.py   the same for the Cosmos-2.5 network (2B width, 4 blocks, Reason1-wide text) vs diffusers' 2.5
+#                      configuration
 #   ctrl_memory.py     peak GPU memory of one 7B control post-training step at 121 frames 1280 x 704, activation
 #                      checkpointing "full" (the experiments' choice); then the Transfer2.5-2B control step
 #                      (93 frames 1280 x 704) the same way
@@ -23,12 +26,12 @@ PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 
 # name | time limit (s) | command (run from the repository root)
 STEPS=(
-  "dit_sdpa|90|benchmarks/dit_step.py --device cuda --blocks 4 --channels 4096 --heads 32 --frames 16 --size 80 --repeats 5 --no-memory"
-  "dit_te|90|benchmarks/dit_step.py --device cuda --blocks 4 --channels 4096 --heads 32 --frames 16 --size 80 --repeats 5 --no-memory --attention-backend te"
-  "dit_v2_5|90|benchmarks/dit_v2_5_step.py --device cuda --blocks 4 --channels 2048 --heads 16 --frames 24 --size 88 --repeats 5 --no-memory"
+  "dit_sdpa|110|benchmarks/dit_step.py --device cuda --blocks 2 --channels 4096 --heads 32 --frames 16 --size 64 --repeats 5 --no-memory"
+  "dit_te|80|benchmarks/dit_step.py --device cuda --blocks 2 --channels 4096 --heads 32 --frames 16 --size 64 --repeats 5 --no-memory --attention-backend te"
+  "dit_v2_5|100|benchmarks/dit_v2_5_step.py --device cuda --blocks 4 --channels 2048 --heads 16 --frames 16 --size 64 --repeats 5 --no-memory"
   "memory_7b|120|benchmarks/ctrl_memory.py --measure"
-  "memory_transfer2p5_2b|90|benchmarks/ctrl_memory.py --measure --size transfer2p5_2b"
-  "tokenizer|45|benchmarks/tokenizer.py --device cuda --quick"
+  "memory_transfer2p5_2b|85|benchmarks/ctrl_memory.py --measure --size transfer2p5_2b"
+  "tokenizer|40|benchmarks/tokenizer.py --device cuda --quick"
 )
 
 if [ "${1:-}" = "--plan" ]; then
@@ -54,7 +57,7 @@ nvidia-smi -L >/dev/null 2>&1 || no_gpu "nvidia-smi is missing or lists no GPU"
   || no_gpu "torch.cuda.is_available() is False for $PYTHON"
 
 OUT="${1:-$ROOT/outputs/gpu_suite/$(date -u +%Y%m%d-%H%M%S)}"
-mkdir -p "$OUT"
+mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)"  # absolute: the steps run from the repository root
 cd "$ROOT" || exit 2
 "$PYTHON" -c 'import torch; print(torch.cuda.get_device_name(), "| torch", torch.__version__)' >"$OUT/device.txt"
 : >"$OUT/steps.tsv"
