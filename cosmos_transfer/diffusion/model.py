@@ -515,5 +515,6 @@ def _checked_frame_probs(probs: dict[int, float] | None) -> tuple[torch.Tensor, 
         weights.append(float(weight))
     if not math.isclose(sum(weights), 1.0, abs_tol=1e-6):
         raise ValueError(message)
-    return torch.tensor(counts), torch.tensor(weights, dtype=torch.float64)
+    # On the CPU (where the draws are made), also when the model is built under torch.device("meta").
+    return torch.tensor(counts, device="cpu"), torch.tensor(weights, dtype=torch.float64, device="cpu")
 

@@ -1,7 +1,8 @@
 """The tiny Cosmos-2.5 demo (experiment transfer2p5_tiny: Cosmos25Model on a Cosmos25ControlDiT, frozen base,
 rectified flow) through the real trainer under torchrun (2 processes, gloo, FSDP2 with the control blocks as their
-own units): the loss falls, a resumed run repeats the uninterrupted losses bitwise, the checkpoint holds optimizer
-and EMA state for the control branch only, and scripts/inference.py generates a video from the job."""
+own units): the loss falls, a resumed run (with activation checkpointing) repeats the uninterrupted losses bitwise,
+the checkpoint holds optimizer and EMA state for the control branch only, and scripts/inference.py generates a video
+from the job."""
 
 import importlib.util
 import json
@@ -32,9 +33,9 @@ def _overrides(data) -> list[str]:
             "trainer.sample_num_steps=3", "trainer.progress_bar=false", f"checkpoint.save_iter={SAVE_AT}"]
 
 
-def _train(output_root, data) -> subprocess.CompletedProcess:
+def _train(output_root, data, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(ROOT / "scripts" / "train.py"), "--config=configs/train.py", "--", *_overrides(data)]
+               str(ROOT / "scripts" / "train.py"), "--config=configs/train.py", "--", *_overrides(data), *extra]
     env = {**subprocess_env(), "OUTPUT_ROOT": str(output_root)}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
@@ -54,7 +55,8 @@ def runs(tmp_path_factory):
     kept = [line for line in lines if json.loads(line).get("iteration", 0) <= SAVE_AT and "event" not in json.loads(line)]
     (resumed / "metrics.jsonl").write_text("\n".join(kept) + "\n")
     shutil.rmtree(resumed / "samples", ignore_errors=True)
-    result = check(_train(tmp / "resumed", data))
+    # Resumed with activation checkpointing on every block, control blocks included: it recomputes the same numbers.
+    result = check(_train(tmp / "resumed", data, "trainer.activation_checkpointing=full"))
     return {"job": job, "resumed": resumed, "resume_output": result.stdout + result.stderr, "tmp": tmp}
 
 
@@ -126,3 +128,31 @@ def test_inference_encodes_a_prompt_with_a_reason1_folder(tmp_path):
     expected = load_text_encoder(folder, max_length=16).encode(["a red square moves right"])[0].float()
     assert text.embeddings.shape == (16, 64)
     assert torch.equal(text.embeddings, expected)
+
+
+def test_post_training_from_an_official_layout_file_under_torchrun(tmp_path):
+    """checkpoint.load_path = a file in NVIDIA's released 2.5 layout (net.*, bf16, with a training counter): the
+    trainer builds on the meta device, each rank reads its shards, trains, and the job's weights hold the file's
+    frozen base unchanged. (Before: the model's condition-frame table was built on the meta device and the first
+    step failed with "Cannot copy out of meta tensor".)"""
+    from configs.train import make_config
+    from cosmos_transfer.config.lazy import instantiate
+    from cosmos_transfer.inference import loading
+
+    config = loading.compose_config("transfer2p5_tiny", make_config=make_config)
+    torch.manual_seed(5)
+    source = instantiate(config.model)
+    official = {"net." + k: v.to(torch.bfloat16) for k, v in source.net.state_dict().items()}
+    official["net.accum_iteration"] = torch.tensor(3)
+    torch.save(official, tmp_path / "model_ema_bf16.pt")
+    data = make_tiny_dataset(tmp_path / "data", stems=("a", "b", "c", "d"), num_frames=9, size=(32, 32),
+                             text_dim=384)
+    check(_train(tmp_path / "out", data, f"checkpoint.load_path={tmp_path / 'model_ema_bf16.pt'}",
+                 "trainer.max_iter=2", "trainer.validation_iter=0", "checkpoint.save_iter=2"))
+    model = loading.build_model(config)
+    loading.load_weights(model, str(tmp_path.joinpath("out", *JOB)), use_ema=False)
+    state = model.state_dict()
+    for key in ("net.blocks.1.cross_attn.k_proj.weight", "net.crossattn_proj.0.weight", "net.final_layer.linear.weight"):
+        assert torch.equal(state[key], official[key].float()), key
+    assert not torch.equal(state["net.control_blocks.0.after_proj.weight"],
+                           official["net.control_blocks.0.after_proj.weight"].float())  # the branch trained
