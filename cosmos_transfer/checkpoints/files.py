@@ -99,8 +99,6 @@ def load_weights_file(path: str, what: str = "weights file", lazy: bool = False)
     if path.endswith(".safetensors"):
         if lazy:
             require_file(path, what)
-            from cosmos_transfer.trainer.shard_loading import SafetensorsFile
-
             try:
                 return SafetensorsFile(path)
             except Exception as error:  # noqa: BLE001 - SafetensorError (header), OSError
@@ -122,3 +120,27 @@ def save_weights_file(state: dict[str, torch.Tensor], path: str, dtype: torch.dt
         save_file({k: v.contiguous() for k, v in state.items()}, path)
     else:
         torch.save({k: v.contiguous() for k, v in state.items()}, path)
+
+
+class SafetensorsFile(dict):
+    """The tensors of a `.safetensors` file as placeholders (meta tensors: name, shape, dtype; nothing read), each
+    remembering where it comes from; trainer/shard_loading.py's read_rows reads only the rows a rank holds
+    (safe_open / get_slice)."""
+
+    def __init__(self, path: str) -> None:
+        from safetensors import safe_open
+
+        super().__init__()
+        self.path = path
+        self.handle = safe_open(path, framework="pt", device="cpu")
+        for key in self.handle.keys():
+            piece = self.handle.get_slice(key)
+            placeholder = torch.empty(piece.get_shape(), dtype=_SAFETENSORS_DTYPES[piece.get_dtype()], device="meta")
+            placeholder._safetensors_key = key  # read back by read_rows
+            placeholder._safetensors_file = self
+            self[key] = placeholder
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}

@@ -126,29 +126,6 @@ def local_rows(tensor: torch.Tensor) -> tuple[int, int] | None:
     return start, stop
 
 
-class SafetensorsFile(dict):
-    """The tensors of a `.safetensors` file as placeholders (meta tensors: name, shape, dtype; nothing read), each
-    remembering where it comes from; `rows(placeholder, start, stop)` reads those rows only (safe_open/get_slice)."""
-
-    def __init__(self, path: str) -> None:
-        from safetensors import safe_open
-
-        super().__init__()
-        self.path = path
-        self.handle = safe_open(path, framework="pt", device="cpu")
-        for key in self.handle.keys():
-            piece = self.handle.get_slice(key)
-            placeholder = torch.empty(piece.get_shape(), dtype=_SAFETENSORS_DTYPES[piece.get_dtype()], device="meta")
-            placeholder._safetensors_key = key  # read back by read_rows
-            placeholder._safetensors_file = self
-            self[key] = placeholder
-
-
-_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                       "U8": torch.uint8, "BOOL": torch.bool}
-
-
 def read_rows(source: torch.Tensor, rows: tuple[int, int] | None) -> torch.Tensor:
     """Rows [start, stop) of a weight (all of it for None): a slice of a mapped tensor (only its pages are read),
     or of a SafetensorsFile placeholder (only its bytes are read)."""

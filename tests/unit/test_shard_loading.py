@@ -12,7 +12,8 @@ from cosmos_transfer.checkpoints import files
 from cosmos_transfer.config.lazy import LazyCall as L
 from cosmos_transfer.trainer import frozen_base
 from cosmos_transfer.trainer.safe_dcp import DamagedCheckpointError
-from cosmos_transfer.trainer.shard_loading import SafetensorsFile, build_on_meta, materialize, read_rows
+from cosmos_transfer.checkpoints.files import SafetensorsFile
+from cosmos_transfer.trainer.shard_loading import build_on_meta, materialize, read_rows
 
 
 def test_safetensors_placeholders_read_only_the_rows_asked_for(tmp_path):
