@@ -223,7 +223,8 @@ def model_weights(path: str, model_keys) -> tuple[dict[str, torch.Tensor], str]:
         raise ValueError(
             f"checkpoint.load_path={path} holds {len(found.branches)} control branch(es), the model has "
             f"{len(model_branches)}: combine one released file per branch first, in the model's hint-key order: "
-            "scripts/convert_checkpoint.py to-ours BASE.pt joint.safetensors --control edge=EDGE.pt --control vis=BLUR.pt ...")
+            "scripts/convert_checkpoint.py to-ours BASE.pt joint.safetensors --control edge=EDGE.pt "
+            "--control vis=BLUR.pt ...")
     return {NET + k: v for k, v in state.items()}, description
 
 

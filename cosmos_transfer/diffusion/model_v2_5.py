@@ -115,7 +115,8 @@ class Cosmos25Model(DiffusionModel):
         if not 0.0 <= hint_dropout_rate < 1.0:
             raise ValueError(f"Cosmos25Model: hint_dropout_rate must be in [0, 1), got {hint_dropout_rate}")
         if base_dtype is not None and base_dtype not in DTYPE_NAMES:
-            raise ValueError(f"Cosmos25Model: base_dtype must be None or one of {list(DTYPE_NAMES)}, got {base_dtype!r}")
+            raise ValueError(f"Cosmos25Model: base_dtype must be None or one of {list(DTYPE_NAMES)}, "
+                             f"got {base_dtype!r}")
         frozen_base = is_control and not finetune_base
         if base_dtype not in (None, "float32") and not frozen_base:
             raise ValueError(
@@ -152,7 +153,8 @@ class Cosmos25Model(DiffusionModel):
         hints = self.hints_of(batch, hint_latents)  # sampling encodes them once for condition and uncondition
         hint_keep = None
         if self.training and torch.is_grad_enabled() and len(self.hint_keys) > 1 and self.hint_dropout_rate > 0:
-            hint_keep = keep_at_least_one(torch.rand(condition.batch_size, len(self.hint_keys)) >= self.hint_dropout_rate)
+            drawn = torch.rand(condition.batch_size, len(self.hint_keys))
+            hint_keep = keep_at_least_one(drawn >= self.hint_dropout_rate)
         fields = {f.name: getattr(condition, f.name) for f in dataclasses.fields(Condition)}
         return ControlCondition(**fields, hints=hints, control_weight=batch.get("control_weight", self.control_weights),
                                 hint_keep=hint_keep)
@@ -174,7 +176,8 @@ class Cosmos25Model(DiffusionModel):
         dtype = x.dtype
         kwargs: dict[str, Any] = dict(
             crossattn_emb=condition.crossattn_emb.to(dtype), condition_mask=condition_mask,
-            fps=condition.fps, padding_mask=None if condition.padding_mask is None else condition.padding_mask.to(dtype),
+            fps=condition.fps,
+            padding_mask=None if condition.padding_mask is None else condition.padding_mask.to(dtype),
         )
         if self.net.extra_image_context_dim is not None:  # NVIDIA's input without a reference image
             kwargs["img_context_emb"] = x.new_zeros(x.shape[0], IMAGE_CONTEXT_TOKENS, self.net.extra_image_context_dim)
