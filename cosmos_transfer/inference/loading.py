@@ -104,6 +104,12 @@ def load_control_file(model: nn.Module, hint_key: str, path: str,
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"control checkpoint {path} (for '{hint_key}') does not exist")
+    if getattr(model, "net_ctrl", None) is None and getattr(model, "hint_keys", None):  # a Cosmos-2.5 model
+        raise ValueError(
+            f"control checkpoint {path} (for '{hint_key}'): a Cosmos-2.5 model's branches live in its one network; "
+            "give a released Transfer2.5 file (base and branch) as --checkpoint, or, for several controls, combine "
+            "the released files first: scripts/convert_checkpoint.py to-ours BASE.pt joint.safetensors "
+            "--control edge=EDGE.pt --control vis=BLUR.pt ... (docs/INFERENCE.md)")
     branches = getattr(model, "net_ctrl", None)
     if branches is None or hint_key not in branches:
         have = sorted(branches.keys()) if branches is not None else []

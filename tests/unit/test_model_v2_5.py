@@ -246,3 +246,12 @@ def test_a_file_with_another_number_of_branches_says_to_convert(tmp_path):
     _official_file(_source_model().net, path)
     with pytest.raises(ValueError, match="convert_checkpoint.py to-ours"):
         load_model_weights(_model(keys=("edge", "depth"), image_context=8), path, strict=True)
+
+
+def test_a_transfer1_style_control_file_for_a_2p5_model_says_what_to_do(tmp_path):
+    from cosmos_transfer.inference.loading import load_control_file
+
+    path = tmp_path / "edge.pt"
+    _official_file(_source_model().net, str(path))
+    with pytest.raises(ValueError, match="convert_checkpoint.py to-ours"):
+        load_control_file(_model(image_context=8), "edge", str(path))
