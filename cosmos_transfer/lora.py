@@ -9,7 +9,8 @@ wraps each matched layer: its weight becomes `<layer>.base_layer.weight` and the
 (A: [rank, in], random) and `<layer>.lora_B.default.weight` (B: [out, rank], zero), so the adapted model starts equal
 to the base and computes `W x + (alpha / rank) B A x`. Every parameter of a network that holds an adapter is frozen,
 except the adapters and what the `trainable` patterns name (a control branch's own zero-initialized layers, which
-must train for its output to move); parameters outside those networks (the `logvar` head) keep their setting.
+must train for its output to move; with adapters on the base, a Transfer2.5 control branch, which shares the network
+`net`); parameters outside those networks (the `logvar` head) keep their setting.
 Adapters are float32 whatever the frozen base's dtype (master weights for the optimizer; NVIDIA's Predict2.5 does
 the same), and dropout is 0 by default, so a resumed run repeats an uninterrupted one bitwise.
 
@@ -52,11 +53,13 @@ BASE_TARGETS = (_BASE_BLOCKS + _ATTENTION, _BASE_BLOCKS + _MLP)
 # zero projections (networks/dit_ctrl.py BRANCH_OWN_LAYERS), Transfer2.5's control embedder and before/after
 # projections.
 CONTROL_TARGETS = (_CONTROL_BLOCKS + _ATTENTION, _CONTROL_BLOCKS + _MLP)
-# (One pattern for both families: each pattern must match something.)
 CONTROL_TRAINABLE = (
     r"(net_ctrl\.[^.]+\.(x_embedder2|input_hint_block|zero_blocks)"
     r"|net\.(control_embedder[^.]*|control_blocks[^.]*\.[^.]+\.(before_proj|after_proj)))\..*",
 )
+# With adapters on the base, a Transfer2.5 model's control branch (inside the same network `net`) keeps training in
+# full, as Transfer1's separate `net_ctrl` does.
+BASE_TRAINABLE = (r"net\.control_(embedder|blocks)[^.]*\..*",)
 
 
 class LoRA:
@@ -66,8 +69,8 @@ class LoRA:
         rank: r of the low-rank update (A: r x in, B: out x r).
         alpha: the update is scaled by alpha / rank.
         target_modules: regular expressions matched against the full names of the model's nn.Linear modules.
-        trainable: regular expressions of parameter names (as before LoRA) that stay trainable inside the adapted
-            networks; each must match some parameter.
+        trainable: regular expressions of parameter names (as before LoRA) that stay trainable, if they were, inside
+            the adapted networks (a pattern may match nothing: e.g. a 2.5 control branch in a model without one).
         dropout: dropout on the adapters' input (0: none, and bitwise-reproducible resumes).
     """
 
@@ -154,7 +157,7 @@ class LoRA:
                 continue
             original = base_name(name)
             inside = _network_of(original) in adapted_networks
-            parameter.requires_grad_(original in kept if inside else before[original])
+            parameter.requires_grad_(before[original] and (original in kept or not inside))
         adapters = sum(p.numel() for n, p in model.named_parameters() if is_adapter_key(n))
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
@@ -163,14 +166,7 @@ class LoRA:
                 f"{trainable / 1e6:.2f}M of {total / 1e6:.2f}M")
 
     def _kept_trainable(self, parameters: Mapping[str, bool]) -> set[str]:
-        kept: set[str] = set()
-        for pattern in self.trainable:
-            hits = {name for name in parameters if re.fullmatch(pattern, name)}
-            if not hits:
-                raise ConfigError(f"lora.trainable: the pattern {pattern!r} matches no parameter of the model "
-                                  f"(names like {list(parameters)[:3]})")
-            kept |= hits
-        return kept
+        return {name for name in parameters if any(re.fullmatch(pattern, name) for pattern in self.trainable)}
 
 
 def _network_of(name: str) -> str:

@@ -255,3 +255,25 @@ def test_lora_on_a_frozen_bf16_base_shards_and_trains(tmp_path):
         dist.destroy_process_group()
     assert losses[-1] < losses[0], losses
     assert not _untrained_adapters(model)
+
+
+@pytest.mark.parametrize("option", ["base", "control"])
+def test_lora_on_the_transfer2p5_training_model_freezes_what_it_says(option):
+    """Transfer2.5 keeps base and control blocks in one network (`net`): adapters on the base leave the control branch
+    training in full (as Transfer1's separate net_ctrl); adapters on the control blocks leave only their own layers."""
+    config = override(make_config(), ["--", "experiment=transfer2p5_tiny", f"lora={option}", *LORA_OVERRIDES])
+    torch.manual_seed(0)
+    model = instantiate(config.model)
+    before = {n for n, p in model.named_parameters() if p.requires_grad}
+    instantiate(config.lora).apply(model)
+    after = {lora.base_name(n) for n, p in model.named_parameters() if p.requires_grad and not lora.is_adapter_key(n)}
+    adapters = [n for n, p in model.named_parameters() if lora.is_adapter_key(n)]
+    assert adapters and all(p.requires_grad for n, p in model.named_parameters() if lora.is_adapter_key(n))
+    if option == "base":
+        assert all(n.startswith("net.blocks.") for n in adapters)
+        assert after == before  # the control branch, all of it, as before
+    else:
+        assert all(n.startswith("net.control_blocks") for n in adapters)
+        assert after and after < before
+        assert all(n.startswith("net.control_embedder") or n.rsplit(".", 2)[-2] in ("before_proj", "after_proj")
+                   for n in after), sorted(after)

@@ -63,7 +63,8 @@ def test_control_patterns_name_only_the_branches():
 def test_a_pattern_that_matches_nothing_is_a_config_error_naming_it():
     model = _model(net=configs_net.TINY_DIT_2P5)
     pattern = r"net\.blocks\..*\.to_q\.0"  # Transfer1's name on a 2.5 network
-    with pytest.raises(ConfigError, match=r"lora\.target_modules: the pattern 'net\\\\.blocks.*to_q.*matches no nn\.Linear"):
+    expected = r"lora\.target_modules: the pattern 'net\\\\.blocks.*to_q.*matches no nn\.Linear"
+    with pytest.raises(ConfigError, match=expected):
         lora.LoRA(target_modules=[lora.BASE_TARGETS[0], pattern]).targets(model)
 
 
