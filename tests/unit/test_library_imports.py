@@ -124,3 +124,22 @@ def test_the_config_package_is_in_layers(layer, allowed):
     assert config <= allowed, f"config/{layer}.py imports {sorted(config - allowed)}"
     others = {name for name in imported if not name.startswith("cosmos_transfer.config")}
     assert others <= {"cosmos_transfer.dtypes", "cosmos_transfer.hints"}, others
+
+
+COMPONENTS = ("networks", "tokenizers", "diffusion", "data", "checkpoints", "ema", "lora", "flops", "metrics",
+              "video_io", "dtypes", "hints")
+RUNNERS = ("trainer", "inference", "memory", "preflight", "cli")
+# The one crossing on purpose: data-loader workers ignore the stop signals that the trainer's rank handles.
+CROSSINGS = {("cosmos_transfer.data.sampler", "cosmos_transfer.trainer.signals")}
+
+
+def test_components_never_import_a_runner():
+    """Networks, tokenizers, models, data, weight formats, ... are built from plain arguments and know neither the
+    trainer nor inference (docs/ARCHITECTURE.md, Layers); only the runners build and drive them."""
+    def part(module: str) -> str:  # cosmos_transfer.trainer.signals -> trainer; the package itself -> __init__
+        return (module.split(".") + ["__init__"])[1]
+
+    upward = sorted(f"{module} -> {target}" for module, targets in _graph().items() if part(module) in COMPONENTS
+                    for target in targets if part(target) in RUNNERS and (module, target) not in CROSSINGS)
+    assert not upward, upward
+    assert {part(module) for module in _graph()} - {"config", "__init__"} <= set(COMPONENTS + RUNNERS)
