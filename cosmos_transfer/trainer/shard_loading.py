@@ -80,7 +80,15 @@ def materialize(model: nn.Module, device: torch.device, seed: int) -> nn.Module:
     Tensors that were already real (a tokenizer registered as a submodule) are kept as they were. Every floating
     point tensor the initializers leave unwritten is reported by name (they start as NaN to find them)."""
     real = {name: t.detach().clone() for name, t in _real_tensors(model).items()}
+    # A module the model holds outside its tree (the tokenizer: hide_from_state_dict) is moved along by the model's
+    # _apply, so to_empty empties it too; nothing would compute its buffers and weights again.
+    held = [(module, {name: t.detach().clone() for name, t in _real_tensors(module).items()})
+            for module in vars(model).values() if isinstance(module, nn.Module)]
     model.to_empty(device=device)
+    for module, tensors in held:
+        current_held = dict((*module.named_parameters(), *module.named_buffers()))
+        for name, tensor in tensors.items():
+            current_held[name].copy_(tensor)
     fresh = [(name, t) for name, t in (*model.named_parameters(), *model.named_buffers()) if name not in real]
     for _, tensor in fresh:
         local = tensor.to_local() if isinstance(tensor, DTensor) else tensor

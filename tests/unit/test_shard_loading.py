@@ -10,6 +10,7 @@ from torch import nn
 
 from cosmos_transfer.checkpoints import files
 from cosmos_transfer.config.lazy import LazyCall as L
+from cosmos_transfer.tokenizers.pixel import PixelTokenizer
 from cosmos_transfer.trainer import frozen_base
 from cosmos_transfer.trainer.safe_dcp import DamagedCheckpointError
 from cosmos_transfer.checkpoints.files import SafetensorsFile
@@ -95,3 +96,27 @@ def test_preflight_counts_one_shard_per_rank_when_load_path_builds_on_meta():
     tight = memory_problems(report, "", world_size=8, local_world_size=8, device_type="cuda", device_bytes=80 * GIB,
                             host_bytes=10 * GIB, sharded_build=True)
     assert len(tight) == 1 and "18.0 GiB of host memory to load each rank's shard" in tight[0]
+
+
+class _StatsPixelTokenizer(PixelTokenizer):
+    """The pixel tokenizer with a buffer and a parameter of its own, as the Cosmos / Wan tokenizers have (their
+    latent mean/std buffers, their frozen weights)."""
+
+    def __init__(self, **sizes) -> None:
+        super().__init__(**sizes)
+        self.register_buffer("latent_scale", torch.full((4,), 0.25), persistent=False)
+        self.weight = nn.Parameter(torch.full((3,), 2.0), requires_grad=False)
+
+
+def test_materialize_keeps_the_tokenizer_the_model_holds_outside_its_module_tree():
+    """The model moves its tokenizer along in _apply (it is no submodule): to_empty must not wipe the tokenizer's
+    buffers and weights, which no initializer computes again (make demo trained on NaN when it did)."""
+    from configs.train import make_config
+    from cosmos_transfer.config.compose import override
+
+    config = override(make_config(), ["experiment=ctrl_tiny"]).model
+    config.tokenizer = L(_StatsPixelTokenizer)(spatial_compression=4, temporal_compression=1)
+    model = build_on_meta(config)
+    materialize(model, torch.device("cpu"), seed=0)
+    assert torch.equal(model.tokenizer.latent_scale, torch.full((4,), 0.25))
+    assert torch.equal(model.tokenizer.weight, torch.full((3,), 2.0))
