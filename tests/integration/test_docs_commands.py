@@ -248,7 +248,7 @@ def test_datasets_gpu_variant_command_lines():
     text = open(os.path.join(ROOT, "docs", "DATASETS.md"), encoding="utf-8").read()
     walkthrough = _section("docs/DATASETS.md", WALKTHROUGH)
     commands = [line.strip() for block in re.findall(r"```bash\n(.*?)```", text.replace(walkthrough, ""), flags=re.S)
-                for line in block.splitlines() if line.strip()]
+                for line in block.replace("\\\n", " ").splitlines() if line.strip()]
     prepare = _script("prepare_dataset")
     kinds = set()
     for command in commands:
@@ -256,6 +256,13 @@ def test_datasets_gpu_variant_command_lines():
         if words[0].endswith("pip"):
             assert words[1:3] == ["install", "-e"] and words[3] in (".[t5]", ".[reason1]")
             assert f'"{words[3][2:-1]}":' in open(os.path.join(ROOT, "setup.py"), encoding="utf-8").read()
+        elif words[:2] == ["python", "scripts/train.py"]:  # the buckets example: its overrides compose
+            from configs.train import make_config
+            from cosmos_transfer.config.compose import override
+
+            overrides = [w.replace("experiment=...", "experiment=ctrl_tiny") for w in words[words.index("--") + 1:]]
+            dataset = override(make_config(), overrides).dataloader_train.dataset
+            assert len(dataset.buckets) == 5 and dataset.root == "datasets/my_clips/train"
         elif words[0].endswith("/hf"):
             assert words[1:3] in (["download", "google-t5/t5-11b"], ["download", "nvidia/Cosmos-Reason1-7B"])
         else:
