@@ -20,6 +20,7 @@ with their rank, and a worker killed by the signal would crash the rank before i
 
 from __future__ import annotations
 
+import abc
 from typing import Any, Iterator
 
 import torch
@@ -107,7 +108,7 @@ class ResumableDistributedSampler(Sampler):
             raise ValueError(f"data-loader state has consumed={self.consumed}, outside 0..{self.samples_per_rank}")
 
 
-class PositionedDataLoader(DataLoader):
+class PositionedDataLoader(DataLoader, abc.ABC):
     """A DataLoader that records each batch it hands out in `self.position` (its sampler or batch sampler, which holds
     epoch, consumed, set_epoch, state_dict and load_state_dict).
 
@@ -123,11 +124,13 @@ class PositionedDataLoader(DataLoader):
         kwargs["worker_init_fn"] = ignore_stop_signals_in_worker(then=kwargs.get("worker_init_fn"))
         super().__init__(dataset, **kwargs)
 
+    @abc.abstractmethod
     def _epoch_used_up(self) -> bool:
-        raise NotImplementedError
+        """Whether the current epoch has no batch left."""
 
+    @abc.abstractmethod
     def _advance(self, batch) -> None:
-        raise NotImplementedError
+        """Move the position past `batch`."""
 
     def __iter__(self):
         if self._epoch_used_up():
