@@ -130,8 +130,9 @@ def model_memory_from_config(model_config: Any, *, optimizer_states: int = 2, em
     (a run with `config.ema` set) counts an fp32 copy of the trainable parameters. `lora` (`config.lora`: a LoRA
     or its LazyDict) adds the adapters as the trainer does (fp32, trainable; their layers' weights frozen).
     """
-    from cosmos_transfer.config.lazy import instantiate
+    from cosmos_transfer.config.lazy import import_targets, instantiate
 
+    import_targets(model_config)
     with torch.device("meta"):
         model = instantiate(model_config, **instantiate_kwargs)
     if not isinstance(model, nn.Module):

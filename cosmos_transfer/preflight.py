@@ -131,7 +131,7 @@ class _ShapeOnlyTokenizer(nn.Module):
 
 def estimate_memory(config: Any) -> tuple[MemoryReport | None, str]:
     """(the model's memory report built on the meta device, a note) or (None, why it could not be built)."""
-    from cosmos_transfer.config.lazy import instantiate
+    from cosmos_transfer.config.lazy import import_targets, instantiate
 
     model_config = config.model
     kwargs: dict[str, Any] = {}
@@ -143,6 +143,7 @@ def estimate_memory(config: Any) -> tuple[MemoryReport | None, str]:
                                                   int(_get(tokenizer, "temporal_compression", 8)))
         note = " (the tokenizer's own weights not counted)"
     try:
+        import_targets(model_config)
         with torch.device("meta"):
             model = instantiate(model_config, **kwargs)
     except Exception as error:  # noqa: BLE001 - the real build reports it with its own message

@@ -187,6 +187,21 @@ def _call(node: Any, call_kwargs: dict[str, Any], path: str) -> Any:
         raise InstantiationError(f"calling {target_name(target)}{where} failed: {error}") from error
 
 
+def import_targets(config: Any) -> None:
+    """Import the module of every `_target_` string in `config` (nested too) now. Call it before building under
+    `torch.device("meta")`: a module imported first inside that context creates its module-level tensors on the meta
+    device for the rest of the process."""
+    if isinstance(config, (Mapping, DictConfig)):
+        target = config.get(TARGET_KEY)
+        if isinstance(target, str):
+            locate(target)
+        for value in config.values():
+            import_targets(value)
+    elif isinstance(config, (list, tuple, ListConfig)):
+        for value in config:
+            import_targets(value)
+
+
 def instantiate(config: Any, **kwargs: Any) -> Any:
     """Build the object a LazyDict describes, recursively; `kwargs` override (or add to) the config's arguments.
 

@@ -44,12 +44,21 @@ def default_checkpoint_path() -> str:
     return os.path.join(os.environ.get("COSMOS_CHECKPOINT_DIR", "checkpoints"), DEFAULT_FILE)
 
 
+# Imported with this module (when diffusers is installed), not when a tokenizer is built: a build under
+# torch.device("meta") (memory accounting, preflight) would otherwise import diffusers there, and its module-level
+# tensors would stay on the meta device for the rest of the process.
+try:
+    from diffusers import AutoencoderKLWan as _AutoencoderKLWan
+    _IMPORT_ERROR: ImportError | None = None
+except ImportError as error:
+    _AutoencoderKLWan, _IMPORT_ERROR = None, error
+
+
 def _autoencoder_class():
-    try:
-        from diffusers import AutoencoderKLWan
-    except ImportError as error:
-        raise ImportError(f"WanVAETokenizer: cannot import diffusers.AutoencoderKLWan ({error}); {INSTALL_HINT}") from None
-    return AutoencoderKLWan
+    if _AutoencoderKLWan is None:
+        raise ImportError(f"WanVAETokenizer: cannot import diffusers.AutoencoderKLWan ({_IMPORT_ERROR}); "
+                          f"{INSTALL_HINT}")
+    return _AutoencoderKLWan
 
 
 # --------------------------------------------------------------------------------------------- the key layout

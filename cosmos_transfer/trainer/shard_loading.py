@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from cosmos_transfer.config.lazy import TARGET_KEY, instantiate
+from cosmos_transfer.config.lazy import TARGET_KEY, import_targets, instantiate
 
 
 def builds_on_meta(config: Any) -> bool:
@@ -49,6 +49,7 @@ def build_on_meta(model_config: Any) -> nn.Module:
     tokenizer = model_config.get("tokenizer") if hasattr(model_config, "get") else None
     if hasattr(tokenizer, "keys") and TARGET_KEY in tokenizer:
         kwargs["tokenizer"] = instantiate(tokenizer)
+    import_targets(model_config)
     with torch.device("meta"):
         return instantiate(model_config, **kwargs)
 
