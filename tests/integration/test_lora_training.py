@@ -277,3 +277,49 @@ def test_lora_on_the_transfer2p5_training_model_freezes_what_it_says(option):
         assert after and after < before
         assert all(n.startswith("net.control_embedder") or n.rsplit(".", 2)[-2] in ("before_proj", "after_proj")
                    for n in after), sorted(after)
+
+
+@pytest.mark.slow
+def test_cosmos2p5_lora_run_resumes_bitwise_and_exports(tmp_path):
+    """The same through the trainer for the 2.5 family: a Transfer2.5 control model with LoRA on its branch, 2 gloo
+    ranks under FSDP2, resumed from the checkpoint of iteration 2 with the uninterrupted run's losses (bitwise), then
+    exported merged into a file a model without adapters loads strictly."""
+    data = make_tiny_dataset(tmp_path / "data", stems=("a", "b", "c", "d"), num_frames=9, size=(32, 32),
+                             text_dim=384)  # 2 ranks x the experiment's batch 2
+    env = {**os.environ, "OUTPUT_ROOT": str(tmp_path / "out"), "OMP_NUM_THREADS": "1"}
+    data_options = [f"dataset.root={data}", "dataset.text_embedding_folder=t5_xxl", "dataset.num_frames=9",
+                    "dataset.text_embedding_length=16"]
+
+    def command(job_name: str) -> list[str]:
+        overrides = ["experiment=transfer2p5_tiny", "lora=control", *LORA_OVERRIDES, f"job.name={job_name}",
+                     *[f"dataloader_train.{o}" for o in data_options], *[f"dataloader_val.{o}" for o in data_options],
+                     "trainer.max_iter=4", "trainer.logging_iter=1", "trainer.validation_iter=0",
+                     "trainer.progress_bar=false", "checkpoint.save_iter=2"]
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                str(ROOT / "scripts" / "train.py"), "--config=configs/train.py", "--", *overrides]
+
+    jobs = tmp_path / "out" / "cosmos_transfer" / "transfer2p5_tiny"
+    _run(command("whole"), env)
+    whole, part = jobs / "whole", jobs / "part"
+    (part / "checkpoints").mkdir(parents=True)
+    shutil.copytree(whole / "checkpoints" / "iter_000000002", part / "checkpoints" / "iter_000000002")
+    (part / "checkpoints" / "latest_checkpoint.txt").write_text("iter_000000002\n")
+    _run(command("part"), env)
+    whole_losses, part_losses = _losses(whole), _losses(part)
+    assert sorted(part_losses) == [3, 4]
+    assert [part_losses[i] for i in (3, 4)] == [whole_losses[i] for i in (3, 4)]  # bitwise
+    import torch.distributed.checkpoint as dcp
+
+    keys = dcp.FileSystemReader(str(whole / "checkpoints" / "iter_000000004")).read_metadata().state_dict_metadata
+    assert any(k.startswith("optimizer.state.") and ".lora_A." in k for k in keys)  # the adapters were trained
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import export_checkpoint
+
+    from cosmos_transfer.trainer.checkpoint import load_model_weights
+
+    merged_file = str(tmp_path / "merged.safetensors")
+    assert export_checkpoint.main([str(whole / "checkpoints" / "iter_000000004"), "--out", merged_file]) == 0
+    plain = instantiate(override(make_config(), ["--", "experiment=transfer2p5_tiny"]).model)
+    loaded = load_model_weights(plain, merged_file)
+    assert loaded and not any(lora.is_adapter_key(k) for k in loaded)
