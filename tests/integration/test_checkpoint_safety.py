@@ -13,13 +13,12 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
-from tests.helpers import ROOT, check, latest, losses
+from tests.helpers import ROOT, check, latest, losses, run_python
 from tests.helpers import run_toy as _run_toy
 
 # One process, checkpoints at 2 and 4 (both kept).
@@ -62,8 +61,7 @@ def output(result: subprocess.CompletedProcess) -> str:
 
 
 def export(source: Path, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "scripts/export_checkpoint.py"), str(source), "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    return run_python([str(ROOT / "scripts/export_checkpoint.py"), str(source), "--out", str(out)], timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -408,10 +406,8 @@ trainer_toy_run.main()
 
 @pytest.mark.parametrize("async_save", [False, True])
 def test_a_full_disk_during_a_save_is_named_with_the_path(job, async_save):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     options = {**BASE, "job_dir": str(job), "max_iter": 6, "async_save": async_save}
-    result = subprocess.run([sys.executable, "-c", DISK_FULL, json.dumps(options)],
-                            capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)
+    result = run_python(["-c", DISK_FULL, json.dumps(options)])
     assert result.returncode != 0
     text = output(result)
     assert f"cannot write checkpoint {ckpt(job, 6)}.partial" in text
