@@ -6,6 +6,8 @@ Fault injection for the tests (test-only, patched in here, never in the library)
   "crash_in_save_at": N    rank 1 dies (os._exit) while DCP writes the checkpoint of iteration N
   "signal_at": N           rank 1 sends itself SIGTERM during iteration N (as a scheduler would)
   "step_sleep_s": S        every training step takes S seconds longer (so that a test can signal torchrun mid-run)
+  "hold_at": N             every rank waits after iteration N until <job_dir>/release exists (a run the test keeps
+                           mid-training for as long as it needs, then lets finish at full speed)
   "slow_validation_s": S   each validation sample takes S seconds to load; the first one touches
                            <job_dir>/validation_started (a validation pass that outlasts torchrun's shutdown timeout)
   "slow_sampling_s": S     each network call of the validation sampler takes S seconds longer; the first one touches
@@ -139,6 +141,16 @@ def main() -> None:
             time.sleep(options["step_sleep_s"])
 
         trainer_module.Trainer.train_step = slow_step
+    if "hold_at" in options:
+        step_before_hold = trainer_module.Trainer.train_step
+        release = os.path.join(options["job_dir"], "release")
+
+        def held_step(self):
+            step_before_hold(self)
+            while self.iteration == options["hold_at"] and not os.path.exists(release):
+                time.sleep(0.05)
+
+        trainer_module.Trainer.train_step = held_step
     if "slow_sampling_s" in options:
         generate = ToyDiffusionModel.generate_samples
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from cosmos_transfer.trainer.job_lock import LOCK_FILE, JobLock, JobLockedError
-from tests.helpers import ROOT, TOY_RUNNER, logged_iterations, toy_command
+from tests.helpers import ROOT, TOY_RUNNER, logged_iterations, run_python, subprocess_env, toy_command
 
 
 HOLDER = """
@@ -82,8 +82,10 @@ def test_without_flock_the_run_goes_on_unguarded_with_a_warning(tmp_path, monkey
 
 def test_two_concurrent_runs_on_one_job_the_second_exits_at_once(tmp_path):
     job = tmp_path / "job"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    options = {"job_dir": str(job), "max_iter": 40, "save_iter": 5, "step_sleep_s": 0.75}  # the first: ~30 s
+    env = subprocess_env()
+    # The first run waits after iteration 2 until the test creates <job>/release: it is mid-training, holding the
+    # lock, for as long as the second one takes to start and give up.
+    options = {"job_dir": str(job), "max_iter": 20, "save_iter": 5, "hold_at": 2}
     first = subprocess.Popen(toy_command(options), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              cwd=ROOT, env=env)
     try:
@@ -97,6 +99,8 @@ def test_two_concurrent_runs_on_one_job_the_second_exits_at_once(tmp_path):
         second = subprocess.run(toy_command(options), capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
         second_s = time.monotonic() - start
         assert first.poll() is None, "the first run should still be training"
+        assert logged_iterations(job) == [1, 2], "the first run should be held after iteration 2"
+        (job / "release").touch()
         out, err = first.communicate(timeout=120)
     finally:
         if first.poll() is None:
@@ -107,21 +111,21 @@ def test_two_concurrent_runs_on_one_job_the_second_exits_at_once(tmp_path):
     assert second_s < 60, f"the second run took {second_s:.1f} s to give up"  # start-up of torchrun and torch
     assert "start " not in second.stdout + second.stderr  # it gave up before building anything
     assert first.returncode == 0, err[-3000:]
-    assert logged_iterations(job) == list(range(1, 41))  # one metrics line per iteration: nobody else wrote there
-    assert (job / "checkpoints" / "latest_checkpoint.txt").read_text().strip() == "iter_000000040"
-    assert sorted(os.listdir(job / "checkpoints")) == ["iter_000000030", "iter_000000035", "iter_000000040",
+    assert logged_iterations(job) == list(range(1, 21))  # one metrics line per iteration: nobody else wrote there
+    assert (job / "checkpoints" / "latest_checkpoint.txt").read_text().strip() == "iter_000000020"
+    assert sorted(os.listdir(job / "checkpoints")) == ["iter_000000010", "iter_000000015", "iter_000000020",
                                                         "latest_checkpoint.txt"]
 
 
 def test_train_script_exits_with_the_holder_and_leaves_config_yaml_alone(tmp_path):
-    env = {**os.environ, "OUTPUT_ROOT": str(tmp_path)}
+    env = {**subprocess_env(), "OUTPUT_ROOT": str(tmp_path)}
     job = tmp_path / "cosmos_transfer" / "debug" / "locked"
     job.mkdir(parents=True)
     (job / "config.yaml").write_text("the running job's config\n")
     holder = hold_in_another_process(job)
     try:
-        result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--", "job.name=locked",
-                                 "trainer.max_iter=1"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+        result = run_python([str(ROOT / "scripts" / "train.py"), "--", "job.name=locked", "trainer.max_iter=1"],
+                            env=env, timeout=120)
     finally:
         holder.kill()
         holder.wait()
@@ -140,9 +144,7 @@ def test_a_refused_run_leaves_the_running_one_s_checkpoint_in_progress_alone(tmp
     (in_progress / "__0_0.distcp").write_bytes(b"being written")
     holder = hold_in_another_process(job)
     try:
-        result = subprocess.run([sys.executable, str(TOY_RUNNER), json.dumps({"job_dir": str(job), "max_iter": 2})],
-                                capture_output=True, text=True, cwd=ROOT, timeout=120,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        result = run_python([str(TOY_RUNNER), json.dumps({"job_dir": str(job), "max_iter": 2})], timeout=120)
     finally:
         holder.kill()
         holder.wait()

@@ -5,7 +5,8 @@ The runs are shared between assertions (a module-scoped fixture) to keep the num
   crashed    same job, rank 1 dies while writing the checkpoint of iteration 20; then rerun to the end
   preempted  same job, SIGTERM at iteration 13 (exit 0, checkpoint); then rerun to the end with async saves
   async_20   a copy of "preempted" rewound to its asynchronously written iteration-20 checkpoint, rerun to the end
-  recompute  10 iterations with selective activation checkpointing
+             with selective activation checkpointing (so it also shows that recomputing gives the same numbers)
+One-process runs start warm (tests/helpers.run_python).
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 from safetensors.torch import load_file
-from tests.helpers import ROOT, check, latest, losses, metrics, run_toy, val_losses
+from tests.helpers import ROOT, check, latest, losses, metrics, run_python, run_toy, val_losses
 
 # Two optimizer parameter groups (the norms at half the rate), so that every resume below restores grouped state.
 BASE = {"max_iter": 30, "save_iter": 10, "validation_iter": 10, "keep_last_k": 2, "val_loader": True,
@@ -42,15 +41,14 @@ def runs(tmp_path_factory):
     out["preempt_resume_run"] = check(run_toy({**BASE, "job_dir": str(jobs["preempted"]), "async_save": True}))
 
     # Training went on (parameters changed in place) while iteration 20 was written in the background: resuming
-    # from it must still give the reference losses, i.e. the async save captured the state of iteration 20.
+    # from it must still give the reference losses, i.e. the async save captured the state of iteration 20. The
+    # rerun recomputes activations in backward (selective activation checkpointing; the reference stored them):
+    # equal losses show that too, as iterations 21-30 depend on the gradients of 20-29.
     out["async_20"] = root / "async_20"
     shutil.copytree(jobs["preempted"], out["async_20"])
     shutil.rmtree(out["async_20"] / "checkpoints" / "iter_000000030")
     (out["async_20"] / "checkpoints" / "latest_checkpoint.txt").write_text("iter_000000020\n")
-    check(run_toy({**BASE, "job_dir": str(out["async_20"])}))
-
-    out["recompute"] = root / "recompute"
-    check(run_toy({**BASE, "job_dir": str(out["recompute"]), "max_iter": 10, "activation_checkpointing": "selective"}))
+    check(run_toy({**BASE, "job_dir": str(out["async_20"]), "activation_checkpointing": "selective"}))
     return out
 
 
@@ -116,7 +114,11 @@ def test_an_async_checkpoint_holds_the_state_of_its_own_iteration(runs):
 
 def test_activation_checkpointing_recomputes_the_same_numbers(runs):
     reference = losses(runs["reference"])
-    assert losses(runs["recompute"]) == {i: reference[i] for i in range(1, 11)}
+    # Resuming at 20 dropped the copied lines past 20 (trainer/logging.py): those left are the rerun's.
+    recomputed = {i: loss for i, loss in losses(runs["async_20"]).items() if i > 20}
+    assert sorted(recomputed) == list(range(21, 31))
+    assert recomputed == {i: reference[i] for i in range(21, 31)}, \
+        "selective activation checkpointing changed the losses (if the async test fails too, look there first)"
 
 
 def test_sigterm_saves_at_the_step_boundary_and_exits_0(runs):
@@ -176,9 +178,8 @@ def test_nan_guard_skips_steps_then_stops_without_saving_the_diverged_state(runs
 
 def test_export_to_safetensors_and_reload_through_load_path(runs):
     exported = runs["root"] / "reference.safetensors"
-    result = subprocess.run([sys.executable, str(ROOT / "scripts/export_checkpoint.py"),
-                             str(runs["reference"] / "checkpoints"), "--out", str(exported)],
-                            capture_output=True, text=True, timeout=120)
+    result = run_python([str(ROOT / "scripts/export_checkpoint.py"), str(runs["reference"] / "checkpoints"),
+                         "--out", str(exported)], timeout=120)
     assert result.returncode == 0, result.stderr
     weights = load_file(exported)
     assert "net.blocks.block0.mlp.0.weight" in weights and not any(k.startswith("tokenizer") for k in weights)
@@ -187,8 +188,8 @@ def test_export_to_safetensors_and_reload_through_load_path(runs):
         job = runs["root"] / name
         check(run_toy({"job_dir": str(job), "max_iter": 1, "lr": 0.0, "load_path": str(source)}, nproc=1))
         again = runs["root"] / f"{name}.safetensors"
-        subprocess.run([sys.executable, str(ROOT / "scripts/export_checkpoint.py"), str(job / "checkpoints"),
-                        "--out", str(again)], check=True, capture_output=True, timeout=120)
+        check(run_python([str(ROOT / "scripts/export_checkpoint.py"), str(job / "checkpoints"), "--out", str(again)],
+                         timeout=120))
         reloaded = load_file(again)
         assert reloaded.keys() == weights.keys()
         assert all((reloaded[k] == weights[k]).all() for k in weights), name
