@@ -228,12 +228,12 @@ def test_datasets_cpu_walkthrough_runs_as_written(tmp_path):
     assert "embedded 8 captions with all-MiniLM-L6-v2" in out and "embedded 2 captions" in out
     assert "8 of 8 clips usable" in out and "2 of 2 clips usable" in out
     job = os.path.join("outputs", "cosmos_transfer", "mine", "my_edge_tiny")
-    assert "start        new run, initial weights; training to iteration 10" in out
+    assert "start        new run, initial weights; training to iteration 4" in out
     assert re.search(r"clips        train 8 in \S*datasets/my_clips/train; validation 2 in \S*datasets/my_clips/val", out)
-    assert re.search(r"start        resumed from \S*" + re.escape(os.path.join(job, "checkpoints", "iter_000000010"))
-                     + r" \(iteration 10\); training to iteration 20", out)
-    assert "finished at iteration 20 of 20: 10 iteration(s)" in out
-    assert (tmp_path / job / "checkpoints" / "iter_000000020").is_dir()
+    assert re.search(r"start        resumed from \S*" + re.escape(os.path.join(job, "checkpoints", "iter_000000004"))
+                     + r" \(iteration 4\); training to iteration 8", out)
+    assert "finished at iteration 8 of 8: 4 iteration(s)" in out
+    assert (tmp_path / job / "checkpoints" / "iter_000000008").is_dir()
     assert (tmp_path / "outputs" / "inference" / "mine.mp4").is_file()
     assert (tmp_path / "outputs" / "inference" / "mine_side_by_side.mp4").is_file()
     assert re.search(r'"edge_f1": [\d.]+', out)

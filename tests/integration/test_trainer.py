@@ -118,7 +118,8 @@ def test_activation_checkpointing_recomputes_the_same_numbers(runs):
     recomputed = {i: loss for i, loss in losses(runs["async_20"]).items() if i > 20}
     assert sorted(recomputed) == list(range(21, 31))
     assert recomputed == {i: reference[i] for i in range(21, 31)}, \
-        "selective activation checkpointing changed the losses (if the async test fails too, look there first)"
+        "iterations 21-30 under selective activation checkpointing differ from the reference; this run also resumed " \
+        "from an async checkpoint: if test_compile_ac's activation-checkpointing gradients agree, look there"
 
 
 def test_sigterm_saves_at_the_step_boundary_and_exits_0(runs):
