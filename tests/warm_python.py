@@ -8,6 +8,7 @@ joined at exit), with its own fault injections, killed on timeout. Only what the
 server's, so a run whose environment differs there (OMP_NUM_THREADS, PYTHONWARNINGS, ...) starts cold instead.
 
 Used by tests.helpers.run_python (and run_toy with one process). Runs under torchrun start their workers as usual.
+Not for a test that measures a run's memory or start-up time: a fork shares the server's imported modules.
 
     python tests/warm_python.py      # requests on stdin, one JSON line each; replies on stdout
 """
