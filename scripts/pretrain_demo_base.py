@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="assets/demo", help="folder for base_model.pt, MODEL_CARD.md and samples")
     parser.add_argument("--data", default="datasets/demo_pretrain", help="where the pretraining clips are made")
     parser.add_argument("--clips", type=int, default=512, help="training clips drawn from the demo generator")
-    parser.add_argument("--iters", type=int, default=3000)
+    parser.add_argument("--iters", type=int, default=8000)
     parser.add_argument("--stop-after", type=int, default=0,
                         help="end (and write the outputs) after this many of the --iters steps, the learning-rate "
                         "schedule still that of --iters (0: run them all); the weights equal that step's snapshot")
@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     gif = os.path.join(args.out, "base_samples.gif")
     write_gif(gif, frames)
     elapsed = time.time() - started
-    write_card(os.path.join(args.out, "MODEL_CARD.md"), args, path, rows, stats, log, elapsed, len(params))
+    write_card(os.path.join(args.out, "MODEL_CARD.md"), args, path, rows, stats, log, elapsed, len(params),
+               (float(config.model["p_mean"]), float(config.model["p_std"])))
     print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB), {gif}, MODEL_CARD.md in {elapsed / 60:.1f} min",
           flush=True)
     return 0
@@ -226,7 +227,7 @@ def _official_base(model, dtype: torch.dtype, state: dict | None = None) -> dict
 
 
 def write_card(path: str, args, weights_path: str, rows, stats: dict, log: list[str], elapsed: float,
-               num_tensors: int) -> None:
+               num_tensors: int, noise: tuple[float, float]) -> None:
     size = os.path.getsize(weights_path)
     command = " ".join(["scripts/pretrain_demo_base.py", *sys.argv[1:]]) if sys.argv[1:] else \
         "scripts/pretrain_demo_base.py"
@@ -246,7 +247,7 @@ def write_card(path: str, args, weights_path: str, rows, stats: dict, log: list[
         "Validation: the 8 clips of datasets/demo/val (seeds 50,000..50,007).",
         f"- Training: {args.stop_after or args.iters} steps of batch {args.batch}, AdamW lr 1e-3 (AdaLN modulation and "
         f"time embedding at 0.05x), warm-up 100 steps, cosine to 0.1x over {args.iters} steps, weight decay 0.01, gradient clip 1, EDM loss with lognormal "
-        "sigmas (p_mean -1.2, p_std 1.2, x sqrt(5 latent frames)), seed "
+        f"sigmas (p_mean {noise[0]:g}, p_std {noise[1]:g}, x sqrt(5 latent frames)), seed "
         f"{args.seed}, {args.threads} threads.",
         f"- Command: `.venv/bin/python {command}`; {elapsed / 60:.1f} min on {platform.machine()} "
         f"({os.cpu_count()} cores seen), torch {torch.__version__}, Python {platform.python_version()}, "
