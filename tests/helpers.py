@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,3 +182,15 @@ def patch_torchvision(monkeypatch, *modules) -> None:
     """Give diffusers modules that import torchvision's transforms the stand-in above."""
     for module in modules:
         monkeypatch.setattr(module, "transforms", TorchvisionStandIn, raising=False)
+
+
+def control_batch(frames: int = 4, size: int = 32, text_length: int = 6) -> dict:
+    """A fixed random batch of 2 clips for the tiny edge-control experiments (ctrl_tiny): uint8 video and edge
+    control, the padding mask, fps, image size, frame count and 384-wide text embeddings."""
+    g = torch.Generator().manual_seed(0)
+    video = torch.randint(0, 256, (2, 3, frames, size, size), generator=g, dtype=torch.uint8)
+    return {"video": video, "control_input_edge": torch.randint(0, 256, video.shape, generator=g, dtype=torch.uint8),
+            "padding_mask": torch.zeros(2, 1, size, size), "fps": torch.full((2,), 10.0),
+            "image_size": torch.tensor([[size, size, size, size]] * 2, dtype=torch.float32),
+            "num_frames": torch.full((2,), frames), "t5_text_embeddings": torch.randn(2, text_length, 384, generator=g),
+            "t5_text_mask": torch.ones(2, text_length)}

@@ -18,6 +18,7 @@ from configs.train import make_config
 from cosmos_transfer.config.compose import override
 from cosmos_transfer.config.lazy import instantiate
 from cosmos_transfer.trainer.parallelize import find_blocks, parallelize
+from tests.helpers import control_batch
 
 
 @pytest.fixture
@@ -36,14 +37,6 @@ def _model(*overrides: str) -> nn.Module:
     return instantiate(config.model)
 
 
-def _batch(frames: int = 4, size: int = 32, text_length: int = 6) -> dict:
-    g = torch.Generator().manual_seed(0)
-    video = torch.randint(0, 256, (2, 3, frames, size, size), generator=g, dtype=torch.uint8)
-    return {"video": video, "control_input_edge": torch.randint(0, 256, video.shape, generator=g, dtype=torch.uint8),
-            "padding_mask": torch.zeros(2, 1, size, size), "fps": torch.full((2,), 10.0),
-            "image_size": torch.tensor([[size, size, size, size]] * 2, dtype=torch.float32),
-            "num_frames": torch.full((2,), frames), "t5_text_embeddings": torch.randn(2, text_length, 384, generator=g),
-            "t5_text_mask": torch.ones(2, text_length)}
 
 
 # The expensive ops: matmuls and the attention kernel (forward; its backward is another op).
@@ -81,7 +74,7 @@ def _parallelized(model: nn.Module, **options) -> nn.Module:
 
 
 def test_activation_checkpointing_choices_give_equal_gradients(one_rank):
-    model, batch = _model(), _batch()
+    model, batch = _model(), control_batch()
     results = {mode: _step(_parallelized(model, activation_checkpointing=mode), batch)
                for mode in ("none", "full", "selective")}
     loss, grads, expensive = results["none"]
@@ -101,7 +94,7 @@ def test_activation_checkpointing_choices_give_equal_gradients(one_rank):
 @pytest.mark.slow
 def test_compiled_blocks_match_eager(one_rank, capsys):
     """One block per network (the base's and the branch's) to keep inductor's C++ compile short on 2 cores."""
-    model, batch = _model("model.net.num_blocks=1"), _batch()
+    model, batch = _model("model.net.num_blocks=1"), control_batch()
     eager = _parallelized(model)
     compiled = _parallelized(model, compile_blocks=True)
     assert all(getattr(block, "_compiled_call_impl", None) is not None for _, block in find_blocks(compiled))

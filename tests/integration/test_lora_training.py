@@ -22,7 +22,7 @@ from configs.train import make_config
 from cosmos_transfer import lora
 from cosmos_transfer.config.compose import override
 from cosmos_transfer.config.lazy import instantiate
-from tests.helpers import ROOT
+from tests.helpers import ROOT, control_batch
 from tests.tiny_datasets import make_tiny_dataset
 
 pytest.importorskip("peft", reason="LoRA needs peft (the `lora` / `dev` extra)")
@@ -38,16 +38,6 @@ def _ctrl_tiny(*overrides: str) -> tuple[nn.Module, lora.LoRA | None]:
     if adapters is not None:
         adapters.apply(model)
     return model, adapters
-
-
-def _control_batch(frames: int = 4, size: int = 32, text_length: int = 6) -> dict:
-    g = torch.Generator().manual_seed(0)
-    video = torch.randint(0, 256, (2, 3, frames, size, size), generator=g, dtype=torch.uint8)
-    return {"video": video, "control_input_edge": torch.randint(0, 256, video.shape, generator=g, dtype=torch.uint8),
-            "padding_mask": torch.zeros(2, 1, size, size), "fps": torch.full((2,), 10.0),
-            "image_size": torch.tensor([[size, size, size, size]] * 2, dtype=torch.float32),
-            "num_frames": torch.full((2,), frames), "t5_text_embeddings": torch.randn(2, text_length, 384, generator=g),
-            "t5_text_mask": torch.ones(2, text_length)}
 
 
 def _train(parameters, loss_fn, steps: int = 12) -> list[float]:
@@ -83,7 +73,7 @@ def test_transfer1_lora_trains_and_the_merged_model_samples_the_same(option):
             == {"x_embedder2", "input_hint_block", "zero_blocks"}
     else:
         assert all(n.startswith("net.blocks.") for n in names if lora.is_adapter_key(n))
-    batch = _control_batch()
+    batch = control_batch()
     losses = _train(trainable, lambda: model.training_step(dict(batch))[0])
     assert losses[-1] < 0.97 * losses[0], losses
     assert not _untrained_adapters(model)  # every adapter moved (B starts at zero), the MLP's layer2 included
@@ -223,7 +213,7 @@ def test_lora_run_resumes_bitwise_under_fsdp2_and_exports(tmp_path):
     from_separate, _ = _ctrl_tiny()
     load_model_weights(from_separate, separate_file)
     lora.merge_adapter_file(from_separate, adapter_file)
-    batch = _control_batch(frames=5)
+    batch = control_batch(frames=5)
     with torch.no_grad():
         outputs = [m.eval().generate_samples(dict(batch), num_steps=2, guidance=0.0, seed=3)
                    for m in (trained, from_merged, from_separate)]
@@ -250,7 +240,7 @@ def test_lora_on_a_frozen_bf16_base_shards_and_trains(tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         parallelize(model, device=torch.device("cpu"), param_dtype=torch.float32, reduce_dtype=torch.float32)
-        losses = _train(model.trainable_parameters(), lambda: model.training_step(dict(_control_batch()))[0], steps=4)
+        losses = _train(model.trainable_parameters(), lambda: model.training_step(dict(control_batch()))[0], steps=4)
     finally:
         dist.destroy_process_group()
     assert losses[-1] < losses[0], losses
