@@ -123,8 +123,11 @@ class _ShapeOnlyTokenizer(nn.Module):
     def latent_num_frames(self, num_frames: int) -> int:
         return 1 + (num_frames - 1) // self.temporal_compression
 
-    def encode(self, video: torch.Tensor) -> torch.Tensor:  # never called: the model is only counted
-        raise NotImplementedError
+    def encode(self, video: torch.Tensor) -> torch.Tensor:  # the model is only counted, never run
+        raise RuntimeError(
+            "preflight's shape-only tokenizer stands in for a tokenizer whose files are missing: it counts memory "
+            "and cannot encode or decode; download the tokenizer (docs/TRAINING.md) to run the model"
+        )
 
     decode = encode
 
