@@ -8,7 +8,11 @@ that matches it, else 1.0. One group per multiplier (key `lr_multiplier`), the 1
 `scale_group_rates` multiplies each group's rate, so the optimizer config stays a plain LazyCall or partial.
 Schedulers scale every group by the same factor (LambdaLR keeps each group's initial rate).
 
-Why: in a DiT the AdaLN modulation (shift, scale, gate) multiplies every sub-block's output. Zero-initialized and
+`one_tensor_kind_per_group` then splits each group into its FSDP2-sharded parameters (DTensors) and the plain ones (a
+trainable parameter outside every network, such as the logvar head): torch's foreach and fused optimizer kernels
+take a group's tensors in one call and refuse a mix of the two ("got mixed torch.Tensor and DTensor").
+
+Why the multipliers: in a DiT the AdaLN modulation (shift, scale, gate) multiplies every sub-block's output. Zero-initialized and
 pushed coherently by Adam, the gates of a small net trained from scratch at a high rate grow ~100x in a hundred
 steps; the residual stream follows, and its LayerNorms then squash the token embedding and any ControlNet residual
 (measured on the CPU demo: BENCHMARKS.md). A lower rate on the modulation keeps the stream in range.
@@ -52,6 +56,22 @@ def lr_param_groups(
             f"on parameter names such as {examples}"
         )
     return [{"params": group, "lr_multiplier": multiplier} for multiplier, group in by_multiplier.items() if group]
+
+
+def one_tensor_kind_per_group(groups: Sequence[dict[str, Any]] | Sequence[nn.Parameter]) -> list[dict[str, Any]]:
+    """`groups` (or a plain parameter list) with each group split into its DTensors and its plain tensors, in that
+    order; a group's other keys (lr_multiplier) go with both halves, and a half without parameters is left out."""
+    from torch.distributed.tensor import DTensor
+
+    if groups and not isinstance(groups[0], dict):
+        groups = [{"params": list(groups)}]
+    split = []
+    for group in groups:
+        for is_dtensor in (True, False):
+            params = [p for p in group["params"] if isinstance(p, DTensor) == is_dtensor]
+            if params:
+                split.append({**group, "params": params})
+    return split
 
 
 def scale_group_rates(optimizer: torch.optim.Optimizer) -> None:

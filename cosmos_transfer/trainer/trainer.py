@@ -58,7 +58,7 @@ from cosmos_transfer.trainer.logging import (
     startup_summary,
     validation_line,
 )
-from cosmos_transfer.trainer.param_groups import lr_param_groups, scale_group_rates
+from cosmos_transfer.trainer.param_groups import lr_param_groups, one_tensor_kind_per_group, scale_group_rates
 from cosmos_transfer.trainer.context_parallel import apply_context_parallel, build_context_parallel
 from cosmos_transfer.trainer.parallelize import find_networks, parallelize, replicated_trainable_parameters
 from cosmos_transfer.trainer.shard_loading import build_on_meta, builds_on_meta, materialize
@@ -297,10 +297,12 @@ class Trainer:
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         multipliers = self.config.trainer.lr_multipliers or None
-        kwargs: dict[str, Any] = {"params": lr_param_groups(self.model, self.params, multipliers)}
-        # An option with `fused: null` (configs/optimizer.py) runs fused on CUDA: one kernel for all parameters.
+        groups = one_tensor_kind_per_group(lr_param_groups(self.model, self.params, multipliers))
+        kwargs: dict[str, Any] = {"params": groups}
+        # An option with `fused: null` (configs/optimizer.py) runs fused: one kernel for all of a group's parameters
+        # (on CPU too: 12% of the CPU demo's step time went to the per-tensor loop, BENCHMARKS.md).
         optimizer_config = self.config.optimizer
-        if self.device.type == "cuda" and "fused" in optimizer_config and optimizer_config.get("fused") is None:
+        if "fused" in optimizer_config and optimizer_config.get("fused") is None:
             kwargs["fused"] = True
         optimizer = instantiate(self.config.optimizer, **kwargs)
         scale_group_rates(optimizer)

@@ -215,7 +215,8 @@ def test_gradient_accumulation_consumes_one_batch_per_micro_step(runs):
 
 
 def test_the_fused_choice_is_the_optimizer_options_field(monkeypatch):
-    """`fused: null` (the AdamW option) runs fused on CUDA only; true/false, or an option without the field, are kept."""
+    """`fused: null` (the AdamW option) runs fused on every device; true/false, or an option without the field, are
+    kept."""
     import types
 
     import torch
@@ -235,7 +236,8 @@ def test_the_fused_choice_is_the_optimizer_options_field(monkeypatch):
     monkeypatch.setattr(trainer_module, "lr_param_groups", lambda model, params, multipliers: [])
     for device, options, expected in [
         ("cuda", {"fused": None}, True),
-        ("cpu", {"fused": None}, "absent"),
+        ("cpu", {"fused": None}, True),
+        ("cpu", {"fused": False}, "absent"),
         ("cuda", {"fused": False}, "absent"),
         ("cuda", {}, "absent"),  # an optimizer without a fused argument
     ]:

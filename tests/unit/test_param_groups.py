@@ -75,3 +75,44 @@ def test_the_optimizer_rate_is_scaled_per_group_and_the_scheduler_scales_every_g
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] < 1e-2  # still warming up: the factor really applied
+
+
+def test_each_group_holds_one_tensor_kind_so_that_fused_adamw_runs_beside_fsdp2():
+    """FSDP2's parameters are DTensors; one outside every network (the logvar head) stays a plain tensor. torch's
+    fused and foreach AdamW refuse a group that mixes the two; split groups step (fused AdamW: the trainer's default)."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    from cosmos_transfer.trainer.param_groups import one_tensor_kind_per_group
+
+    assert not dist.is_initialized()
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        model = nn.Module()
+        model.net = nn.Sequential(small_model().embed, nn.ReLU(), nn.Linear(8, 4))
+        model.logvar = nn.Linear(4, 1)  # outside the sharded network, as DiffusionModel's
+        fully_shard(model.net)
+        params = list(model.parameters())
+        groups = lr_param_groups(model, params, {"net.2.*": 0.5})
+
+        def step(param_groups):
+            optimizer = torch.optim.AdamW(param_groups, lr=1e-3, fused=True)
+            loss = model.net(torch.ones(2, 4)).sum() + model.logvar(torch.ones(2, 4)).sum()
+            loss.backward()
+            optimizer.step()
+
+        with pytest.raises(RuntimeError, match="mixed torch.Tensor and DTensor"):
+            step(groups)
+        split = one_tensor_kind_per_group(groups)
+        kinds = [{isinstance(p, DTensor) for p in group["params"]} for group in split]
+        assert kinds == [{True}, {False}, {True}]  # group 1.0: sharded, then the logvar; group 0.5: the last layer
+        assert [group["lr_multiplier"] for group in split] == [1.0, 1.0, 0.5]
+        assert sorted(id(p) for group in split for p in group["params"]) == sorted(id(p) for p in params)
+        before = model.logvar.weight.detach().clone()
+        step(split)
+        assert not torch.equal(model.logvar.weight, before)
+        # A plain parameter list (no multipliers) is one group, split alike.
+        assert [len(g["params"]) for g in one_tensor_kind_per_group(params)] == [len(params) - 2, 2]
+    finally:
+        dist.destroy_process_group()
