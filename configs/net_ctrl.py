@@ -22,6 +22,7 @@ from hydra.core.config_store import ConfigStore
 
 from configs.net import COSMOS_7B, COSMOS_14B, TINY_DIT
 from cosmos_transfer.config.lazy import LazyCall as L
+from cosmos_transfer.networks.dit_ctrl import HINT_BLOCK_CHANNELS
 
 CONTROL_BRANCH = "cosmos_transfer.networks.dit_ctrl.GeneralDITControl"
 
@@ -58,11 +59,15 @@ def branch_arguments(net_option) -> dict:
     return {**shared, **BRANCH_OWN}
 
 
-TINY_CTRL = L(CONTROL_BRANCH)(**branch_arguments(TINY_DIT), num_control_blocks=1, hint_channels=64)
+# hint_block_channels: the hint MLP's hidden widths, NVIDIA's in every option (an official control file needs them).
+_HINT_MLP = dict(hint_block_channels=list(HINT_BLOCK_CHANNELS))
 
-COSMOS_7B_CTRL = L(CONTROL_BRANCH)(**branch_arguments(COSMOS_7B), num_control_blocks=3, hint_channels=128)
+TINY_CTRL = L(CONTROL_BRANCH)(**branch_arguments(TINY_DIT), num_control_blocks=1, hint_channels=64, **_HINT_MLP)
 
-COSMOS_14B_CTRL = L(CONTROL_BRANCH)(**branch_arguments(COSMOS_14B), num_control_blocks=3, hint_channels=128)
+COSMOS_7B_CTRL = L(CONTROL_BRANCH)(**branch_arguments(COSMOS_7B), num_control_blocks=3, hint_channels=128, **_HINT_MLP)
+
+COSMOS_14B_CTRL = L(CONTROL_BRANCH)(**branch_arguments(COSMOS_14B), num_control_blocks=3, hint_channels=128,
+                                    **_HINT_MLP)
 
 
 def register() -> None:

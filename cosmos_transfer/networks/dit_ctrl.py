@@ -46,11 +46,18 @@ class GeneralDITControl(GeneralDIT):
     Args:
         num_control_blocks: blocks of the branch, copies of the base's first blocks (3 in Cosmos-Transfer1-7B).
         hint_channels: channels the hint latent is zero-padded to (128 in the released models; the tokenizer gives 16).
+        hint_block_channels: hidden widths of the hint MLP (`input_hint_block`); the released models' by default.
         **net_kwargs: the base GeneralDIT's arguments (same architecture as the base). `num_blocks`, when given, is
             the base's depth and only checked against num_control_blocks.
     """
 
-    def __init__(self, num_control_blocks: int = 3, hint_channels: int = 128, **net_kwargs):
+    def __init__(
+        self,
+        num_control_blocks: int = 3,
+        hint_channels: int = 128,
+        hint_block_channels: Sequence[int] = HINT_BLOCK_CHANNELS,
+        **net_kwargs,
+    ):
         base_blocks = net_kwargs.pop("num_blocks", None)
         if not isinstance(num_control_blocks, int) or num_control_blocks < 1:
             raise ValueError(f"GeneralDITControl: num_control_blocks must be a positive integer, got {num_control_blocks!r}")
@@ -60,6 +67,11 @@ class GeneralDITControl(GeneralDIT):
             )
         if not isinstance(hint_channels, int) or hint_channels < 1:
             raise ValueError(f"GeneralDITControl: hint_channels must be a positive integer, got {hint_channels!r}")
+        widths = list(hint_block_channels)
+        if not widths or not all(isinstance(w, int) and w >= 1 for w in widths):
+            raise ValueError(
+                f"GeneralDITControl: hint_block_channels must be a non-empty list of positive integers, got {widths!r}"
+            )
         super().__init__(num_blocks=num_control_blocks, **net_kwargs)
         self.hint_channels = hint_channels
         channels = self.model_channels
@@ -67,10 +79,10 @@ class GeneralDITControl(GeneralDIT):
         self.x_embedder2 = PatchEmbed(
             hint_channels + int(self.concat_padding_mask), channels, self.patch_spatial, self.patch_temporal
         )
-        layers: list[nn.Module] = [nn.Linear(channels, HINT_BLOCK_CHANNELS[0]), nn.SiLU()]
-        for width_in, width_out in zip(HINT_BLOCK_CHANNELS[:-1], HINT_BLOCK_CHANNELS[1:]):
+        layers: list[nn.Module] = [nn.Linear(channels, widths[0]), nn.SiLU()]
+        for width_in, width_out in zip(widths[:-1], widths[1:]):
             layers += [nn.Linear(width_in, width_out), nn.SiLU()]
-        layers.append(nn.Linear(HINT_BLOCK_CHANNELS[-1], channels))
+        layers.append(nn.Linear(widths[-1], channels))
         self.input_hint_block = nn.Sequential(*layers)
         self.zero_blocks = nn.ModuleDict({name: nn.Linear(channels, channels) for name in self.blocks})
         self._init_control_weights()

@@ -460,6 +460,9 @@ def test_clear_errors():
             num_control_blocks=1, hint_channels=8, **dict(ARCH, model_channels=48)))
     with pytest.raises(ValueError, match="exceeds"):
         GeneralDITControl(num_control_blocks=4, num_blocks=3, **ARCH)
+    for widths in ([], [16, 0], [8.5]):
+        with pytest.raises(ValueError, match="hint_block_channels"):
+            GeneralDITControl(num_control_blocks=1, hint_block_channels=widths, **ARCH)
     with pytest.raises(ValueError, match="repeats"):
         make_model(hint_keys=["edge", "control_input_edge"])
     assert isinstance(model._extend_condition(make_batch(), model.conditioner(make_batch())), ControlCondition)
@@ -530,3 +533,16 @@ def test_hint_latents_are_an_argument_and_the_batch_is_left_alone():
     assert base.encode_hints(batch) == {}
     with pytest.raises(ValueError, match="DiffusionModel: hint_latents has the keys"):
         base.generate_samples(batch, num_steps=1, hint_latents=hints)
+
+
+def test_the_hint_mlp_has_the_official_widths_unless_told_and_starts_at_zero():
+    """input_hint_block: NVIDIA's D-16-16-32-32-96-96-256-D by default (official control files load strictly); the
+    demo's shallow, wide MLP (one hidden layer of 256) by hint_block_channels. Both end in a zero Linear."""
+    official = GeneralDITControl(num_control_blocks=1, hint_channels=8, **ARCH)
+    linears = [m for m in official.input_hint_block if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [16, 16, 32, 32, 96, 96, 256, ARCH["model_channels"]]
+    wide = GeneralDITControl(num_control_blocks=1, hint_channels=8, hint_block_channels=[256], **ARCH)
+    linears = [m for m in wide.input_hint_block if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(32, 256), (256, 32)]
+    assert not linears[-1].weight.any() and not linears[-1].bias.any()
+    assert linears[0].weight.std() > 0

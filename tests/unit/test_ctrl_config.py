@@ -53,6 +53,7 @@ def test_7b_control_experiments_compose(name, keys):
     assert model.net.num_blocks == 28 and model.net.in_channels == 17
     assert model.net_ctrl.in_channels == 17 and model.net_ctrl.num_control_blocks == 3
     assert model.net_ctrl.hint_channels == 128
+    assert list(model.net_ctrl.hint_block_channels) == [16, 16, 32, 32, 96, 96, 256]  # official files load strictly
     assert list(config.dataloader_train.dataset.hint_keys) == keys
     assert config.dataloader_train.dataset.num_frames == 121
     assert config.trainer.activation_checkpointing == "full"
