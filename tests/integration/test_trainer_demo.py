@@ -1,7 +1,7 @@
 """The demo experiment (`make demo`) end to end on a few tiny clips: real GeneralDIT + ControlNet branch, pixel
 tokenizer, PowerEMA, FSDP2 over 2 processes (torchrun, gloo), validation samples and checkpoints.
 
-It guards the demo's configuration against changes elsewhere, and covers what the toy model cannot: a frozen or
+Then scripts/demo_report.py, `make demo`'s last step, on the trained job. It guards the demo's configuration against changes elsewhere, and covers what the toy model cannot: a frozen or
 trained base sharded beside a control branch, and a trainable parameter outside every network (the model's logvar
 head), whose gradients the trainer averages itself and which fused AdamW (the default) steps in a group of its own.
 """
@@ -56,3 +56,14 @@ def test_demo_edge_tiny_trains_validates_and_checkpoints(tmp_path):
     assert (job / "samples" / "iter_000000003_grid.gif").stat().st_size > 0
     assert (job / "checkpoints" / "latest_checkpoint.txt").read_text().strip() == "iter_000000003"
     assert (job / "config.yaml").is_file()
+
+    # make demo's last step on this job: inference.py with the edge control on and off, evaluate.py, the table.
+    report = [sys.executable, str(ROOT / "scripts" / "demo_report.py"), "--job", str(job), "--data",
+              str(tmp_path / "data" / "val"), "--num_clips", "1", "--gif_clips", "1", "--", *overrides[1:]]
+    result = subprocess.run(report, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "35 res2ab steps" in result.stdout and "Edge F1 with the control on / off:" in result.stdout, result.stdout
+    for state in ("on", "off"):
+        metrics = json.loads((job / "demo_report" / "e" / f"edge_{state}.metrics.json").read_text())["metrics"]
+        assert 0 <= metrics["edge_f1"] <= 1 and -1 <= metrics["blur_ssim"] <= 1, metrics
+    assert (job / "demo_report" / "side_by_side.gif").stat().st_size > 0
