@@ -75,7 +75,7 @@ DEMO_EDGE_TINY = LazyDict(
             # The hint MLP: one hidden layer of 256 instead of NVIDIA's seven narrow ones (16, 16, 32, 32, 96, 96, 256,
             # whose 16-wide start squeezes the 24-channel hint): the branch learns the edges faster in 1,000 steps.
             # Measured in 1,000-step pilots (BENCHMARKS.md, issue 17): Edge F1 0.384 with [256] (0.384 with [512]),
-            # 0.352 with NVIDIA's widths x4; NVIDIA's own gave 0.329 in `make demo`.
+            # 0.352 with NVIDIA's widths x4; NVIDIA's own gave 0.329 in `make demo` (all at 12 sampling steps).
             net_ctrl=dict(hint_channels=24, num_control_blocks=_CONTROL_BLOCKS, hint_block_channels=[256]),
             # Post-training as Cosmos-Transfer1 does it: the base (assets/demo/base_model.pt, given as
             # checkpoint.load_path after convert_checkpoint.py --new-control edge) stays frozen, only the branch
