@@ -23,11 +23,13 @@ class ToyBlock(nn.Module):
 
 
 class ToyNet(nn.Module):
-    def __init__(self, in_dim: int, dim: int, num_blocks: int) -> None:
+    def __init__(self, in_dim: int, dim: int, num_blocks: int, unused_layer: bool = False) -> None:
         super().__init__()
         self.x_embedder = nn.Linear(in_dim + 1, dim)
         self.blocks = nn.ModuleDict({f"block{i}": ToyBlock(dim) for i in range(num_blocks)})
         self.final_layer = nn.Linear(dim, in_dim)
+        if unused_layer:  # trainable but never in the graph: it gets no gradient and so no optimizer state
+            self.unused = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         h = self.x_embedder(torch.cat([x, sigma.log()[:, None]], dim=1))
@@ -53,11 +55,12 @@ class ToyDiffusionModel(nn.Module):
         dim: int = 32,
         num_blocks: int = 2,
         nan_after_steps: int = -1,
+        unused_layer: bool = False,
     ) -> None:
         super().__init__()
         self.shape = (3, frames, size, size)
         self.in_dim = 3 * frames * size * size
-        self.net = ToyNet(self.in_dim, dim, num_blocks)
+        self.net = ToyNet(self.in_dim, dim, num_blocks, unused_layer)
         self.tokenizer = ToyTokenizer(self.in_dim, 8)
         self.nan_after_steps = nan_after_steps
         self.steps = 0

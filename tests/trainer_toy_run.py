@@ -14,7 +14,8 @@ Fault injection for the tests (test-only, patched in here, never in the library)
                            <job_dir>/sampling_started
   "slow_publish_s": S      rank 0 takes S seconds longer to publish each checkpoint (rename + latest_checkpoint.txt);
                            every rank writes the time it leaves train() to <job_dir>/left_rank<r>
-Other options: "num_workers" (data-loader worker processes per rank), "validation_num_batches".
+Other options: "num_workers" (data-loader worker processes per rank), "validation_num_batches", "unused_layer" (a
+trainable layer the forward never uses).
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def make_config(options: dict) -> Config:
 
     config = Config(
         job=toy_job(options["job_dir"]),
-        model=L(ToyDiffusionModel)(nan_after_steps=options.get("nan_after_steps", -1), dim=options.get("dim", 32)),
+        model=L(ToyDiffusionModel)(nan_after_steps=options.get("nan_after_steps", -1), dim=options.get("dim", 32),
+                                   unused_layer=options.get("unused_layer", False)),
         ema=L("cosmos_transfer.ema.PowerEMA")(s=0.1) if options.get("ema", True) else None,
         optimizer=L(torch.optim.AdamW)(lr=options.get("lr", 3e-3), weight_decay=0.01, fused=None),
         scheduler=L(schedulers.lambda_linear)(warm_up_steps=[3], f_start=[0.1]),

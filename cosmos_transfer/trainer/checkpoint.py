@@ -129,10 +129,38 @@ class OptimizerState(Stateful):
         self.optimizer = optimizer
 
     def state_dict(self) -> dict[str, Any]:
-        return get_optimizer_state_dict(self.model, self.optimizer)
+        state = get_optimizer_state_dict(self.model, self.optimizer)
+        _add_never_stepped_states(self.model, state)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         set_optimizer_state_dict(self.model, self.optimizer, state)
+
+
+def _add_never_stepped_states(model: nn.Module, state: dict[str, Any]) -> None:
+    """Give every optimized parameter without state (it never had a gradient: a layer the forward skipped) the state
+    of a never-stepped one: zeros shaped as the others'. A resumed run's optimizer holds state for every parameter
+    (DCP's loader initializes it all), so a checkpoint without these entries could not be loaded ("Missing key").
+    Adam's zero moments and step 0 are what it starts from anyway, so resuming stays exact."""
+    states = state["state"]
+    if not states:
+        return  # DCP initializes an optimizer that never stepped itself
+    template = next(iter(states.values()))
+    params = dict(model.named_parameters())
+    for group in state["param_groups"]:
+        for name in group["params"]:
+            param = params.get(name)  # DCP's names are model.named_parameters()' (wrappers' prefixes removed)
+            if name in states or param is None:
+                continue
+            entry = {}
+            for key, value in template.items():
+                if not isinstance(value, torch.Tensor):
+                    entry[key] = type(value)()  # a number (0) or a flag's default
+                elif value.ndim == 0:
+                    entry[key] = torch.zeros_like(value)  # the step count
+                else:
+                    entry[key] = torch.zeros_like(param.detach(), dtype=value.dtype)
+            states[name] = entry
 
 
 class StatefulAdapter(Stateful):

@@ -164,6 +164,20 @@ def test_resume_with_another_model_shape_names_the_checkpoint_and_what_to_do(run
     assert latest(job) == "iter_000000030"
 
 
+def test_a_trainable_layer_without_gradients_resumes_bitwise(runs):
+    """A trainable parameter that never got a gradient (a layer the forward skips) has no optimizer state; its
+    checkpoint was saved without it and could not be loaded ("Missing key"). 2 ranks, FSDP2: resumed at 2, the
+    losses to 4 are the uninterrupted run's, bit for bit."""
+    options = {"max_iter": 4, "save_iter": 2, "unused_layer": True}
+    reference, resumed = runs["root"] / "unused_reference", runs["root"] / "unused_resumed"
+    check(run_toy({**options, "job_dir": str(reference)}))
+    check(run_toy({**options, "job_dir": str(resumed), "max_iter": 2}))
+    result = run_toy({**options, "job_dir": str(resumed)})
+    check(result)
+    assert "resumed from" in result.stderr + result.stdout
+    assert losses(resumed) == losses(reference) and sorted(losses(reference)) == [1, 2, 3, 4]
+
+
 def test_nan_guard_skips_steps_then_stops_without_saving_the_diverged_state(runs):
     job = runs["root"] / "nan"
     result = run_toy({"job_dir": str(job), "max_iter": 20, "save_iter": 100, "nan_after_steps": 4,
