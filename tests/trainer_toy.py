@@ -56,6 +56,7 @@ class ToyDiffusionModel(nn.Module):
         num_blocks: int = 2,
         nan_after_steps: int = -1,
         unused_layer: bool = False,
+        outside_param: bool = False,
     ) -> None:
         super().__init__()
         self.shape = (3, frames, size, size)
@@ -64,6 +65,8 @@ class ToyDiffusionModel(nn.Module):
         self.tokenizer = ToyTokenizer(self.in_dim, 8)
         self.nan_after_steps = nan_after_steps
         self.steps = 0
+        # A trainable layer outside the network, as DiffusionModel's logvar head: a plain tensor beside FSDP2's DTensors.
+        self.logvar = nn.Linear(4, 1) if outside_param else None
 
     def state_dict(self, *args, **kwargs):
         state = super().state_dict(*args, **kwargs)
@@ -71,7 +74,8 @@ class ToyDiffusionModel(nn.Module):
         return type(state)((k, v) for k, v in state.items() if not k.startswith(prefix + "tokenizer."))
 
     def trainable_parameters(self):
-        return [p for p in self.net.parameters() if p.requires_grad]
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        return params + (list(self.logvar.parameters()) if self.logvar is not None else [])
 
     @property
     def device(self) -> torch.device:
@@ -89,6 +93,9 @@ class ToyDiffusionModel(nn.Module):
         mse = (pred - x0).pow(2).mean()
         self.steps += 1
         loss = mse
+        if self.logvar is not None:  # the EDM uncertainty term
+            logvar = self.logvar(torch.ones(1, 4, device=x0.device)).squeeze()
+            loss = mse * torch.exp(-logvar) + logvar
         if 0 <= self.nan_after_steps < self.steps:
             loss = loss * float("nan")
         return loss, {"loss": loss.detach(), "mse": mse.detach(), "edm_loss": mse.detach()}

@@ -15,7 +15,9 @@ Fault injection for the tests (test-only, patched in here, never in the library)
   "slow_publish_s": S      rank 0 takes S seconds longer to publish each checkpoint (rename + latest_checkpoint.txt);
                            every rank writes the time it leaves train() to <job_dir>/left_rank<r>
 Other options: "num_workers" (data-loader worker processes per rank), "validation_num_batches", "unused_layer" (a
-trainable layer the forward never uses).
+trainable layer the forward never uses), "outside_param" (a trainable logvar head outside the network),
+"old_optimizer_groups" (the trainer as it was before parameter groups were split by tensor kind: mixed groups, per-
+tensor AdamW, no "optimizer_groups" in the trainer state).
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ def make_config(options: dict) -> Config:
     config = Config(
         job=toy_job(options["job_dir"]),
         model=L(ToyDiffusionModel)(nan_after_steps=options.get("nan_after_steps", -1), dim=options.get("dim", 32),
-                                   unused_layer=options.get("unused_layer", False)),
+                                   unused_layer=options.get("unused_layer", False),
+                                   outside_param=options.get("outside_param", False)),
         ema=L("cosmos_transfer.ema.PowerEMA")(s=0.1) if options.get("ema", True) else None,
         optimizer=L(torch.optim.AdamW)(lr=options.get("lr", 3e-3), weight_decay=0.01, fused=None),
         scheduler=L(schedulers.lambda_linear)(warm_up_steps=[3], f_start=[0.1]),
@@ -179,6 +182,17 @@ def main() -> None:
             publish(self, partial, final)
 
         Checkpointer._finalize = slow_publish
+    if options.get("old_optimizer_groups"):  # the trainer before param groups were split by tensor kind
+        build = trainer_module.Trainer._build_optimizer
+        trainer_module.Trainer._build_optimizer = lambda self, one_kind_per_group=True: build(self, False)
+        rank_state = trainer_module.Trainer._rank_state
+
+        def old_rank_state(self):
+            state = rank_state(self)
+            del state["optimizer_groups"]
+            return state
+
+        trainer_module.Trainer._rank_state = old_rank_state
     trainer_module.train(make_config(options))
     if "slow_publish_s" in options:
         with open(os.path.join(options["job_dir"], f"left_rank{rank}"), "w") as f:

@@ -202,6 +202,7 @@ class Trainer:
         self.params = [p for p in self._trainable_parameters()]
         self.replicated_params = [p for p in replicated_trainable_parameters(self.model) if p.requires_grad]
         self.optimizer = self._build_optimizer()
+        self.optimizer_groups = "one_tensor_kind"  # or "mixed" for a job saved before (_match_optimizer_groups)
         self.scheduler = instantiate(config.scheduler, optimizer=self.optimizer) if config.scheduler else None
         # The EMA follows the sharded parameters, so it is built after parallelize (first update copies the weights).
         self.ema = instantiate(config.ema, model=self.model) if config.ema else None
@@ -295,15 +296,17 @@ class Trainer:
             raise ValueError("trainable_parameters() returned a frozen parameter (requires_grad=False)")
         return params
 
-    def _build_optimizer(self) -> torch.optim.Optimizer:
+    def _build_optimizer(self, one_kind_per_group: bool = True) -> torch.optim.Optimizer:
         multipliers = self.config.trainer.lr_multipliers or None
-        groups = one_tensor_kind_per_group(lr_param_groups(self.model, self.params, multipliers))
-        kwargs: dict[str, Any] = {"params": groups}
+        groups = lr_param_groups(self.model, self.params, multipliers)
+        kwargs: dict[str, Any] = {"params": one_tensor_kind_per_group(groups) if one_kind_per_group else groups}
         # An option with `fused: null` (configs/optimizer.py) runs fused: one kernel for all of a group's parameters
         # (on CPU too: 12% of the CPU demo's step time went to the per-tensor loop, BENCHMARKS.md).
         optimizer_config = self.config.optimizer
         if "fused" in optimizer_config and optimizer_config.get("fused") is None:
             kwargs["fused"] = True
+        if not one_kind_per_group and "fused" in optimizer_config:  # mixed groups: per tensor, as they were written
+            kwargs.update(fused=False, foreach=False)
         optimizer = instantiate(self.config.optimizer, **kwargs)
         scale_group_rates(optimizer)
         return optimizer
@@ -328,6 +331,7 @@ class Trainer:
             "lr_multipliers": self._lr_multipliers(),
             "optimizer_lr": self._configured_lr(),
             "lora": self.lora.settings() if self.lora is not None else None,  # what export needs to merge adapters
+            "optimizer_groups": self.optimizer_groups,  # absent: saved before groups were split (_match_optimizer_groups)
         }
 
     def _lr_multipliers(self) -> dict[str, float]:
@@ -365,6 +369,20 @@ class Trainer:
                 "checkpoint.load_path set to a file exported by scripts/export_checkpoint.py"
             )
 
+    def _match_optimizer_groups(self, checkpoint: str) -> None:
+        """A checkpoint saved before the parameter groups were split by tensor kind (param_groups.py) holds fewer
+        groups when a plain parameter (the logvar head) shared one with FSDP2's DTensors; such runs stepped per
+        tensor (fused kernels refuse the mix). Rebuild the optimizer that way, so that the job resumes exactly."""
+        if self.checkpointer.saved_trainer_state(checkpoint).get("optimizer_groups") == "one_tensor_kind":
+            return
+        unsplit = self._build_optimizer(one_kind_per_group=False)
+        if len(unsplit.param_groups) == len(self.optimizer.param_groups):
+            return
+        self.optimizer, self.optimizer_groups = unsplit, "mixed"
+        self.scheduler = instantiate(self.config.scheduler, optimizer=self.optimizer) if self.config.scheduler else None
+        self._print(f"{checkpoint} was saved with the optimizer's older parameter groups (a plain parameter beside "
+                    "sharded ones): this job continues with them and per-tensor AdamW, as it was trained")
+
     def _load_initial_state(self) -> None:
         """Resume from the job's latest checkpoint, or else initialize the weights from checkpoint.load_path."""
         ckpt_cfg = self.config.checkpoint
@@ -385,6 +403,7 @@ class Trainer:
                 self._reference_frozen_base(load_path, keys)
             return
         self._check_optimizer_groups(latest)
+        self._match_optimizer_groups(latest)
         self._check_learning_rate(latest)
         self._report_nan_stop(latest)
         self._reload_frozen_base(latest)

@@ -178,6 +178,28 @@ def test_a_trainable_layer_without_gradients_resumes_bitwise(runs):
     assert losses(resumed) == losses(reference) and sorted(losses(reference)) == [1, 2, 3, 4]
 
 
+def test_a_checkpoint_with_the_older_optimizer_groups_resumes_bitwise(runs):
+    """Checkpoints written before the groups were split by tensor kind hold a plain parameter (the logvar head) in a
+    group with FSDP2's DTensors. The trainer rebuilds that optimizer (per tensor, as it was trained) instead of
+    failing on 'Missing key ... param_groups.2': resumed at 2 and again at 3, the old trainer's own losses, bitwise.
+    A new job with such a parameter gets split groups and fused AdamW, and resumes as well."""
+    options = {"max_iter": 4, "save_iter": 1, "outside_param": True, "lr_multipliers": {"net.blocks.*": 0.5}}
+    reference, resumed = runs["root"] / "old_groups_reference", runs["root"] / "old_groups_resumed"
+    check(run_toy({**options, "job_dir": str(reference), "old_optimizer_groups": True}, nproc=1))
+    check(run_toy({**options, "job_dir": str(resumed), "max_iter": 2, "old_optimizer_groups": True}, nproc=1))
+    for max_iter in (3, 4):  # and again from the checkpoint this trainer wrote
+        result = check(run_toy({**options, "job_dir": str(resumed), "max_iter": max_iter}, nproc=1))
+        assert "saved with the optimizer's older parameter groups" in result.stderr + result.stdout
+    assert losses(resumed) == losses(reference) and sorted(losses(reference)) == [1, 2, 3, 4]
+
+    split_reference, split_resumed = runs["root"] / "split_reference", runs["root"] / "split_resumed"
+    check(run_toy({**options, "job_dir": str(split_reference)}, nproc=1))
+    check(run_toy({**options, "job_dir": str(split_resumed), "max_iter": 2}, nproc=1))  # saved at 1 and 2
+    result = check(run_toy({**options, "job_dir": str(split_resumed)}, nproc=1))
+    assert "older parameter groups" not in result.stderr + result.stdout
+    assert losses(split_resumed) == losses(split_reference)
+
+
 def test_nan_guard_skips_steps_then_stops_without_saving_the_diverged_state(runs):
     job = runs["root"] / "nan"
     result = run_toy({"job_dir": str(job), "max_iter": 20, "save_iter": 100, "nan_after_steps": 4,
