@@ -65,7 +65,7 @@ class ToyDiffusionModel(nn.Module):
         self.tokenizer = ToyTokenizer(self.in_dim, 8)
         self.nan_after_steps = nan_after_steps
         self.steps = 0
-        # A trainable layer outside the network, as DiffusionModel's logvar head: a plain tensor beside FSDP2's DTensors.
+        # Trainable, outside the network, as DiffusionModel's logvar head: a plain tensor beside FSDP2's DTensors.
         self.logvar = nn.Linear(4, 1) if outside_param else None
 
     def state_dict(self, *args, **kwargs):

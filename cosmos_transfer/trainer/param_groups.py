@@ -12,10 +12,11 @@ Schedulers scale every group by the same factor (LambdaLR keeps each group's ini
 trainable parameter outside every network, such as the logvar head): torch's foreach and fused optimizer kernels
 take a group's tensors in one call and refuse a mix of the two ("got mixed torch.Tensor and DTensor").
 
-Why the multipliers: in a DiT the AdaLN modulation (shift, scale, gate) multiplies every sub-block's output. Zero-initialized and
-pushed coherently by Adam, the gates of a small net trained from scratch at a high rate grow ~100x in a hundred
-steps; the residual stream follows, and its LayerNorms then squash the token embedding and any ControlNet residual
-(measured on the CPU demo: BENCHMARKS.md). A lower rate on the modulation keeps the stream in range.
+Why the multipliers: in a DiT the AdaLN modulation (shift, scale, gate) multiplies every sub-block's output.
+Zero-initialized and pushed coherently by Adam, the gates of a small net trained from scratch at a high rate grow
+~100x in a hundred steps; the residual stream follows, and its LayerNorms then squash the token embedding and any
+ControlNet residual (measured on the CPU demo: BENCHMARKS.md). A lower rate on the modulation keeps the stream in
+range.
 """
 
 from __future__ import annotations

@@ -331,7 +331,7 @@ class Trainer:
             "lr_multipliers": self._lr_multipliers(),
             "optimizer_lr": self._configured_lr(),
             "lora": self.lora.settings() if self.lora is not None else None,  # what export needs to merge adapters
-            "optimizer_groups": self.optimizer_groups,  # absent: saved before groups were split (_match_optimizer_groups)
+            "optimizer_groups": self.optimizer_groups,  # absent: from before the split (_match_optimizer_groups)
         }
 
     def _lr_multipliers(self) -> dict[str, float]:

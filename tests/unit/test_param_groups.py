@@ -79,7 +79,7 @@ def test_the_optimizer_rate_is_scaled_per_group_and_the_scheduler_scales_every_g
 
 def test_each_group_holds_one_tensor_kind_so_that_fused_adamw_runs_beside_fsdp2():
     """FSDP2's parameters are DTensors; one outside every network (the logvar head) stays a plain tensor. torch's
-    fused and foreach AdamW refuse a group that mixes the two; split groups step (fused AdamW: the trainer's default)."""
+    fused and foreach AdamW refuse a group that mixes the two; split groups step (fused: the trainer's default)."""
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import DTensor
