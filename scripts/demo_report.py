@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
 
     mean = {state: {k: statistics.mean(v) for k, v in s.items()} for state, s in scores.items()}
     ratio = mean["on"]["edge_f1"] / max(mean["off"]["edge_f1"], 1e-9)
-    print(f"\nDemo result ({len(videos)} validation clips, {num_frames} frames at {size[0]}x{size[1]}, {NUM_STEPS} res2ab steps, "
-          "guidance 0, seed 1, EMA weights):")
+    print(f"\nDemo result ({len(videos)} validation clips, {num_frames} frames at {size[0]}x{size[1]}, "
+          f"{NUM_STEPS} res2ab steps, guidance 0, seed 1, EMA weights):")
     print("| edge control | Edge F1 mean | Edge F1 min..max | blur SSIM |")
     print("| --- | ---: | ---: | ---: |")
     for state, label in (("on", "weight 1 (trained branch)"), ("off", "weight 0 (frozen base alone)")):

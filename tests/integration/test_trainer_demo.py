@@ -1,9 +1,10 @@
 """The demo experiment (`make demo`) end to end on a few tiny clips: real GeneralDIT + ControlNet branch, pixel
 tokenizer, PowerEMA, FSDP2 over 2 processes (torchrun, gloo), validation samples and checkpoints.
 
-Then scripts/demo_report.py, `make demo`'s last step, on the trained job. It guards the demo's configuration against changes elsewhere, and covers what the toy model cannot: a frozen or
-trained base sharded beside a control branch, and a trainable parameter outside every network (the model's logvar
-head), whose gradients the trainer averages itself and which fused AdamW (the default) steps in a group of its own.
+Then scripts/demo_report.py, `make demo`'s last step, on the trained job. It guards the demo's configuration against
+changes elsewhere, and covers what the toy model cannot: a frozen or trained base sharded beside a control branch, and
+a trainable parameter outside every network (the model's logvar head), whose gradients the trainer averages itself and
+which fused AdamW (the default) steps in a group of its own.
 """
 
 from __future__ import annotations
