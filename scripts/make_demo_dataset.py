@@ -34,4 +34,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from cosmos_transfer.cli import run_script
+
+    sys.exit(run_script("make_demo_dataset", main))

@@ -253,4 +253,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from cosmos_transfer.cli import run_script
+
+    sys.exit(run_script("prepare_dataset", main))

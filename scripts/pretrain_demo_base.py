@@ -277,4 +277,6 @@ def write_card(path: str, args, weights_path: str, rows, stats: dict, log: list[
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from cosmos_transfer.cli import run_script
+
+    sys.exit(run_script("pretrain_demo_base", main))

@@ -11,14 +11,14 @@
               the run needs, the model's memory against the device and host, the world size)
 after `--`    Hydra overrides: `experiment=NAME`, group choices (`optimizer=adamw`), values (`trainer.max_iter=7`)
 
-Bad input ends with a one-paragraph message and exit status 2; set COSMOS_TRACEBACK=1 to see the traceback too.
+Bad input ends with a one-paragraph message and exit status 2 (3: another run holds the job folder); set
+COSMOS_TRACEBACK=1 to see the traceback too.
 Works the same under plain python and torchrun; only rank 0 prints and writes files.
 """
 
 import argparse
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,11 +27,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # so `configs.*` and `experiments.*` import when run from anywhere
 
 from cosmos_transfer.config.compose import freeze, load_make_config, override, to_yaml  # noqa: E402
+from cosmos_transfer.cli import run_script  # noqa: E402
 from cosmos_transfer.config.errors import ConfigError  # noqa: E402
-from cosmos_transfer.trainer.job_lock import JobLockedError, hold_job_lock  # noqa: E402
-
-EXIT_BAD_INPUT = 2
-EXIT_JOB_LOCKED = 3  # another run is training in this job folder (cosmos_transfer/trainer/job_lock.py)
+from cosmos_transfer.trainer.job_lock import hold_job_lock  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -134,30 +132,8 @@ def main(argv: list[str]) -> int:
 
 
 def run(argv: list[str]) -> int:
-    """main() with bad input turned into a one-paragraph message and exit status 2."""
-    from cosmos_transfer.checkpoints.files import WeightsFileError
-    from cosmos_transfer.preflight import PreflightError
-    from cosmos_transfer.trainer.safe_dcp import CheckpointError
-
-    try:
-        return main(argv)
-    # Bad input found while composing, in the checks, or when the trainer reads a checkpoint or weights file (every
-    # rank reads the same files and agrees on what it found, so rank 0's message is the run's).
-    except (ConfigError, PreflightError, CheckpointError, WeightsFileError) as error:
-        if os.environ.get("COSMOS_TRACEBACK"):
-            traceback.print_exc()
-        if rank() == 0:  # composition is the same on every rank: one message is enough
-            print(f"error: {error}", file=sys.stderr)
-            if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun answers a failed worker with its own traceback
-                print(f"(torchrun's ChildFailedError report that follows is about this exit, status "
-                      f"{EXIT_BAD_INPUT})", file=sys.stderr, flush=True)
-        return EXIT_BAD_INPUT
-    except JobLockedError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)  # only rank 0 takes the lock
-        if "TORCHELASTIC_RUN_ID" in os.environ:
-            print(f"(torchrun's ChildFailedError report that follows is about this exit, status {EXIT_JOB_LOCKED})",
-                  file=sys.stderr, flush=True)
-        return EXIT_JOB_LOCKED
+    """main() with bad input turned into a one-paragraph message and its exit status (cosmos_transfer/cli.py)."""
+    return run_script("train", lambda: main(argv))
 
 
 if __name__ == "__main__":

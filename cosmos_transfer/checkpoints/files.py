@@ -14,8 +14,10 @@ import pickle
 
 import torch
 
+from cosmos_transfer.config.errors import UserError
 
-class WeightsFileError(ValueError):
+
+class WeightsFileError(UserError, ValueError):
     """A weights file that cannot be read (damaged, incomplete, or not what was expected)."""
 
 

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cosmos_transfer.config.errors import DataError
 from cosmos_transfer.video_io import read_frames
 
 # Named training resolutions as (H, W). Both sides are multiples of 16: the tokenizer compresses 8x spatially and the
@@ -40,7 +41,7 @@ def resolve_resolution(resolution) -> tuple[int, int]:
     return height, width
 
 
-class BadSampleError(ValueError):
+class BadSampleError(DataError):
     """A sample cannot be used (too short, unpaddable, missing files...). The message names the file and why."""
 
 

@@ -25,6 +25,7 @@ import json
 import os
 from typing import Any
 
+from cosmos_transfer.config.errors import UserError
 from cosmos_transfer.hints import HINT_KEYS, normalize_hint_key
 
 COMPUTABLE_CONTROLS = ("edge", "vis")
@@ -32,7 +33,7 @@ _TOP_LEVEL_KEYS = ("prompt", "prompt_embedding", "negative_prompt", "negative_pr
 _CONTROL_KEYS = ("control_weight", "input_control")
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A control spec that cannot be used; the message names the file and the entry."""
 
 

@@ -25,14 +25,18 @@ import sys
 import time
 from typing import Callable
 
+from cosmos_transfer.config.errors import UserError
+
 LOCK_FILE = "job.lock"
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}  # the file system cannot lock
 
 _held: dict[str, "JobLock"] = {}  # job folder (real path) -> the lock this process holds on it
 
 
-class JobLockedError(RuntimeError):
-    """Another live run holds the job folder's lock."""
+class JobLockedError(UserError, RuntimeError):
+    """Another live run holds the job folder's lock (exit status 3, so that a scheduler can tell it apart)."""
+
+    exit_code = 3
 
 
 def _warn(message: str) -> None:

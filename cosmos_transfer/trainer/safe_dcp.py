@@ -35,13 +35,15 @@ from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.filesystem import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.metadata import Metadata
 
+from cosmos_transfer.config.errors import UserError
+
 METADATA_FILE = ".metadata"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_PART = "manifest_rank{rank}.part.json"  # one per rank while a checkpoint is written, merged by rank 0
 _CHUNK = 16 << 20
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used; the message names the file and what is wrong (entry points print it)."""
 
 
