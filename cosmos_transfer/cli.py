@@ -6,6 +6,13 @@
 - Errors: every script's entry point is `sys.exit(run_script("NAME", main))`: a UserError (config/errors.py) or an
   OSError naming a file becomes one paragraph on stderr (rank 0 only under torchrun) and exit status 2; anything else
   is a bug and keeps its traceback. COSMOS_TRACEBACK=1 shows the traceback of a user error too.
+- Outputs: `check_outputs` refuses, before any work, an output path that is one of the command's inputs (the same
+  file, also through a hard or symbolic link), lies inside an input folder, is an existing folder, repeats another
+  output, or cannot be written; `writing(path)` writes under a temporary name and renames it onto `path` when
+  complete (never a half-written file under the final name), with the mode a plain `open` gives (0666 less umask).
+- JSON: `load_json` reads a file of the user's like json.load, a nesting too deep for Python's parser being one
+  more malformed-JSON ValueError instead of a RecursionError.
+- Devices: `resolve_device` checks a --device value (and that CUDA is there when asked for) before anything is built.
 - Resolutions: `HxW` (e.g. `704x1280`, height first as everywhere in this project) or a name (`720`, `480`, `256`,
   `tiny`). `H W`, `H,W` and `[H,W]` are read too, with a hint. In Hydra overrides (`...dataset.resolution=`) the
   same size is a list, `[704,1280]`, or a name.
@@ -14,13 +21,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import errno
+import json
 import os
 import re
 import sys
 import traceback
-from typing import Callable
+from typing import IO, Any, Callable, Iterator, Mapping
 
 from cosmos_transfer.config.errors import UserError
 
@@ -62,6 +71,152 @@ def run_script(prog: str, main: Callable[[], int | None]) -> int:
                 print(f"(torchrun's ChildFailedError report that follows is about this exit, status {code})",
                       file=sys.stderr, flush=True)
         return code
+
+
+class InputError(UserError):
+    """An error of a library call that the script knows its inputs caused (see reported_as_user_errors)."""
+
+
+@contextlib.contextmanager
+def reported_as_user_errors(*types: type[BaseException]) -> Iterator[None]:
+    """Within the block, an exception of `types` is a user error (one paragraph, exit 2), for library calls whose
+    plain errors (e.g. the weight loaders' ValueErrors naming a file that does not fit) a script knows to come from
+    what it was given. Name only such types: anything else keeps its traceback. COSMOS_TRACEBACK=1 shows the cause."""
+    try:
+        yield
+    except types as error:
+        if isinstance(error, UserError):
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        raise InputError(str(message)) from error
+
+
+class OutputPathError(UserError, ValueError):
+    """An output path that would overwrite an input of the same command, or that cannot be written."""
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file: the same real path, or (both existing) one inode, as a hard link does."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def _inside(path: str, folder: str) -> bool:
+    folder = os.path.realpath(folder)
+    return os.path.isdir(folder) and os.path.realpath(path).startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _unwritable(path: str) -> str | None:
+    """Why the folder of output `path` cannot hold it (None: it can; a missing folder is created by `writing`)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        return f"its folder cannot be made: {folder!r} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder!r} is not writable"
+    return None
+
+
+def check_outputs(outputs: Mapping[str, str | None], inputs: Mapping[str, str | None],
+                  folders: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, outputs that would destroy an input or cannot be written (see the top).
+
+    outputs, inputs: what the user would call each path (`--out`, `SOURCE`, `--control edge`, ...) -> the path
+    (None: not given). folders: the labels of outputs that are folders (they may exist; the files written in them
+    are checked with this function again once their names are known)."""
+    problems = []
+    given = {label: path for label, path in outputs.items() if path}
+    for index, (label, path) in enumerate(given.items()):
+        for in_label, in_path in inputs.items():
+            if not in_path or not os.path.lexists(in_path):
+                continue
+            if _same_file(path, in_path):
+                problems.append(f"{label} {path!r} is {in_label} {in_path!r} (the same file): writing it would "
+                                "destroy that input while it is read")
+            elif _inside(path, in_path):
+                problems.append(f"{label} {path!r} lies inside {in_label} {in_path!r}: the output would be written "
+                                "into that input folder")
+        for other_label, other in list(given.items())[:index]:
+            if _same_file(path, other):
+                problems.append(f"{label} and {other_label} are both {path!r}: one would overwrite the other")
+        if os.path.isdir(path) and label not in folders:
+            problems.append(f"{label} {path!r} is an existing folder, where a file is to be written")
+        elif os.path.lexists(path) and not os.path.isdir(path) and label in folders:
+            problems.append(f"{label} {path!r} is an existing file, where a folder of files is to be written")
+        why = _unwritable(path)
+        if why is not None:
+            problems.append(f"{label} {path!r} cannot be written: {why}")
+    if problems:
+        raise OutputPathError("; ".join(problems) + ". Give another output path; nothing was written")
+
+
+def _umask_file_mode() -> int:
+    """The mode a plain open() gives a new file: 0666 less the process's umask (read without changing it for good)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def writing(path: str) -> Iterator[str]:
+    """Yield a temporary path beside `path` (same extension: writers choose the format by it) to write the output
+    to; once the block ends it is renamed onto `path`, so that `path` is never a half-written file (an interrupted
+    write leaves the previous file, if any, as it was). Its mode is a plain open()'s whatever the writer chose
+    (safetensors writes 0600). The folder is created if missing."""
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    stem, extension = os.path.splitext(name)
+    temporary = os.path.join(folder, f".{stem}.partial-{os.getpid()}{extension}")
+    try:
+        yield temporary
+        os.chmod(temporary, _umask_file_mode())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+
+
+def load_json(file: IO[str]) -> Any:
+    """json.load of a user's file; a nesting too deep for Python's parser (which raises RecursionError, whose
+    traceback would be a bug's) is reported as the ValueError of any other malformed JSON."""
+    try:
+        return json.load(file)
+    except RecursionError:
+        raise ValueError(f"nested deeper than Python's JSON parser can read (about {sys.getrecursionlimit()} "
+                         "levels of [ and {)") from None
+
+
+class DeviceError(UserError, ValueError):
+    """A --device value that is no device, or a device this machine does not have."""
+
+
+def resolve_device(value: str | None):
+    """The torch.device of a --device value (None: cuda when available, else cpu), checked before any work: a
+    machine without CUDA asked for `cuda` is told so, not met with an AssertionError once the model is built."""
+    import torch
+
+    if value is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"--device {value!r} is not a device: expected cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {value}: this machine has no usable CUDA device (torch {torch.__version__}, "
+                              f"built for CUDA {torch.version.cuda}); use --device cpu, or leave --device out")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {value}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif device.type != "cpu":
+        raise DeviceError(f"--device {value}: expected cpu, cuda or cuda:N")
+    return device
 
 
 class TextEncoderError(UserError, ValueError):

@@ -7,7 +7,8 @@
 Metrics (see cosmos_transfer/metrics.py): `edge_f1` (Canny edges of the video against the edge control: the spec's
 or --edge_video's `input_control`, else the Canny edges of the input video), `blur_ssim` (against the input video,
 both blurred like the `vis` control), and `psnr` / `ssim` against --ground_truth. With --spec, the input video and
-the edge control come from the spec (the file given to scripts/inference.py); explicit options win.
+the edge control come from the spec (the file given to scripts/inference.py); explicit options win. --out may not be
+one of the videos or the spec (refused before anything is read).
 """
 
 from __future__ import annotations
@@ -19,16 +20,20 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from cosmos_transfer.cli import check_outputs, reported_as_user_errors, run_script, writing  # noqa: E402
 from cosmos_transfer.data.controls import BLUR_PRESETS, EDGE_PRESETS  # noqa: E402
 from cosmos_transfer.metrics import evaluate_video  # noqa: E402
-from cosmos_transfer.video_io import VideoReadError, read_video  # noqa: E402
+from cosmos_transfer.video_io import read_video  # noqa: E402
 
 
 def _from_spec(path: str) -> tuple[str | None, str | None]:
     """(input video, edge control video) named by an inference spec file; paths relative to the spec's folder."""
-    from cosmos_transfer.inference.spec import load_spec
+    from cosmos_transfer.inference.spec import SpecError, load_spec
 
-    spec = load_spec(path)
+    try:
+        spec = load_spec(path)
+    except RecursionError:  # json.load in spec.py: a nesting too deep for Python's parser (cli.load_json says so)
+        raise SpecError(f"{path}: not valid JSON: nested deeper than Python's JSON parser can read") from None
     edge = spec.controls.get("edge")
     return spec.input_video, (edge.input_control if edge is not None else None)
 
@@ -47,14 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Evaluate; the exit status of the error boundary (a user error: one paragraph, 2)."""
+    return run_script("evaluate", lambda: _main(argv))
 
-    try:
-        input_path, edge_path = _from_spec(args.spec) if args.spec else (None, None)
-        input_path = args.input_video or input_path
-        edge_path = args.edge_video or edge_path
-        video, _ = read_video(args.video)
-        load = lambda path: read_video(path)[0] if path else None  # noqa: E731
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    input_path, edge_path = _from_spec(args.spec) if args.spec else (None, None)
+    input_path = args.input_video or input_path
+    edge_path = args.edge_video or edge_path
+    check_outputs({"--out": args.out}, {"--video": args.video, "--spec": args.spec, "--input_video": input_path,
+                                        "--edge_video": edge_path, "--ground_truth": args.ground_truth})
+    video, _ = read_video(args.video)
+    load = lambda path: read_video(path)[0] if path else None  # noqa: E731
+    with reported_as_user_errors(ValueError):  # metrics.py's: videos that do not match, nothing to compare
         results = evaluate_video(
             video,
             input_video=load(input_path),
@@ -63,9 +74,6 @@ def main(argv: list[str] | None = None) -> int:
             canny_threshold=args.canny_threshold,
             blur_strength=args.blur_strength,
         )
-    except (VideoReadError, ValueError, FileNotFoundError) as error:
-        print(f"evaluate: {error}", file=sys.stderr)
-        return 2
     report = {
         "video": args.video,
         "input_video": input_path,
@@ -78,14 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     text = json.dumps(report, indent=2)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
+        with writing(args.out) as temporary, open(temporary, "w", encoding="utf-8") as f:
             f.write(text + "\n")
     print(text)
     return 0
 
 
 if __name__ == "__main__":
-    from cosmos_transfer.cli import run_script
-
-    sys.exit(run_script("evaluate", main))
+    sys.exit(main())

@@ -13,7 +13,11 @@ out.
 A run with LoRA adapters (config `lora`, cosmos_transfer/lora.py) exports `--lora merged` (the default: the adapters
 folded into their layers, W + alpha/rank * B A, under the base names: a plain model file) or `--lora separate` (the
 model without its adapters in --out, and the adapters with their rank/alpha/targets in --lora_out, by default
-<out>.lora.safetensors; inference folds them in with cosmos_transfer.lora.merge_adapter_file).
+<out>.lora.safetensors; inference folds them in with cosmos_transfer.lora.merge_adapter_file); both paths are printed.
+An output may not be the checkpoint's input (inside its folder, or the frozen base a lean checkpoint names), an
+existing folder, or the other output: that is refused before anything is read. Files are written under a temporary
+name, renamed when complete, with the mode a plain `open` gives. The file's metadata records its `source` checkpoint
+and the job's `model.finetune_base` (convert_checkpoint.py to-official writes the base when it was trained).
 Runs in one process, without torchrun; DCP reassembles the shards whatever the world size that wrote them.
 """
 
@@ -30,9 +34,12 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cosmos_transfer import lora  # noqa: E402
+from cosmos_transfer.checkpoints.transfer1 import job_finetune_base  # noqa: E402
+from cosmos_transfer.cli import check_outputs, reported_as_user_errors, run_script, writing  # noqa: E402
 from cosmos_transfer.dtypes import DTYPE_NAMES, torch_dtype  # noqa: E402
-from cosmos_transfer.trainer import safe_dcp  # noqa: E402
+from cosmos_transfer.trainer import frozen_base, safe_dcp  # noqa: E402
 from cosmos_transfer.trainer.checkpoint import Checkpointer, read_frozen_base, read_latest_name  # noqa: E402
+
 
 def resolve_checkpoint(path: str) -> str:
     """The DCP folder `path` names: itself, or the latest one when `path` is a job's checkpoints folder."""
@@ -41,7 +48,9 @@ def resolve_checkpoint(path: str) -> str:
     name = read_latest_name(path)  # a name inside `path`, never a path out of it
     if name is not None:
         return os.path.join(path, name)
-    raise FileNotFoundError(f"{path} is neither a DCP checkpoint (no .metadata) nor a folder with latest_checkpoint.txt")
+    raise safe_dcp.CheckpointError(f"{path} is neither a DCP checkpoint (no .metadata) nor a folder with "
+                                   "latest_checkpoint.txt: give a job's checkpoints/ folder or one of its iter_* "
+                                   "folders")
 
 
 def read_weights(path: str, ema: bool = False) -> dict[str, torch.Tensor]:
@@ -55,7 +64,8 @@ def read_weights(path: str, ema: bool = False) -> dict[str, torch.Tensor]:
         if isinstance(meta, TensorStorageMetadata) and (key.startswith("model.") or key.startswith("ema."))
     }
     if not any(k.startswith("model.") for k in template):
-        raise ValueError(f"{path} holds no model weights (no 'model.*' keys): is it one of our training checkpoints?")
+        raise safe_dcp.CheckpointError(f"{path} holds no model weights (no 'model.*' keys): is it one of our training "
+                                       "checkpoints?")
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
         warnings.simplefilter("ignore", UserWarning)
         safe_dcp.load(template, path, no_dist=True)
@@ -64,10 +74,11 @@ def read_weights(path: str, ema: bool = False) -> dict[str, torch.Tensor]:
         # PowerEMA saves its fp32 shadow of each trainable parameter as "shadow.<parameter name>".
         ema_weights = {k[len("ema.shadow.") :]: v for k, v in template.items() if k.startswith("ema.shadow.")}
         if not ema_weights:
-            raise ValueError(f"{path} has no EMA weights ('ema.*' keys): the run trained without an EMA (ema=null)")
+            raise safe_dcp.CheckpointError(f"{path} has no EMA weights ('ema.*' keys): the run trained without an EMA "
+                                           "(ema=null); export without --ema")
         matched = {k: v for k, v in ema_weights.items() if k in weights}
         if not matched:
-            raise ValueError(
+            raise safe_dcp.CheckpointError(
                 f"{path}: the EMA's keys ({sorted(ema_weights)[:3]}...) do not name model parameters "
                 f"({sorted(weights)[:3]}...)"
             )
@@ -82,33 +93,54 @@ def adapter_path(out: str) -> str:
 
 def export(path: str, out: str, ema: bool = False, dtype: str | None = None, lora_mode: str | None = None,
            lora_out: str | None = None, base: bool = True) -> dict[str, torch.Tensor]:
+    """Write the model weights of checkpoint `path` to `out` (and, `--lora separate`, its adapters to `lora_out`,
+    printed); returns the weights written to `out`."""
     from safetensors.torch import save_file
 
     checkpoint = resolve_checkpoint(path)
+    reference = frozen_base.read(checkpoint)
+    if lora_mode == "separate":
+        lora_out = lora_out or adapter_path(out)
+    check_outputs({"--out": out, "--lora_out": lora_out if lora_mode == "separate" else None},
+                  {"the checkpoint": checkpoint,
+                   f"the frozen base that {frozen_base.FILE} names": reference.path if reference else None})
     weights = read_weights(checkpoint, ema=ema)
     if base:  # a lean checkpoint's frozen base, from the source it references (checked first): a full model
         weights = {**read_frozen_base(checkpoint), **weights}
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if lora.has_adapters(weights):  # merged in float32, before any --dtype cast
         settings = Checkpointer.saved_trainer_state(checkpoint).get("lora")
         if not settings:
-            raise ValueError(f"{checkpoint} holds LoRA adapters but its trainer state has no LoRA settings (rank, "
-                             "alpha): it was not written by our trainer")
+            raise safe_dcp.CheckpointError(f"{checkpoint} holds LoRA adapters but its trainer state has no LoRA "
+                                           "settings (rank, alpha): it was not written by our trainer")
         if (lora_mode or "merged") == "merged":
             weights = lora.merge_weights(weights, float(settings["alpha"]) / int(settings["rank"]))
         else:
             weights, adapters = lora.split_weights(weights)
-            lora.save_adapters(lora_out or adapter_path(out), adapters, settings)
+            with writing(lora_out) as temporary:
+                lora.save_adapters(temporary, adapters, settings)
+            print(f"wrote {lora_out}: the LoRA adapters ({len(adapters)} tensors, rank {settings['rank']}, alpha "
+                  f"{settings['alpha']}); fold them in with inference.py --lora_checkpoint {lora_out}")
     elif lora_mode is not None:
-        raise ValueError(f"--lora {lora_mode}: {checkpoint} holds no LoRA adapters (the run had no `lora` config)")
+        raise safe_dcp.CheckpointError(f"--lora {lora_mode}: {checkpoint} holds no LoRA adapters (the run had no "
+                                       "`lora` config); leave --lora out")
     if dtype:
         target = torch_dtype(dtype)
         weights = {k: v.to(target) if v.is_floating_point() else v for k, v in weights.items()}
-    save_file({k: v.contiguous() for k, v in weights.items()}, out, metadata={"source": os.path.abspath(path)})
+    metadata = {"source": os.path.abspath(path)}
+    trained_base, _ = job_finetune_base(checkpoint)
+    if trained_base is not None:  # read by convert_checkpoint.py to-official (base_model.pt or not)
+        metadata["finetune_base"] = "true" if trained_base else "false"
+    with writing(out) as temporary:
+        save_file({k: v.contiguous() for k, v in weights.items()}, temporary, metadata=metadata)
     return weights
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Export; the exit status of the error boundary (a user error: one paragraph, 2)."""
+    return run_script("export_checkpoint", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a checkpoint folder (iter_*) or a job's checkpoints/ folder")
     parser.add_argument("--out", required=True, help="output .safetensors file")
@@ -127,18 +159,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name} must end in .safetensors, got {value}")
     if args.lora_out and args.lora != "separate":
         parser.error("--lora_out goes with --lora separate")
-    try:
+    # The ValueErrors of the readers below (latest_checkpoint.txt, the adapters) are about this checkpoint.
+    with reported_as_user_errors(ValueError):
         weights = export(args.checkpoint, args.out, ema=args.ema, dtype=args.dtype, lora_mode=args.lora,
                          lora_out=args.lora_out, base=not args.no_base)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"export_checkpoint: {error}", file=sys.stderr)
-        return 2
     total = sum(v.numel() for v in weights.values())
     print(f"wrote {args.out}: {len(weights)} tensors, {total / 1e6:.2f}M values")
     return 0
 
 
 if __name__ == "__main__":
-    from cosmos_transfer.cli import run_script
-
-    sys.exit(run_script("export_checkpoint", main))
+    sys.exit(main())

@@ -14,7 +14,9 @@ are computed from the input video when absent. The model is the experiment's tra
 Long videos are generated window by window (--window_frames, default: the experiment's clip length), each window
 conditioned on the previous one's last latent frames when the model is video2world.
 Writes the video, `<out>.json` (the settings) and, with --side_by_side, `<out>_side_by_side.mp4`
-(input | controls | output). Hydra overrides of the experiment go after `--`.
+(input | controls | output). Hydra overrides of the experiment go after `--`. None of these may be an input of the run
+(the spec, its videos, the weights) or an existing folder: that is refused before anything is built; each is
+written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -29,9 +31,17 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)  # configs/ and experiments/ import from the repository root
 
-from cosmos_transfer.cli import MINILM, add_resolution_argument, resolution_option  # noqa: E402
-
-EXIT_BAD_INPUT = 2
+from cosmos_transfer.cli import (  # noqa: E402
+    MINILM,
+    OutputPathError,
+    add_resolution_argument,
+    check_outputs,
+    reported_as_user_errors,
+    resolution_option,
+    resolve_device,
+    run_script,
+    writing,
+)
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -117,11 +127,9 @@ def check_inputs(args: argparse.Namespace, config) -> list[str]:
         path = item.partition("=")[2]
         if path and not os.path.exists(path):
             problems.append(f"--control_checkpoint {item!r}: {path!r} does not exist")
-    import torch
-
     from cosmos_transfer.preflight import inference_memory_problems
 
-    device_type = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).split(":")[0]
+    device_type = resolve_device(args.device).type
     half = (args.dtype or ("bfloat16" if device_type == "cuda" else "float32")) != "float32"
     problems += inference_memory_problems(config, device_type=device_type, half_precision=half)
     return problems + check_tokenizer_files(config)
@@ -156,17 +164,51 @@ def _make_config(config_file: str | None):
     return make_config
 
 
+def check_output_paths(args: argparse.Namespace, spec, checkpoint_path: str | None) -> dict[str, str]:
+    """The files this run writes (pipeline.output_paths), refused before any work if one is an input of the run."""
+    from cosmos_transfer.inference.pipeline import output_paths
+
+    paths = output_paths(args.out)
+    inputs = {"--spec": args.spec, "the spec's input_video_path": spec.input_video,
+              "the spec's prompt_embedding": spec.prompt_embedding,
+              "the spec's negative_prompt_embedding": spec.negative_prompt_embedding,
+              "--checkpoint": checkpoint_path, "--lora_checkpoint": args.lora_checkpoint, "--config": args.config}
+    for key, control in spec.controls.items():
+        inputs[f"the spec's {key} input_control"] = control.input_control
+        if control.weight_is_map:
+            inputs[f"the spec's {key} control_weight"] = control.control_weight
+    for item in args.control_checkpoint:
+        key, _, path = item.partition("=")
+        inputs[f"--control_checkpoint {key}"] = path
+    outputs = {"--out": paths["video"], "the settings file of --out": paths["settings"],
+               "the side-by-side video of --out": paths["side_by_side"] if args.side_by_side else None}
+    check_outputs(outputs, inputs)
+    return paths
+
+
+def _write_video(path: str, frames, fps: float) -> None:
+    """write_video under a temporary name; PyAV's errors (which name no file) say which output failed."""
+    import av
+
+    from cosmos_transfer.video_io import write_video
+
+    with writing(path) as temporary:
+        try:
+            write_video(temporary, frames, fps=fps)
+        except av.FFmpegError as error:
+            raise OutputPathError(f"cannot write the video {path}: {error}") from None
+
+
 def run(args: argparse.Namespace, overrides: list[str]) -> dict:
     import numpy as np
-    import torch
 
     from cosmos_transfer.data.video import resolve_resolution
     from cosmos_transfer.inference import loading, pipeline
     from cosmos_transfer.inference.controls import prepare_inputs
-    from cosmos_transfer.inference.spec import load_spec
-    from cosmos_transfer.video_io import write_video
+    from cosmos_transfer.inference.spec import SpecError, load_spec
 
     started = time.time()
+    device = resolve_device(args.device)  # a machine without CUDA is told before anything is built
     control_checkpoints = _control_checkpoints(args.control_checkpoint)
     say = lambda message: print(f"[{time.time() - started:6.1f}s] {message}", flush=True)  # noqa: E731
     config = loading.compose_config(args.experiment, overrides, make_config=_make_config(args.config))
@@ -174,7 +216,10 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
     if problems:
         raise ValueError(f"{len(problems)} problem(s) found before reading anything:\n"
                          + "\n".join(f"  {i}. {problem}" for i, problem in enumerate(problems, 1)))
-    spec = load_spec(args.spec)
+    try:
+        spec = load_spec(args.spec)
+    except RecursionError:  # json.load in spec.py: a nesting too deep for Python's parser (cli.load_json says so)
+        raise SpecError(f"{args.spec}: not valid JSON: nested deeper than Python's JSON parser can read") from None
     if args.prompt is not None:
         spec = spec.replace(prompt=args.prompt, prompt_embedding=None)
     if args.negative_prompt is not None:
@@ -183,10 +228,10 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
         _dataset_option(config, "resolution", "720"))
     window_frames = args.window_frames or int(_dataset_option(config, "num_frames", 121))
     text_length = args.text_length or int(_dataset_option(config, "text_embedding_length", 512))
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = args.dtype or ("bfloat16" if device.type == "cuda" else None)
     checkpoint = args.checkpoint if args.checkpoint is not None else config.job.path
     checkpoint_path = None if checkpoint.lower() == "none" else loading.resolve_checkpoint(checkpoint)  # fail early
+    paths = check_output_paths(args, spec, checkpoint_path)
 
     # Stage 1: inputs and text (the text encoder is released before the diffusion model is built).
     inputs = prepare_inputs(spec, resolution, canny_threshold=args.canny_threshold,
@@ -219,14 +264,13 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
                                      offload_tokenizer=args.offload, progress=say)
     output = pipeline.resize_video(inputs.crop(frames), tuple(args.output_size) if args.output_size else None)
     fps = args.fps or inputs.fps
-    paths = pipeline.output_paths(args.out)
-    write_video(paths["video"], output, fps=fps)
+    _write_video(paths["video"], output, fps=fps)
     written = [paths["video"]]
     if args.side_by_side:
         panels = [inputs.crop(inputs.input_video)] if inputs.input_video is not None else []
         panels += [inputs.crop(inputs.controls[key]) for key in sorted(inputs.controls)]
         panels = [pipeline.resize_video(p, output.shape[1:3]) for p in panels] + [output]
-        write_video(paths["side_by_side"], pipeline.side_by_side(panels), fps=fps)
+        _write_video(paths["side_by_side"], pipeline.side_by_side(panels), fps=fps)
         written.append(paths["side_by_side"])
     settings = {
         "experiment": args.experiment,
@@ -249,30 +293,27 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
         "outputs": written,
         "seconds": round(time.time() - started, 2),
     }
-    with open(paths["settings"], "w", encoding="utf-8") as file:
+    with writing(paths["settings"]) as temporary, open(temporary, "w", encoding="utf-8") as file:
         json.dump(settings, file, indent=2)
     say(f"wrote {', '.join(written)}")
     return settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    from cosmos_transfer.config.errors import ConfigError
-    from cosmos_transfer.inference.spec import SpecError
-    from cosmos_transfer.video_io import VideoReadError
+    """Generate; the exit status of the error boundary (a user error: one paragraph, 2)."""
+    return run_script("inference", lambda: _main(sys.argv[1:] if argv is None else argv))
 
-    try:
+
+def _main(argv: list[str]) -> int:
+    args, overrides = parse_args(argv)
+    from safetensors import SafetensorError
+
+    # The loaders' and the pipeline's plain errors name the file, key or setting of this run that does not fit
+    # (a checkpoint of another model, a window size, a damaged adapter file).
+    with reported_as_user_errors(ValueError, KeyError, FileNotFoundError, SafetensorError):
         run(args, overrides)
-    except (SpecError, ConfigError, FileNotFoundError, VideoReadError, ValueError, KeyError) as error:
-        if os.environ.get("COSMOS_TRACEBACK"):
-            raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"inference: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     return 0
 
 
 if __name__ == "__main__":
-    from cosmos_transfer.cli import run_script
-
-    sys.exit(run_script("inference", main))
+    sys.exit(main())

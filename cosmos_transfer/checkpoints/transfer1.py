@@ -22,6 +22,7 @@ Files are read with torch.load(weights_only=True) (checkpoints/files.py), never 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -105,8 +106,9 @@ class WeightsFile:
         for key, branch in self.branches.items():
             if key is None:
                 if hint_key is None:
-                    raise ValueError(f"{self.path} holds a control branch ({LAYOUTS[self.layout]}); say which hint "
-                                     "key it is for (e.g. edge)")
+                    raise files.WeightsFileError(
+                        f"{self.path} holds a control branch ({LAYOUTS[self.layout]}) without saying which hint key "
+                        "it is for: name it (convert_checkpoint.py --control-key KEY, e.g. edge)")
                 key = hint_key
                 weights.update(self.branch_logvar)
             weights.update({f"{CONTROL}{key}.{name}": value for name, value in branch.items()})
@@ -142,8 +144,8 @@ def read_weights(path: str, use_ema: bool = False, net_keys: Sequence[str] = (),
     if transfer2_5.is_cosmos_2p5(tensors):  # its net.* would otherwise pass for a Cosmos-1.0 base
         raise files.WeightsFileError(
             f"{path} holds a Cosmos-2.5 network (Predict2.5 / Transfer2.5 names such as t_embedding_norm, "
-            "blocks.N.self_attn), not a Cosmos-Transfer1 / Cosmos-1.0 one: read it with "
-            "cosmos_transfer.checkpoints.transfer2_5.read_weights (a Cosmos25DiT / Cosmos25ControlDiT network)"
+            "blocks.N.self_attn), where a Cosmos-Transfer1 / Cosmos-1.0 one is needed: it goes with "
+            "a 2.5 experiment (transfer2p5_*, predict2p5_*) with other 2.5 files: the two families do not mix"
         )
     weights = _split(path, tensors, tuple(net_keys))
     weights.notes = notes + weights.notes
@@ -251,7 +253,8 @@ def _split(path: str, state: dict[str, torch.Tensor], net_keys: tuple[str, ...] 
 def _unknown(path: str, state: dict, why: str) -> files.WeightsFileError:
     expected = "\n".join(f"  {name}: {text}" for name, text in LAYOUTS.items())
     return files.WeightsFileError(
-        f"{path}: not a layout of NVIDIA's Cosmos-Transfer1 / Cosmos-1.0 weight files nor ours"
+        f"{path}: not a layout of NVIDIA's Cosmos-Transfer1 / Cosmos-1.0 weight files nor ours (nor a Cosmos-2.5 "
+        "network)"
         f"{': ' + why if why else ''}; "
         f"its first keys are {list(state)[:8]}. Expected one of:\n{expected}"
     )
@@ -299,8 +302,14 @@ def branch_from_base(state: dict[str, torch.Tensor], hint_keys: Sequence[str], n
             # Files written from it may not share storage; loading into a model reads the base's tensors as they are.
             shared[f"{CONTROL}{hint_key}.{name}"] = value.clone() if clone else value
     if not shared:
-        raise ValueError(f"branch_from_base: no 'net.*' base weights; first keys: {list(state)[:5]}")
+        raise files.WeightsFileError(f"no base weights ('net.*') to start a control branch from; first keys: "
+                                     f"{list(state)[:5]}")
     return shared
+
+
+def base_block_count(state: dict[str, torch.Tensor]) -> int:
+    """The number of transformer blocks of the base in our weights (`net.blocks.block<i>.*`)."""
+    return len({m.group(1) for k in state if (m := re.match(r"net\.blocks\.block(\d+)\.", k))})
 
 
 def control_model_weights(
@@ -318,15 +327,22 @@ def control_model_weights(
             f"NVIDIA's {BASE_FILE} as the base and this file as a control (--control KEY={base.path})"
         )
     if base.official_branch is not None and hint_key is None:
-        raise ValueError(f"{base.path} also holds a control branch ({LAYOUTS[base.layout]}); name its hint key "
-                         "(--control-key KEY)")
+        raise files.WeightsFileError(f"{base.path} also holds a control branch ({LAYOUTS[base.layout]}); name its "
+                                     "hint key (--control-key KEY)")
     weights = base.ours(hint_key)
     overlap = set(new_branches) & set(controls or {})
     if overlap:
-        raise ValueError(f"hint keys {sorted(overlap)} given both as control files and as new branches")
+        raise files.WeightsFileError(f"hint keys {sorted(overlap)} given both as control files (--control) and as "
+                                     "new branches (--new-control): give each key once")
     for key, control in (controls or {}).items():
         weights.update(branch_of(control, key))  # its logvar.* replaces the base's (the control model's head)
     if new_branches:
+        blocks = base_block_count(weights)
+        if not 1 <= num_control_blocks <= blocks:  # a branch copies its blocks from the base's first ones
+            raise files.WeightsFileError(
+                f"--num-control-blocks {num_control_blocks}: a new branch starts from the base's first blocks, and "
+                f"the base in {base.path} has {blocks}: give a number from 1 to {blocks} (NVIDIA's Transfer1-7B "
+                "branches have 3; net_ctrl.num_control_blocks of the experiment must match)")
         weights.update(branch_from_base(weights, list(new_branches), num_control_blocks))
     return weights
 
@@ -351,11 +367,11 @@ def to_official(state: dict[str, torch.Tensor], hint_keys: Sequence[str] | None 
     keys = list(branches if hint_keys is None else hint_keys)
     unknown = sorted(set(keys) - set(branches))
     if unknown:
-        raise ValueError(f"no branch {unknown} in the weights; its branches: {branches}")
+        raise files.WeightsFileError(f"no branch {unknown} in the weights; its branches: {branches}")
     logvar = {k: v for k, v in state.items() if k.startswith(LOGVAR)}
     base = {k: v for k, v in state.items() if k.startswith(NET)}
     if not base and not branches:
-        raise ValueError(f"no 'net.*' or 'net_ctrl.*' weights; first keys: {list(state)[:5]}")
+        raise files.WeightsFileError(f"no 'net.*' or 'net_ctrl.*' weights; first keys: {list(state)[:5]}")
     out: dict[str, dict[str, torch.Tensor]] = {}
     used: set[str] = set()
     for key in keys:
@@ -369,3 +385,32 @@ def to_official(state: dict[str, torch.Tensor], hint_keys: Sequence[str] | None 
         used.update(base)
         used.update(logvar)
     return OfficialFiles(out, sorted(set(state) - used))
+
+
+def base_was_trained(path: str) -> tuple[bool | None, str]:
+    """Whether the job that made weights file `path` trained its base (model.finetune_base), and where that was
+    read: the metadata scripts/export_checkpoint.py writes (`finetune_base`, or else `source`, the checkpoint, whose
+    job folder holds config.yaml). (None, why) when the file does not say (not an export of ours)."""
+    if not path.endswith(".safetensors"):
+        return None, f"{path} is no export of ours"
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("finetune_base") in ("true", "false"):
+        return metadata["finetune_base"] == "true", f"model.finetune_base={metadata['finetune_base']} in its metadata"
+    return job_finetune_base(metadata["source"]) if "source" in metadata else (None, f"{path} names no job")
+
+
+def job_finetune_base(checkpoint: str) -> tuple[bool | None, str]:
+    """model.finetune_base in the config.yaml of the job whose checkpoint (iter_* or checkpoints/ folder) this is."""
+    import yaml
+
+    for job in (os.path.dirname(os.path.dirname(os.path.abspath(checkpoint))), os.path.dirname(checkpoint)):
+        config = os.path.join(job, "config.yaml")
+        if os.path.isfile(config):
+            with open(config, encoding="utf-8") as file:
+                model = (yaml.safe_load(file) or {}).get("model") or {}
+            value = model.get("finetune_base") if isinstance(model, dict) else None
+            return (value if isinstance(value, bool) else None), f"model.finetune_base={value} in {config}"
+    return None, f"no config.yaml in the job folder of {checkpoint}"

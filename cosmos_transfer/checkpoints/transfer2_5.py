@@ -120,20 +120,20 @@ def _to_branch(branch: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tenso
 # ------------------------------------------------------------------------------------------------------- reading
 def read_weights(path: str) -> Weights25:
     """Read a Cosmos-2.5 weights file (.pt or .safetensors) and sort its tensors into base, branches, left out."""
-    return split(path, _state_of(path))
+    return split(path, _state_of(path, "Cosmos-2.5 weights file"))
 
 
 def is_2p5_file(path: str) -> bool:
     """Whether a weights file holds a Cosmos-2.5 network (.pt files are memory-mapped: cheap to ask). False for a
     file that is no flat state dict (e.g. a Transfer1 training checkpoint): its own reader says what it is."""
     try:
-        return is_cosmos_2p5(_state_of(path))
+        return is_cosmos_2p5(_state_of(path, "weights file"))  # no family known yet: a message names none
     except files.WeightsFileError:
         return False
 
 
-def _state_of(path: str) -> dict:
-    raw = files.load_weights_file(path, "Cosmos-2.5 weights file")
+def _state_of(path: str, what: str) -> dict:
+    raw = files.load_weights_file(path, what)
     state = raw
     for wrapper in ("model", "module", "state_dict"):  # as diffusers' get_state_dict
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
@@ -150,8 +150,8 @@ def split(path: str, state: dict) -> Weights25:
     if not is_cosmos_2p5(state):
         raise files.WeightsFileError(
             f"{path}: not a Cosmos-2.5 network (no t_embedding_norm, crossattn_proj or blocks.N.self_attn keys); its "
-            f"first keys are {[str(k) for k in state][:8]}. Cosmos-Transfer1 / Cosmos-1.0 files are read by "
-            "cosmos_transfer.checkpoints.transfer1.read_weights")
+            f"first keys are {[str(k) for k in state][:8]}. A Cosmos-Transfer1 / Cosmos-1.0 file goes with a "
+            "Transfer1 experiment and other Transfer1 files: the two families do not mix")
     prefixed = any(isinstance(k, str) and k.startswith(NET) for k in state)
     base: dict[str, torch.Tensor] = {}
     branches: dict[int, dict[str, torch.Tensor]] = {}
@@ -220,7 +220,7 @@ def model_weights(path: str, model_keys) -> tuple[dict[str, torch.Tensor], str]:
                 state[key[len(NET):]] = found.base[base_key]
         description += f"; the model's {len(model_branches)} control branch(es) started from its base blocks"
     else:
-        raise ValueError(
+        raise files.WeightsFileError(
             f"checkpoint.load_path={path} holds {len(found.branches)} control branch(es), the model has "
             f"{len(model_branches)}: combine one released file per branch first, in the model's hint-key order: "
             "scripts/convert_checkpoint.py to-ours BASE.pt joint.safetensors --control edge=EDGE.pt "
@@ -237,11 +237,11 @@ def multi_control_state(base: Weights25, controls: Sequence[Weights25], image_co
     image_context: keep the image cross-attention weights (img_context_proj, q/k/v_img); NVIDIA's released
     multi-control net has none (extra_image_context_dim=None), so they are left out by default."""
     if not controls:
-        raise ValueError("multi_control_state: no control files")
+        raise files.WeightsFileError("no control files to combine (--control KEY=PATH)")
     state = dict(base.base)
     for b, control in enumerate(controls):
         if len(control.branches) != 1:
-            raise ValueError(f"{control.path} holds {len(control.branches)} control branches "
+            raise files.WeightsFileError(f"{control.path} holds {len(control.branches)} control branches "
                              f"({LAYOUTS[control.layout]}); each control file must hold exactly one (a released "
                              "general/<modality>/*_ema_bf16.pt)")
         state.update(_to_branch(next(iter(control.branches.values())), b))
@@ -256,7 +256,7 @@ def to_official(net_state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch
     `model.pt` for a base or a one-branch net (the layout of the released files), and `branch_<b>.pt` (base + that
     branch in single-branch names, a released file's layout) for each branch of a multi-branch net."""
     if not is_cosmos_2p5(net_state):
-        raise ValueError(f"to_official: not a Cosmos-2.5 network state dict; first keys: {list(net_state)[:5]}")
+        raise files.WeightsFileError(f"not a Cosmos-2.5 network state dict; first keys: {list(net_state)[:5]}")
     weights = split("<state dict>", net_state)
     if len(weights.branches) <= 1 and not any(_MULTI.match(k) for k in net_state):
         return {"model.pt": {NET + k: v for k, v in weights.net_state().items()}}

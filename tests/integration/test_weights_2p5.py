@@ -176,7 +176,8 @@ def test_wrong_files_are_named(tmp_path):
     assert not is_cosmos_2p5(cosmos1) and is_cosmos_2p5(Cosmos25DiT(**parity.TINY).state_dict())
     path = str(tmp_path / "w.pt")
     torch.save({"net." + k: v for k, v in cosmos1.items()}, path)
-    with pytest.raises(files.WeightsFileError, match="not a Cosmos-2.5 network.*transfer1.read_weights"):
+    with pytest.raises(files.WeightsFileError,
+                       match="not a Cosmos-2.5 network.*goes with a Transfer1 experiment.*do not mix"):
         read_weights(path)
     state = {"net." + k: v for k, v in Cosmos25DiT(**parity.TINY).state_dict().items()}
     torch.save({**state, "net.input_hint_block.0.weight": torch.zeros(2)}, path)
@@ -194,5 +195,6 @@ def test_transfer1_reader_refuses_a_2p5_file(tmp_path):
     path = str(tmp_path / "edge_ema_bf16.pt")
     torch.save({"net." + k: v for k, v in Cosmos25ControlDiT(**parity.TINY, **parity.CONTROL).state_dict().items()},
                path)
-    with pytest.raises(files.WeightsFileError, match="Cosmos-2.5.*transfer2_5.read_weights"):
+    with pytest.raises(files.WeightsFileError,
+                       match=r"Cosmos-2.5 network.*goes with a 2.5 experiment \(transfer2p5_\*.*do not mix"):
         transfer1.read_weights(path)

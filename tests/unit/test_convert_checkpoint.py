@@ -202,7 +202,7 @@ def test_combined_base_and_control_files_load(tmp_path, layout):
     assert found.layout == layout and found.has_base and found.official_branch is not None
 
     out = str(tmp_path / "ours.safetensors")
-    assert convert_checkpoint.main(["to-ours", path, out]) == 1  # which hint key? (the file does not say)
+    assert convert_checkpoint.main(["to-ours", path, out]) == 2  # which hint key? (the file does not say)
     assert convert_checkpoint.main(["to-ours", path, out, "--control-key", "edge"]) == 0
     target = control_model(seed=2)
     target.load_state_dict(files.load_weights_file(out), strict=True)
@@ -244,14 +244,14 @@ def test_wrong_kind_of_file_is_named(tmp_path, capsys):
     torch.save(official_control(source, "edge"), edge)
     out = str(tmp_path / "o.safetensors")
     # A branch-only file where a base is needed.
-    assert convert_checkpoint.main(["to-ours", edge, out]) == 1
+    assert convert_checkpoint.main(["to-ours", edge, out]) == 2
     assert "holds only a control branch" in capsys.readouterr().err
     with pytest.raises(ValueError, match="holds only a control branch.*needs its base too"):
         load_model_weights(control_model(seed=2), edge)
     with pytest.raises(ValueError, match="holds only a control branch"):
         loading.load_weights(control_model(seed=2), edge)
     # A base file where a branch is needed.
-    assert convert_checkpoint.main(["to-ours", base, out, "--control", f"edge={base}"]) == 1
+    assert convert_checkpoint.main(["to-ours", base, out, "--control", f"edge={base}"]) == 2
     assert "given as a control-branch file, but it holds the base only" in capsys.readouterr().err
     with pytest.raises(ValueError, match="given as a control-branch file, but it holds the base only"):
         loading.load_weights(control_model(seed=2), base, control_checkpoints={"edge": base})
@@ -273,7 +273,7 @@ def test_unknown_layout_lists_its_keys_and_the_layouts_expected(tmp_path, capsys
     assert "its first keys are ['encoder.layer.0.weight', 'decoder.bias']" in message
     for name in transfer1.LAYOUTS:
         assert f"  {name}: " in message
-    assert convert_checkpoint.main(["to-ours", path, str(tmp_path / "o.safetensors")]) == 1
+    assert convert_checkpoint.main(["to-ours", path, str(tmp_path / "o.safetensors")]) == 2
     assert "Expected one of" in capsys.readouterr().err
     torch.save({"optimizer": {"state": {}}, "iteration": 3}, path)
     with pytest.raises(files.WeightsFileError, match="expected a dict of tensors"):
@@ -319,7 +319,7 @@ def test_round_trip_ours_official_ours_is_bitwise(tmp_path, capsys):
     assert convert_checkpoint.main(["to-official", ours, str(tmp_path / "e.pt"), "--control-key", "edge"]) == 0
     assert torch.equal(torch.load(tmp_path / "e.pt", weights_only=True)["net.x_embedder2.proj.1.weight"],
                        source["net_ctrl.edge.x_embedder2.proj.1.weight"])
-    assert convert_checkpoint.main(["to-official", ours, str(tmp_path / "all.pt")]) == 1
+    assert convert_checkpoint.main(["to-official", ours, str(tmp_path / "all.pt")]) == 2
     assert "give a folder" in capsys.readouterr().err
 
 
