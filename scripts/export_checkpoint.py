@@ -43,6 +43,12 @@ from cosmos_transfer.trainer.checkpoint import Checkpointer, read_frozen_base, r
 
 def resolve_checkpoint(path: str) -> str:
     """The DCP folder `path` names: itself, or the latest one when `path` is a job's checkpoints folder."""
+    if not os.path.exists(path):
+        raise safe_dcp.CheckpointError(f"checkpoint {path} does not exist")
+    if not os.path.isdir(path):
+        raise safe_dcp.CheckpointError(
+            f"{path} is a file, not a checkpoint folder: a weights file needs no export (it loads as it is through "
+            "checkpoint.load_path and inference.py --checkpoint; convert_checkpoint.py converts it)")
     if os.path.isfile(os.path.join(path, ".metadata")):
         return path
     name = read_latest_name(path)  # a name inside `path`, never a path out of it

@@ -250,10 +250,16 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
                                     control_checkpoints=control_checkpoints, report=say)
         say(f"loaded {len(keys)} weights from {checkpoint_path}" + ("" if args.no_ema else " (EMA where saved)"))
     if args.lora_checkpoint:
+        from safetensors import SafetensorError
+
+        from cosmos_transfer.checkpoints.files import damaged
         from cosmos_transfer.lora import merge_adapter_file
 
-        say(f"folded LoRA adapters into {len(merge_adapter_file(model, args.lora_checkpoint))} layers from "
-            f"{args.lora_checkpoint}")
+        try:
+            layers = merge_adapter_file(model, args.lora_checkpoint)
+        except SafetensorError as error:  # a damaged file, read by safetensors itself
+            raise damaged(args.lora_checkpoint, "LoRA adapter file", error) from None
+        say(f"folded LoRA adapters into {len(layers)} layers from {args.lora_checkpoint}")
     loading.prepare_for_inference(model, device, dtype)
 
     # Stage 3: generation.

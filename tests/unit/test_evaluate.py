@@ -95,3 +95,17 @@ def test_errors_exit_2_with_a_message(videos, capsys, args, message):
 
 
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_an_out_that_is_an_input_is_refused(videos, capsys, tmp_path):
+    """--out over the generated video (or an input) used to replace that video with the JSON."""
+    before = open(videos["same"], "rb").read()
+    for out, label in ((videos["same"], "--video"), (videos["input"], "--input_video")):
+        assert evaluate.main(["--video", videos["same"], "--input_video", videos["input"], "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("evaluate: error: ") and f"--out '{out}' is {label} '{out}'" in err, err
+    assert open(videos["same"], "rb").read() == before
+    deep = tmp_path / "deep.json"
+    deep.write_text("{\"a\": " * 50_000 + "1" + "}" * 50_000)
+    assert evaluate.main(["--video", videos["same"], "--spec", str(deep)]) == 2
+    assert "nested deeper than Python's JSON parser can read" in capsys.readouterr().err

@@ -167,3 +167,70 @@ def test_checkpoint_of_another_model_size_is_named(demo_files, capsys, tmp_path)
                            str(tmp_path / "o.mp4"), "--checkpoint", str(tmp_path / "iter_000000001")]) == 2
     error = capsys.readouterr().err
     assert "does not fit the model built from this experiment" in error and "affline_norm" in error
+
+
+# ------------------------------------------------------------------------------------------------- outputs (issue 25)
+def _args(demo_files, out, spec=None, *extra):
+    return ["--experiment", EXPERIMENT, "--spec", spec or demo_files["embedded_spec"], "--out", str(out),
+            "--checkpoint", "none", "--num_steps", "1", "--guidance", "0", "--max_frames", "9", *extra]
+
+
+def test_an_output_that_is_an_input_is_refused_before_any_work(demo_files, capsys, tmp_path):
+    """`--out` equal to the input video used to overwrite it with the generated one (exit 0)."""
+    video = tmp_path / "input.mp4"
+    video.write_bytes(open(demo_files["input"], "rb").read())
+    (tmp_path / "edge.mp4").write_bytes(open(demo_files["input"], "rb").read())
+    embedded = json.loads(open(demo_files["embedded_spec"]).read())
+    spec = tmp_path / "clip.json"  # the settings file of --out clip.mp4 would be this spec
+    spec.write_text(json.dumps({**embedded, "input_video_path": str(video),
+                                "edge": {"input_control": str(tmp_path / "edge.mp4")}}))
+    before = {path: path.read_bytes() for path in (video, spec, tmp_path / "edge.mp4")}
+    os.link(video, tmp_path / "linked.mp4")
+    cases = [
+        (video, f"--out '{video}' is the spec's input_video_path '{video}' (the same file)"),
+        (tmp_path / "linked.mp4", f"--out '{tmp_path / 'linked.mp4'}' is the spec's input_video_path"),
+        (tmp_path / "clip.mp4", f"the settings file of --out '{spec}' is --spec '{spec}'"),
+        (tmp_path / "edge.mp4", "is the spec's edge input_control"),
+        (tmp_path / "clip.json" / "x.mp4", "is a file, not a folder"),
+    ]
+    (tmp_path / "folder.mp4").mkdir()
+    cases.append((tmp_path / "folder.mp4", "is an existing folder"))
+    for out, message in cases:
+        assert inference.main(_args(demo_files, out, str(spec))) == 2, out
+        err = capsys.readouterr().err
+        assert err.startswith("inference: error: ") and message in err, (out, err)
+    assert all(path.read_bytes() == data for path, data in before.items())
+    # The side-by-side video is an output too, checked only when asked for.
+    spec_side = tmp_path / "s.json"
+    spec_side.write_text(json.dumps({**embedded, "input_video_path": str(tmp_path / "o_side_by_side.mp4")}))
+    (tmp_path / "o_side_by_side.mp4").write_bytes(before[video])
+    assert inference.main(_args(demo_files, tmp_path / "o.mp4", str(spec_side), "--side_by_side")) == 2
+    assert "the side-by-side video of --out" in capsys.readouterr().err
+
+
+def test_a_missing_cuda_is_named_before_anything_is_built(demo_files, capsys, tmp_path, monkeypatch):
+    """It used to be a bare AssertionError ("Torch not compiled with CUDA enabled") once the model was built."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert inference.main(_args(demo_files, tmp_path / "o.mp4", None, "--device", "cuda")) == 2
+    assert "--device cuda: this machine has no usable CUDA device" in capsys.readouterr().err
+    assert inference.main(_args(demo_files, tmp_path / "o.mp4", None, "--device", "gpu0")) == 2
+    assert "--device 'gpu0' is not a device: expected cpu, cuda or cuda:N" in capsys.readouterr().err
+
+
+def test_hostile_inputs_are_one_paragraph(demo_files, capsys, tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)  # RecursionError in json.load
+    (tmp_path / "empty.json").write_text("")
+    (tmp_path / "folder.json").mkdir()
+    garbage = tmp_path / "adapters.safetensors"
+    garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}")  # SafetensorError when read
+    cases = [
+        ([str(deep)], "nested deeper than Python's JSON parser can read"),
+        ([str(tmp_path / "empty.json")], "not valid JSON"),
+        ([str(tmp_path / "folder.json")], "folder.json"),
+        ([None, "--lora_checkpoint", str(garbage)], "adapters.safetensors"),
+    ]
+    for (spec, *extra), message in cases:
+        assert inference.main(_args(demo_files, tmp_path / "o.mp4", spec, *extra)) == 2, spec
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.startswith("inference: error: ") and message in err, err

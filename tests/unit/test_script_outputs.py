@@ -269,3 +269,14 @@ def test_check_outputs_names_both_paths(tmp_path):
     check_outputs({"OUT": str(tmp_path)}, {}, folders=("OUT",))  # a folder output may exist
     with pytest.raises(OutputPathError, match="is an existing file, where a folder"):
         check_outputs({"OUT": str(source)}, {}, folders=("OUT",))
+
+
+def test_export_of_something_that_is_no_checkpoint_is_named(tmp_path, capsys):
+    (tmp_path / "weights.safetensors").write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    for source, message in ((tmp_path / "missing", "does not exist"),
+                            (tmp_path / "weights.safetensors", "is a file, not a checkpoint folder"),
+                            (tmp_path / "empty", "is neither a DCP checkpoint")):
+        assert export_checkpoint.main([str(source), "--out", str(tmp_path / "o.safetensors")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("export_checkpoint: error: ") and message in err, err
