@@ -5,7 +5,8 @@
         --out demo.safetensors [--ema] [--dtype bfloat16]
 
 A job's `checkpoints/` folder also works (its latest checkpoint is used). `--ema` exports the EMA weights (trainable
-parameters from the EMA, cast to the model's dtype; frozen parameters and buffers from the model). The file loads back through `checkpoint.load_path=demo.safetensors`.
+parameters from the EMA, cast to the model's dtype; frozen parameters and buffers from the model). The file loads
+back through `checkpoint.load_path=demo.safetensors`.
 A lean checkpoint (a post-training whose frozen base came from checkpoint.load_path: its `frozen_base.json` names
 the file) is exported whole, the base read from that file after checking its size and CRC-32; `--no_base` leaves it
 out.
