@@ -120,20 +120,20 @@ def _to_branch(branch: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tenso
 # ------------------------------------------------------------------------------------------------------- reading
 def read_weights(path: str) -> Weights25:
     """Read a Cosmos-2.5 weights file (.pt or .safetensors) and sort its tensors into base, branches, left out."""
-    return split(path, _state_of(path, "Cosmos-2.5 weights file"))
+    return split(path, _state_of(path))
 
 
 def is_2p5_file(path: str) -> bool:
     """Whether a weights file holds a Cosmos-2.5 network (.pt files are memory-mapped: cheap to ask). False for a
     file that is no flat state dict (e.g. a Transfer1 training checkpoint): its own reader says what it is."""
     try:
-        return is_cosmos_2p5(_state_of(path, "weights file"))  # no family known yet: a message names none
+        return is_cosmos_2p5(_state_of(path))
     except files.WeightsFileError:
         return False
 
 
-def _state_of(path: str, what: str) -> dict:
-    raw = files.load_weights_file(path, what)
+def _state_of(path: str) -> dict:
+    raw = files.load_weights_file(path, "Cosmos-2.5 weights file")
     state = raw
     for wrapper in ("model", "module", "state_dict"):  # as diffusers' get_state_dict
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
@@ -241,9 +241,9 @@ def multi_control_state(base: Weights25, controls: Sequence[Weights25], image_co
     state = dict(base.base)
     for b, control in enumerate(controls):
         if len(control.branches) != 1:
-            raise files.WeightsFileError(f"{control.path} holds {len(control.branches)} control branches "
-                             f"({LAYOUTS[control.layout]}); each control file must hold exactly one (a released "
-                             "general/<modality>/*_ema_bf16.pt)")
+            raise files.WeightsFileError(
+                f"{control.path} holds {len(control.branches)} control branches ({LAYOUTS[control.layout]}); each "
+                "control file must hold exactly one (a released general/<modality>/*_ema_bf16.pt)")
         state.update(_to_branch(next(iter(control.branches.values())), b))
     if not image_context:
         state = {k: v for k, v in state.items() if not _IMAGE_CONTEXT.search(k)}
