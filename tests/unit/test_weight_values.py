@@ -119,3 +119,22 @@ def test_a_non_safetensors_file_is_named(tmp_path):
         with pytest.raises(files.WeightsFileError, match="damaged or incomplete") as error:
             files.load_weights_file(path, lazy=lazy)
         assert path in str(error.value)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Control weights given in a batch (the form prepare_control_weights takes: numbers, 0-d tensors, maps)
+
+
+@pytest.mark.parametrize("weights, message", [
+    ([1.0, float("nan")], "the weight of control 1 is nan"),
+    (torch.tensor([float("inf"), 0.5]), "the weight of control 0 is inf"),
+    (float("-inf"), "the weight of control 0 is -inf"),
+    ([1.0, torch.full((1, 1, 4, 8, 8), float("nan"))], r"the map of control 1 \(1, 1, 4, 8, 8\) holds 256 NaN or inf"),
+])
+def test_non_finite_control_weights_in_a_batch_are_refused(weights, message):
+    from cosmos_transfer.config.errors import DataError
+    from cosmos_transfer.networks.dit_ctrl import prepare_control_weights
+
+    with pytest.raises(DataError, match=message):
+        prepare_control_weights(weights, 2, 1, (2, 4, 4), latent_frames=2)
+    assert prepare_control_weights([1.0, 0.5], 2, 1, (2, 4, 4)).isfinite().all()
