@@ -52,6 +52,12 @@ class SamplingOptions:
     conditioning_latent_frames: int = 1  # latent frames each window takes from the previous one (Cosmos: 1)
 
 
+def sampler_name(model: nn.Module, options: SamplingOptions) -> str:
+    """The sampler a generation with `options` uses: the one asked for, else the model's objective's default (EDM:
+    "res2ab", rectified flow: "unipc"); what reports and settings files should call it."""
+    return options.sampler or model.objective.default_method
+
+
 @dataclasses.dataclass
 class TextInputs:
     embeddings: torch.Tensor  # float32 [L, D]
