@@ -167,16 +167,22 @@ def non_finite_count(tensor: torch.Tensor) -> int:
     return bad
 
 
-def _named_tensors(value: object, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
-    """(dotted name, tensor) of every tensor inside a loaded file's containers (dicts, lists, tuples), in order."""
-    if isinstance(value, torch.Tensor):
-        yield prefix, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _named_tensors(item, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            yield from _named_tensors(item, f"{prefix}.{index}" if prefix else str(index))
+def _named_tensors(value: object) -> Iterator[tuple[str, torch.Tensor]]:
+    """(dotted name, tensor) of every tensor inside a loaded file's containers (dicts, lists, tuples), in order; a
+    walk with its own stack, as a hostile file may nest containers deeper than Python's recursion limit."""
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        prefix, item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            yield prefix, item
+            continue
+        if isinstance(item, dict):
+            children = list(item.items())
+        elif isinstance(item, (list, tuple)):
+            children = list(enumerate(item))
+        else:
+            continue
+        stack.extend((f"{prefix}.{key}" if prefix else str(key), child) for key, child in reversed(children))
 
 
 def check_finite(loaded: object, path: str, what: str = "weights file") -> None:
@@ -191,6 +197,7 @@ def check_finite(loaded: object, path: str, what: str = "weights file") -> None:
         bad = non_finite_count(tensor)
         if bad:
             nan = int(torch.isnan(tensor).sum())
+            name = name if len(name) <= 200 else f"{name[:100]}...{name[-97:]}"  # a hostile file's nesting
             raise WeightsFileError(
                 f"{what} {path}: tensor '{name}' {tuple(tensor.shape)} holds {bad} non-finite values ({nan} NaN, "
                 f"{bad - nan} inf) of {tensor.numel()} (the first such tensor in the file). A model with such weights "

@@ -138,3 +138,12 @@ def test_non_finite_control_weights_in_a_batch_are_refused(weights, message):
     with pytest.raises(DataError, match=message):
         prepare_control_weights(weights, 2, 1, (2, 4, 4), latent_frames=2)
     assert prepare_control_weights([1.0, 0.5], 2, 1, (2, 4, 4)).isfinite().all()
+
+
+def test_containers_nested_past_the_recursion_limit_are_walked(tmp_path):
+    """A hostile file may nest containers deeper than Python's recursion limit; the walk keeps its own stack."""
+    nested: object = torch.tensor([float("nan")])
+    for _ in range(5000):
+        nested = [nested]
+    with pytest.raises(files.WeightsFileError, match=r"tensor 'deep\.0\.0\.[0.]*\.\.\.[0.]*' \(1,\) holds 1 non-finite"):
+        files.check_finite({"deep": nested, "ok": torch.ones(1)}, "deep.pt")
