@@ -92,12 +92,14 @@ def _unpickling_error(path: str, what: str, error: pickle.UnpicklingError, redow
     """A file weights_only refuses (it names code to call when unpickled) is not opened, and we never advise
     opening it anyway (torch's own message suggests weights_only=False, which would run that code)."""
     text = str(error)
-    if "weights only" not in text.lower() and "weights_only" not in text:
-        return damaged(path, what, error, redownload)
-    wanted = re.search(r"GLOBAL ([\w.]+)", text)
-    calls = f" (it asks to call {wanted.group(1)})" if wanted else ""
+    wanted = re.search(r"GLOBAL ([\w.]+)", text)  # how a pickle names the code it calls
+    if wanted is None:  # not a pickle of objects: a damaged file (random bytes read as unknown opcodes)
+        advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        reasons = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(advice)]
+        return damaged(path, what, reasons[0] if reasons else "not a torch file", redownload)
     return WeightsFileError(
-        f"{what} {path} holds Python objects other than tensors and plain containers{calls}: opening such a file "
+        f"{what} {path} holds Python objects other than tensors and plain containers (it asks to call "
+        f"{wanted.group(1)}): opening such a file "
         "can run code it carries, so it is refused and was not opened. Get the weights as a .safetensors file, or as "
         "a .pt holding only a dict of tensors, from its provider; or, only if you trust where it comes from, convert "
         "it to one with that provider's own code (load it there and save the state dict with "
