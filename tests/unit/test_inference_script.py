@@ -167,3 +167,44 @@ def test_checkpoint_of_another_model_size_is_named(demo_files, capsys, tmp_path)
                            str(tmp_path / "o.mp4"), "--checkpoint", str(tmp_path / "iter_000000001")]) == 2
     error = capsys.readouterr().err
     assert "does not fit the model built from this experiment" in error and "affline_norm" in error
+
+
+def test_a_weights_file_with_nan_exits_2_naming_the_file_and_tensor(demo_files, capsys, tmp_path):
+    """It used to generate an all-black video and exit 0 (issue 25)."""
+    from cosmos_transfer.checkpoints.files import save_weights_file
+    from cosmos_transfer.inference import loading
+
+    state = loading.build_model(loading.compose_config(EXPERIMENT, make_config=make_config)).state_dict()
+    key = "net.final_layer.linear.weight"
+    state[key][0, :3] = torch.tensor([float("nan"), float("inf"), float("nan")])
+    weights = str(tmp_path / "diverged.safetensors")
+    save_weights_file(state, weights)
+    out = tmp_path / "o.mp4"
+    assert inference.main(["--experiment", EXPERIMENT, "--spec", demo_files["embedded_spec"], "--out", str(out),
+                           "--checkpoint", weights, "--num_steps", "1", "--max_frames", "17"]) == 2
+    error = capsys.readouterr().err
+    assert weights in error and f"'{key}'" in error and "3 non-finite values (2 NaN, 1 inf)" in error, error
+    assert "Traceback" not in error and not out.exists()
+
+
+def test_lora_adapters_of_another_shape_exit_2_naming_the_layer(demo_files, capsys, tmp_path):
+    """They used to broadcast into the layer's weight and generate from the damaged model (issue 25)."""
+    from torch import nn
+
+    from cosmos_transfer import lora
+    from cosmos_transfer.inference import loading
+
+    model = loading.build_model(loading.compose_config(EXPERIMENT, make_config=make_config))
+    layer, linear = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.startswith("net."))
+    out_features, _ = linear.weight.shape
+    adapters = str(tmp_path / "other.lora.safetensors")
+    lora.save_adapters(adapters, {f"{layer}.lora_A.default.weight": torch.ones(4, 1),  # [rank, 1]: broadcasts
+                                  f"{layer}.lora_B.default.weight": torch.ones(out_features, 4)},
+                       {"rank": 4, "alpha": 4.0, "target_modules": [layer]})
+    out = tmp_path / "o.mp4"
+    assert inference.main(["--experiment", EXPERIMENT, "--spec", demo_files["embedded_spec"], "--out", str(out),
+                           "--checkpoint", "none", "--lora_checkpoint", adapters, "--num_steps", "1",
+                           "--max_frames", "17"]) == 2
+    error = capsys.readouterr().err
+    assert adapters in error and f"the adapters of {layer} do not fit it" in error and "(4, 1)" in error, error
+    assert "Traceback" not in error and not out.exists()
