@@ -52,3 +52,36 @@ def test_one_bad_caption_is_reported_and_the_rest_of_the_folder_embedded(tmp_pat
         f" is nested too deeply" in out
     assert sorted(os.listdir(os.path.join(root, "minilm_l6"))) == ["a.safetensors", "d.safetensors"]
     assert "2 of 4 clips usable" in out
+
+
+def test_a_missing_reason1_encoder_gets_the_2p5_familys_hint_not_t5s(tmp_path):
+    from cosmos_transfer.cli import TextEncoderError, resolve_text_encoder
+
+    with pytest.raises(TextEncoderError) as caught:
+        resolve_text_encoder(str(tmp_path / "checkpoints/nvidia/Cosmos-Reason1-7B"))
+    hint = lambda error: str(error.value).split("existing folder.")[1].lower()  # noqa: E731 (not the path given)
+    assert "hf download nvidia/cosmos-reason1-7b" in hint(caught) and "'.[reason1]'" in hint(caught)
+    assert "t5" not in hint(caught)
+    with pytest.raises(TextEncoderError) as caught:
+        resolve_text_encoder(str(tmp_path / "checkpoints/google-t5/t5-11b"))
+    assert "hf download google-t5/t5-11b" in hint(caught) and "reason1" not in hint(caught)
+    with pytest.raises(TextEncoderError) as caught:  # a name that tells no family: both
+        resolve_text_encoder(str(tmp_path / "my_encoder"))
+    assert "google-t5/t5-11b" in hint(caught) and "nvidia/cosmos-reason1-7b" in hint(caught)
+
+
+def test_device_cuda_without_cuda_is_refused_up_front_in_one_paragraph(tmp_path, monkeypatch, capsys):
+    """It used to load the encoder first and end in a bare AssertionError (18 s for T5-XXL)."""
+    import torch
+
+    from cosmos_transfer.cli import run_script
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    root = make_tiny_dataset(tmp_path / "data", stems=["a"])
+    main = _prepare_dataset_main()
+    loaded = []
+    monkeypatch.setattr("cosmos_transfer.data.text_encoders.load_text_encoder", lambda *a, **k: loaded.append(1))
+    assert run_script("prepare_dataset", lambda: main([root, "--text_encoder", "minilm", "--device", "cuda"])) == 2
+    error = capsys.readouterr().err
+    assert "--device cuda: this machine has no CUDA GPU" in error and "--device cpu" in error
+    assert "Traceback" not in error and loaded == []
