@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from cosmos_transfer.config.errors import DataError
 from cosmos_transfer.data.safe_pickle import safe_load
 
 EMBEDDING_SUFFIXES = (".safetensors", ".pickle", ".pkl")
@@ -109,3 +110,34 @@ def pad_text_embedding(embeddings: np.ndarray, length: int) -> tuple[torch.Tenso
     mask = torch.zeros(length, dtype=torch.float32)
     mask[:n] = 1.0
     return padded, mask
+
+
+def projection_mismatch(folder: str | os.PathLike, weights_path: str) -> str | None:
+    """Why the projected embeddings of `folder` cannot train the base in `weights_path`, or None: embeddings cached
+    after one base's crossattn_proj (scripts/prepare_dataset.py --project-with) are that base's reading of the
+    text, and a base with another crossattn_proj would train on text it does not read that way. Compared by the
+    fingerprint every projected file records; the folder's files are all of one kind (VideoDataset checks that)."""
+    from cosmos_transfer.data.text_encoders import crossattn_proj_fingerprint, read_crossattn_proj
+
+    folder = str(folder)
+    names = sorted(name for name in os.listdir(folder) if name.endswith(".safetensors")) \
+        if os.path.isdir(folder) else []
+    if not names:
+        return None
+    example = os.path.join(folder, names[0])
+    meta = text_embedding_metadata(example)
+    if "projection_sha256" not in meta:
+        return None  # raw embeddings: the base projects them itself
+    try:
+        weight, bias = read_crossattn_proj(weights_path)
+    except DataError:
+        return None  # no crossattn_proj in the base: its net is built without one and says so
+    base = crossattn_proj_fingerprint(weight, bias)
+    if base == meta["projection_sha256"]:
+        return None
+    return (f"the text embeddings in {folder} were projected by {meta.get('projection', 'another crossattn_proj')} "
+            f"(sha256 {meta['projection_sha256']}, recorded in {names[0]} and the others), but the base "
+            f"{weights_path} has another crossattn_proj (sha256 {base}): it would train on text projected by "
+            f"another base. Project them with this base: scripts/prepare_dataset.py "
+            f"{os.path.dirname(folder.rstrip(os.sep))} --text_encoder <Cosmos-Reason1-7B folder> --project-with "
+            f"{weights_path} --overwrite (or train on the raw embeddings with text_embeddings_projected=False)")
