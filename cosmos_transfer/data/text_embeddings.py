@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from cosmos_transfer.config.errors import DataError
 from cosmos_transfer.data.safe_pickle import safe_load
+from cosmos_transfer.data.video import BadSampleError
 
 EMBEDDING_SUFFIXES = (".safetensors", ".pickle", ".pkl")
 
@@ -47,7 +48,7 @@ def text_embedding_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as file:
             return dict(file.metadata() or {})
     except SafetensorError as error:
-        raise ValueError(f"{path}: unreadable embedding file: {error}") from error
+        raise BadSampleError(f"{path}: unreadable embedding file: {error}") from error
 
 
 def find_text_embedding(folder: str | os.PathLike, stem: str) -> str | None:
@@ -66,7 +67,7 @@ def text_embedding_dim(path: str | os.PathLike) -> int:
             with safe_open(str(path), framework="pt") as file:
                 return int(file.get_slice("embeddings").get_shape()[-1])
         except (SafetensorError, KeyError) as error:
-            raise ValueError(f"{path}: unreadable embedding file: {error}") from error
+            raise BadSampleError(f"{path}: unreadable embedding file: {error}") from error
     return int(load_text_embedding(path).shape[-1])
 
 
@@ -77,27 +78,27 @@ def load_text_embedding(path: str | os.PathLike) -> np.ndarray:
         try:
             with safe_open(path, framework="pt") as file:
                 if "embeddings" not in file.keys():
-                    raise ValueError(f"{path}: no 'embeddings' tensor (found {list(file.keys())})")
+                    raise BadSampleError(f"{path}: no 'embeddings' tensor (found {list(file.keys())})")
                 array = file.get_tensor("embeddings").float().numpy()
         except SafetensorError as error:
-            raise ValueError(f"{path}: unreadable safetensors file: {error}") from error
+            raise BadSampleError(f"{path}: unreadable safetensors file: {error}") from error
     elif path.endswith((".pickle", ".pkl")):
         data = safe_load(path)
         if isinstance(data, (list, tuple)):  # Cosmos writes [array] for one caption
             if len(data) == 0:
-                raise ValueError(f"{path}: empty list, expected one embedding array")
+                raise BadSampleError(f"{path}: empty list, expected one embedding array")
             data = data[0]
         if not isinstance(data, np.ndarray):
-            raise ValueError(f"{path}: expected a numpy array or a list holding one, got {type(data).__name__}")
+            raise BadSampleError(f"{path}: expected a numpy array or a list holding one, got {type(data).__name__}")
         array = data.astype(np.float32)
     else:
-        raise ValueError(f"{path}: unknown embedding file type; expected one of {EMBEDDING_SUFFIXES}")
+        raise BadSampleError(f"{path}: unknown embedding file type; expected one of {EMBEDDING_SUFFIXES}")
     if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 2:
-        raise ValueError(f"{path}: expected embeddings shaped [n_tokens, D], got {array.shape}")
+        raise BadSampleError(f"{path}: expected embeddings shaped [n_tokens, D], got {array.shape}")
     if not np.isfinite(array).all():
-        raise ValueError(f"{path}: embeddings contain NaN or Inf")
+        raise BadSampleError(f"{path}: embeddings contain NaN or Inf")
     return array
 
 
