@@ -129,10 +129,12 @@ def projection_mismatch(folder: str | os.PathLike, weights_path: str) -> str | N
     meta = text_embedding_metadata(example)
     if "projection_sha256" not in meta:
         return None  # raw embeddings: the base projects them itself
+    from cosmos_transfer.checkpoints.files import WeightsFileError
+
     try:
         weight, bias = read_crossattn_proj(weights_path)
-    except DataError:
-        return None  # no crossattn_proj in the base: its net is built without one and says so
+    except (DataError, WeightsFileError):
+        return None  # no crossattn_proj in the file, or not a 2.5 file: loading it says what it is
     base = crossattn_proj_fingerprint(weight, bias)
     if base == meta["projection_sha256"]:
         return None

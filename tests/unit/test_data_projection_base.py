@@ -41,6 +41,9 @@ def test_projected_embeddings_of_another_base_are_refused_naming_both(tmp_path):
     assert f"the base {other} has another crossattn_proj (sha256 {CrossAttnProjection(other).fingerprint})" in problem
     assert f"--project-with {other} --overwrite" in problem
     assert projection_mismatch(os.path.join(root, "t5_xxl"), other) is None  # raw embeddings: nothing to compare
+    transfer1 = tmp_path / "transfer1.pt"  # not a 2.5 file: its own loading names it, not this check
+    torch.save({"net.blocks.block0.blocks.0.block.attn.to_q.0.weight": torch.zeros(2, 2)}, str(transfer1))
+    assert projection_mismatch(folder, str(transfer1)) is None
 
     from configs.train import make_config
     from cosmos_transfer.config.compose import override
