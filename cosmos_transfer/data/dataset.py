@@ -298,8 +298,8 @@ class VideoDataset(Dataset):
             examples = "; ".join(f"{path}: {why}" for path, why in self.bad_files[:3])
             raise DataError(
                 f"{num_bad} of {self.num_files} clips in {self.root} are bad, more than max_bad_fraction="
-                f"{self.max_bad_fraction:g} allows (run scripts/prepare_dataset.py {self.root} --check-only for the full "
-                f"list). First ones: {examples}"
+                f"{self.max_bad_fraction:g} allows (run scripts/prepare_dataset.py {self.root} --check-only for the "
+                f"full list). First ones: {examples}"
             )
 
     # ------------------------------------------------------------------------------------------------ samples

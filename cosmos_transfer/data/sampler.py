@@ -47,8 +47,8 @@ class ResumableDistributedSampler(Sampler):
         if world_size <= 0 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not valid for world_size {world_size}")
         if dataset_size < world_size:
-            raise DataError(f"dataset of {dataset_size} samples is too small for {world_size} data-parallel ranks (each "
-                            "needs at least one); add clips or use fewer ranks")
+            raise DataError(f"dataset of {dataset_size} samples is too small for {world_size} data-parallel ranks "
+                            "(each needs at least one); add clips or use fewer ranks")
         self.dataset_size = dataset_size
         self.rank = rank
         self.world_size = world_size

@@ -36,8 +36,8 @@ def test_projected_embeddings_of_another_base_are_refused_naming_both(tmp_path):
     folder = os.path.join(root, "reason1_projected")
     assert projection_mismatch(folder, made_with) is None
     problem = projection_mismatch(folder, other)
-    assert f"projected by crossattn_proj of made_with.safetensors (sha256 {CrossAttnProjection(made_with).fingerprint}" \
-        in problem
+    made = CrossAttnProjection(made_with).fingerprint
+    assert f"projected by crossattn_proj of made_with.safetensors (sha256 {made}" in problem
     assert f"the base {other} has another crossattn_proj (sha256 {CrossAttnProjection(other).fingerprint})" in problem
     assert f"--project-with {other} --overwrite" in problem
     assert projection_mismatch(os.path.join(root, "t5_xxl"), other) is None  # raw embeddings: nothing to compare
