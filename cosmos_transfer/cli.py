@@ -79,11 +79,18 @@ def resolve_text_encoder(value: str) -> tuple[str, str]:
         return folder, os.path.basename(os.path.normpath(folder))
     close = difflib.get_close_matches(value.lower(), list(TEXT_ENCODER_NAMES), n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
+    t5 = ("for T5-XXL, the text encoder of Cosmos-Transfer1 (Cosmos-1.0), download google-t5/t5-11b into a folder "
+          "(`.venv/bin/hf download google-t5/t5-11b --local-dir checkpoints/google-t5/t5-11b`), install the `t5` "
+          "extra (`.venv/bin/pip install -e '.[t5]'`) and pass that folder")
+    reason1 = ("for Cosmos-Reason1, the text encoder of the Cosmos-2.5 family (Transfer2.5, Predict2.5), download "
+               "nvidia/Cosmos-Reason1-7B into a folder (`.venv/bin/hf download nvidia/Cosmos-Reason1-7B --revision "
+               "3210bec0495fdc7a8d3dbb8d58da5711eab4b423 --local-dir checkpoints/nvidia/Cosmos-Reason1-7B`), "
+               "install the `reason1` extra (`.venv/bin/pip install -e '.[reason1]'`) and pass that folder")
+    name = os.path.basename(os.path.normpath(value)).lower()  # the model's name says its family
+    family = reason1 if "reason" in name else t5 if "t5" in name else f"{t5}; {reason1}"
     raise TextEncoderError(
         f"text encoder {value!r} is neither a known name ({MINILM}: the demo's all-MiniLM-L6-v2) nor an existing "
-        f"folder.{hint} For T5-XXL as Cosmos uses it, download google-t5/t5-11b into a folder (`.venv/bin/hf "
-        "download google-t5/t5-11b --local-dir checkpoints/google-t5/t5-11b`), install the `t5` extra "
-        "(`.venv/bin/pip install -e '.[t5]'`) and pass that folder"
+        f"folder.{hint} {family[0].upper()}{family[1:]}"
     )
 
 
