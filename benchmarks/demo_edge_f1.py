@@ -91,9 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
     mean = {name: {k: statistics.mean(v) for k, v in s.items()} for name, s in scores.items()}
     ratio = mean["trained"]["edge_f1"] / max(mean["untrained"]["edge_f1"], 1e-9)
-    print(f"\nDemo control adherence ({len(videos)} validation clips of {window} frames at {resolution[0]}x"
-          f"{resolution[1]}, {args.num_steps} res2ab steps, guidance {args.guidance:g}, sigma_min {args.sigma_min}, "
-          f"{'regular' if args.no_ema else 'EMA'} weights from {checkpoint}; {time.time() - started:.0f} s)\n")
+    print(heading(args, pipeline.sampler_name(trained, options), len(videos), window, resolution, checkpoint,
+                  time.time() - started))
     print("| model | Edge F1 (mean) | Edge F1 (min..max) | blur SSIM |")
     print("| --- | ---: | ---: | ---: |")
     for name in models:
@@ -102,6 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntrained / untrained Edge F1: {ratio:.2f}x")
     print("(the F1 of each run is against the clip's edge control, also for the run that ignores it)")
     return 0
+
+
+def heading(args: argparse.Namespace, sampler: str, num_clips: int, window: int, resolution: tuple[int, int],
+            checkpoint: str, seconds: float) -> str:
+    """The line above the table: what was generated and how (`sampler`: the one the model's objective used)."""
+    sigma_min = f", sigma_min {args.sigma_min}" if args.sigma_min is not None else ""
+    return (f"\nDemo control adherence ({num_clips} validation clips of {window} frames at {resolution[0]}x"
+            f"{resolution[1]}, {args.num_steps} {sampler} steps, guidance {args.guidance:g}{sigma_min}, "
+            f"{'regular' if args.no_ema else 'EMA'} weights from {checkpoint}; {seconds:.0f} s)\n")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@
       data_train=custom_buckets dataloader_train.dataset.root=datasets/my_clips/train \
           'dataloader_train.dataset.buckets=[704x1280x121:1,432x768x121:2,432x768x57:4]'
 
+  It composes with any experiment: the experiment's num_frames, resolution and batch_size are the buckets' to
+  decide, not used, and the start-up line says so with the clips of each bucket.
+
 Every loader is `build_dataloader` (`build_bucket_dataloader` for buckets): sharded by data-parallel rank, resumable
 (its state is saved with checkpoints).
 Hint keys are set by the `hint_key` group; the default here is the edge control.

@@ -10,8 +10,6 @@
   file, also through a hard or symbolic link), lies inside an input folder, is an existing folder, repeats another
   output, or cannot be written; `writing(path)` writes under a temporary name and renames it onto `path` when
   complete (never a half-written file under the final name), with the mode a plain `open` gives (0666 less umask).
-- JSON: `load_json` reads a file of the user's like json.load, a nesting too deep for Python's parser being one
-  more malformed-JSON ValueError instead of a RecursionError.
 - Devices: `resolve_device` checks a --device value (and that CUDA is there when asked for) before anything is built.
 - Resolutions: `HxW` (e.g. `704x1280`, height first as everywhere in this project) or a name (`720`, `480`, `256`,
   `tiny`). `H W`, `H,W` and `[H,W]` are read too, with a hint. In Hydra overrides (`...dataset.resolution=`) the
@@ -24,12 +22,11 @@ import argparse
 import contextlib
 import difflib
 import errno
-import json
 import os
 import re
 import sys
 import traceback
-from typing import IO, Any, Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 from cosmos_transfer.config.errors import UserError
 
@@ -182,16 +179,6 @@ def writing(path: str) -> Iterator[str]:
         raise
 
 
-def load_json(file: IO[str]) -> Any:
-    """json.load of a user's file; a nesting too deep for Python's parser (which raises RecursionError, whose
-    traceback would be a bug's) is reported as the ValueError of any other malformed JSON."""
-    try:
-        return json.load(file)
-    except RecursionError:
-        raise ValueError(f"nested deeper than Python's JSON parser can read (about {sys.getrecursionlimit()} "
-                         "levels of [ and {)") from None
-
-
 class DeviceError(UserError, ValueError):
     """A --device value that is no device, or a device this machine does not have."""
 
@@ -234,11 +221,18 @@ def resolve_text_encoder(value: str) -> tuple[str, str]:
         return folder, os.path.basename(os.path.normpath(folder))
     close = difflib.get_close_matches(value.lower(), list(TEXT_ENCODER_NAMES), n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
+    t5 = ("for T5-XXL, the text encoder of Cosmos-Transfer1 (Cosmos-1.0), download google-t5/t5-11b into a folder "
+          "(`.venv/bin/hf download google-t5/t5-11b --local-dir checkpoints/google-t5/t5-11b`), install the `t5` "
+          "extra (`.venv/bin/pip install -e '.[t5]'`) and pass that folder")
+    reason1 = ("for Cosmos-Reason1, the text encoder of the Cosmos-2.5 family (Transfer2.5, Predict2.5), download "
+               "nvidia/Cosmos-Reason1-7B into a folder (`.venv/bin/hf download nvidia/Cosmos-Reason1-7B --revision "
+               "3210bec0495fdc7a8d3dbb8d58da5711eab4b423 --local-dir checkpoints/nvidia/Cosmos-Reason1-7B`), "
+               "install the `reason1` extra (`.venv/bin/pip install -e '.[reason1]'`) and pass that folder")
+    name = os.path.basename(os.path.normpath(value)).lower()  # the model's name says its family
+    family = reason1 if "reason" in name else t5 if "t5" in name else f"{t5}; {reason1}"
     raise TextEncoderError(
         f"text encoder {value!r} is neither a known name ({MINILM}: the demo's all-MiniLM-L6-v2) nor an existing "
-        f"folder.{hint} For T5-XXL as Cosmos uses it, download google-t5/t5-11b into a folder (`.venv/bin/hf "
-        "download google-t5/t5-11b --local-dir checkpoints/google-t5/t5-11b`), install the `t5` extra "
-        "(`.venv/bin/pip install -e '.[t5]'`) and pass that folder"
+        f"folder.{hint} {family[0].upper()}{family[1:]}"
     )
 
 

@@ -211,29 +211,50 @@ def split_weights(weights: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.
 
 
 def _adapted_layers(adapters: Mapping[str, torch.Tensor], where: str) -> list[str]:
+    from cosmos_transfer.checkpoints.files import WeightsFileError
+
     layers = sorted({k[: -len(_A)] for k in adapters if k.endswith(_A)})
     unknown = {k for k in adapters if not k.endswith((_A, _B))}
     unpaired = sorted(unknown | {k + _A for k in layers if k + _B not in adapters}
                       | {k for k in adapters if k.endswith(_B) and k[: -len(_B)] not in layers})
     if unpaired:
-        raise ValueError(f"{where}: adapter weights without their pair or of an unknown form: {unpaired[:4]}")
+        raise WeightsFileError(f"{where}: adapter weights without their pair or of an unknown form: {unpaired[:4]}")
     return layers
 
 
-def merged_weight(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor:
-    """W + scaling * B @ A, computed in float32 and returned in W's dtype."""
+def merged_weight(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scaling: float, *, layer: str = "a layer",
+                  where: str = "adapters", rank: int | None = None) -> torch.Tensor:
+    """W + scaling * B @ A, computed in float32 and returned in W's dtype. A must be [rank, in] and B [out, rank] for
+    W [out, in] (a broadcast of other shapes would add a wrong update to every row or column); `layer`, `where`
+    (the file) and `rank` (the file's setting) name the refusal."""
+    from cosmos_transfer.checkpoints.files import WeightsFileError
+
+    if weight.ndim != 2 or a.ndim != 2 or b.ndim != 2 or a.shape[1] != weight.shape[1] \
+            or b.shape[0] != weight.shape[0] or b.shape[1] != a.shape[0] or (rank is not None and a.shape[0] != rank):
+        out_features, in_features = (tuple(weight.shape) + (None, None))[:2]
+        rank_name = "rank" if rank is None else str(rank)
+        raise WeightsFileError(
+            f"{where}: the adapters of {layer} do not fit it: lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)} "
+            f"for its weight {tuple(weight.shape)} (out, in), which needs lora_A [{rank_name}, {in_features}] and "
+            f"lora_B [{out_features}, {rank_name}]. They were made for another model (another size or experiment): "
+            "use the adapters exported from a job of this model"
+        )
     return (weight.float() + scaling * (b.float() @ a.float())).to(weight.dtype)
 
 
-def merge_weights(weights: Mapping[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
+def merge_weights(weights: Mapping[str, torch.Tensor], scaling: float, where: str = "merge_weights"
+                  ) -> dict[str, torch.Tensor]:
     """A LoRA model's weights with the adapters folded into their layers, under base names (loads into the model
-    without LoRA and computes what the adapted model computes)."""
+    without LoRA and computes what the adapted model computes). `where` names the source in errors."""
+    from cosmos_transfer.checkpoints.files import WeightsFileError
+
     base, adapters = split_weights(weights)
-    for layer in _adapted_layers(adapters, "merge_weights"):
+    for layer in _adapted_layers(adapters, where):
         key = layer + ".weight"
         if key not in base:
-            raise ValueError(f"merge_weights: adapters for {layer} but no {key}")
-        base[key] = merged_weight(base[key], adapters[layer + _A], adapters[layer + _B], scaling)
+            raise WeightsFileError(f"{where}: adapters for {layer} but no {key}")
+        base[key] = merged_weight(base[key], adapters[layer + _A], adapters[layer + _B], scaling, layer=layer,
+                                  where=where)
     return base
 
 
@@ -245,33 +266,76 @@ def save_adapters(path: str, adapters: Mapping[str, torch.Tensor], settings: Map
     save_file({k: v.contiguous() for k, v in adapters.items()}, path, metadata={"lora": json.dumps(dict(settings))})
 
 
+ADAPTER_FILE = "LoRA adapter file"
+_REMAKE = "export it again with scripts/export_checkpoint.py --lora separate"
+
+
+def adapter_scaling(settings: Any, where: str) -> float:
+    """alpha / rank of saved LoRA settings (an adapter file's metadata, a checkpoint's `lora` settings), refusing
+    settings without a positive integer rank and a positive finite alpha; `where` names the source."""
+    from cosmos_transfer.checkpoints.files import WeightsFileError
+
+    if not isinstance(settings, dict):
+        raise WeightsFileError(f"{where}: the LoRA settings must be a JSON object with 'rank' and 'alpha', got "
+                               f"{type(settings).__name__}; {_REMAKE}")
+    missing = [name for name in ("rank", "alpha") if name not in settings]
+    if missing:
+        raise WeightsFileError(f"{where}: the LoRA settings lack {missing} (they have {sorted(settings)}); {_REMAKE}")
+    rank, alpha = settings["rank"], settings["alpha"]
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise WeightsFileError(f"{where}: the LoRA settings' rank must be a positive integer, got {rank!r}; {_REMAKE}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < float("inf"):
+        raise WeightsFileError(f"{where}: the LoRA settings' alpha must be a positive finite number, got {alpha!r}; "
+                               f"{_REMAKE}")
+    return float(alpha) / rank
+
+
 def read_adapters(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(adapter weights, LoRA settings) of a file written by save_adapters."""
+    """(adapter weights, LoRA settings) of a file written by save_adapters; a file that is damaged, is no adapter file,
+    has unusable settings or holds NaN / inf is refused naming it."""
     from safetensors import safe_open
 
-    with safe_open(path, framework="pt") as f:
-        metadata = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    from cosmos_transfer.checkpoints import files
+
+    files.require_file(path, ADAPTER_FILE, _REMAKE)
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as error:  # noqa: BLE001 - SafetensorError (header, size), OSError
+        raise files.damaged(path, ADAPTER_FILE, error, _REMAKE) from None
     if "lora" not in metadata:
-        raise ValueError(f"{path} is not a LoRA adapter file (no 'lora' settings in its metadata; write it with "
-                         "scripts/export_checkpoint.py --lora separate)")
-    return tensors, json.loads(metadata["lora"])
+        raise files.WeightsFileError(f"{path} is not a LoRA adapter file (no 'lora' settings in its metadata; write "
+                                     "it with scripts/export_checkpoint.py --lora separate)")
+    try:
+        settings = json.loads(metadata["lora"])
+    except (ValueError, RecursionError) as error:
+        raise files.WeightsFileError(f"{ADAPTER_FILE} {path}: its 'lora' metadata is not JSON ({error}); "
+                                     f"{_REMAKE}") from None
+    adapter_scaling(settings, f"{ADAPTER_FILE} {path}")
+    files.check_finite(tensors, path, ADAPTER_FILE)
+    return tensors, settings
 
 
 def merge_adapter_file(model: nn.Module, path: str) -> list[str]:
     """Fold the adapters of `path` into the layers of a built model without LoRA (unsharded; for inference); returns
-    the merged layers. Every adapter must name an nn.Linear of the model."""
+    the merged layers. Every adapter must name an nn.Linear of the model and have its shape."""
     import torch
     from torch import nn
 
+    from cosmos_transfer.checkpoints.files import WeightsFileError
+
     adapters, settings = read_adapters(path)
-    scaling = float(settings["alpha"]) / int(settings["rank"])
-    layers = _adapted_layers(adapters, path)
+    where = f"{ADAPTER_FILE} {path}"
+    scaling = adapter_scaling(settings, where)
+    layers = _adapted_layers(adapters, where)
     modules = dict(model.named_modules())
     for layer in layers:
         module = modules.get(layer)
         if not isinstance(module, nn.Linear):
-            raise ValueError(f"{path}: adapters for {layer}, which is not an nn.Linear of {type(model).__name__}")
+            raise WeightsFileError(f"{where}: adapters for {layer}, which is not an nn.Linear of "
+                                   f"{type(model).__name__}; use the adapters exported from a job of this model")
         with torch.no_grad():
-            module.weight.copy_(merged_weight(module.weight, adapters[layer + _A], adapters[layer + _B], scaling))
+            module.weight.copy_(merged_weight(module.weight, adapters[layer + _A], adapters[layer + _B], scaling,
+                                              layer=layer, where=where, rank=settings["rank"]))
     return layers

@@ -11,7 +11,9 @@ What is checked (each cheap: file-system look-ups and a model built on the meta 
 - memory: the model's weights, gradients, optimizer state and EMA (cosmos_transfer.memory) against the GPU's memory
   (FSDP2 divides the networks by the number of ranks) and against the host's available memory (every rank builds
   the whole model in host memory before moving it to its device, or with checkpoint.load_path only its shard);
-- world size: `trainer.fsdp_shard_size` divides it, there is a GPU for every local rank, every rank gets a batch.
+- world size: `trainer.fsdp_shard_size` divides it, there is a GPU for every local rank, every rank gets a batch;
+- buckets (`data_train=custom_buckets`): a well-formed list whose batches in flight fit in the host's memory;
+- text embeddings projected offline (prepare_dataset.py --project-with): by checkpoint.load_path's crossattn_proj.
 
 Activations are not counted (they come on top), so a run refused here could never have run; one that passes may
 still run out of memory later (docs/TRAINING.md, troubleshooting).
@@ -249,9 +251,42 @@ def world_size_problems(config: Any, *, world_size: int, local_world_size: int, 
     return problems
 
 
+def bucket_problems(config: Any, *, local_world_size: int) -> list[str]:
+    """A bucket list (data_train=custom_buckets) that is malformed, or whose batches would not fit in host memory
+    (cosmos_transfer/data/buckets.py)."""
+    buckets = _get(config, "dataloader_train.dataset.buckets")
+    if buckets is None:
+        return []
+    from cosmos_transfer.data.buckets import bucket_memory_problems
+
+    hint_keys = _get(config, "dataloader_train.dataset.hint_keys") or []
+    return bucket_memory_problems(list(buckets), len(hint_keys),
+                                  num_workers=int(_get(config, "dataloader_train.num_workers", 0) or 0),
+                                  prefetch_factor=_get(config, "dataloader_train.prefetch_factor"),
+                                  local_world_size=local_world_size, host_bytes=host_available_bytes())
+
+
+def text_projection_problems(config: Any) -> list[str]:
+    """Text embeddings projected offline by another base's crossattn_proj than checkpoint.load_path's
+    (cosmos_transfer/data/text_embeddings.py projection_mismatch)."""
+    load_path = str(_get(config, "checkpoint.load_path", "") or "")
+    if not os.path.isfile(load_path):
+        return []
+    from cosmos_transfer.data.text_embeddings import projection_mismatch
+
+    folders = []  # validation reads the training folder unless it has its own
+    for loader in ("dataloader_train", "dataloader_val"):
+        root, folder = _get(config, f"{loader}.dataset.root"), _get(config, f"{loader}.dataset.text_embedding_folder")
+        if root is not None and folder and os.path.join(str(root), str(folder)) not in folders:
+            folders.append(os.path.join(str(root), str(folder)))
+    return [problem for problem in (projection_mismatch(folder, load_path) for folder in folders) if problem]
+
+
 def check_run(config: Any, *, world_size: int, local_world_size: int, device_type: str) -> list[str]:
     """Every problem found, as one sentence each (empty: go ahead)."""
     problems = check_paths(config)
+    problems += bucket_problems(config, local_world_size=local_world_size)
+    problems += text_projection_problems(config)
     cuda_devices = torch.cuda.device_count() if device_type == "cuda" else 0
     problems += world_size_problems(config, world_size=world_size, local_world_size=local_world_size,
                                     device_type=device_type, cuda_devices=cuda_devices)

@@ -11,6 +11,12 @@ Frames are always uint8 RGB arrays shaped [T, H, W, 3] (numpy, or a torch tensor
 Every problem with a file (missing, not a video, corrupt, truncated) raises VideoReadError naming the file. That
 includes damage the decoder hides: FFmpeg conceals errors in a damaged H.264 picture (it patches it from its
 neighbours) and decodes on; we refuse any frame it marks as concealed (frame.is_corrupt) instead of returning it.
+
+Frames are returned as they are shown, not as they are coded: a clip whose display matrix turns its pictures (phones
+store a portrait clip as landscape pictures and a 90-degree rotation) is read turned, and its size is the shown one
+(probe_video reads the rotation from the mp4 track header, the decoder gives it with every frame). Frame i is the
+i-th picture in display order, also in a variable-frame-rate clip (its timestamps are not evenly spaced); `fps` is
+the average frame rate.
 """
 
 from __future__ import annotations
@@ -95,6 +101,76 @@ def _open(path: str | os.PathLike):
     return container
 
 
+def _rotation_quarters(degrees: float, path) -> int:
+    """A display rotation (degrees counter-clockwise) as quarter turns; VideoReadError for other angles."""
+    quarters = int(round(degrees / 90))
+    if abs(degrees - 90 * quarters) > 0.5:
+        raise VideoReadError(f"video {path} asks to be shown rotated by {degrees:g} degrees; only multiples of 90 are "
+                             "applied: re-encode it upright (e.g. ffmpeg -i in.mp4 out.mp4 applies the rotation)")
+    return quarters % 4
+
+
+def _box_payloads(file, start: int, end: int):
+    """(type, payload start, payload end) of the ISO-BMFF (mp4/mov) boxes between start and end."""
+    position = start
+    while position + 8 <= end:
+        file.seek(position)
+        header = file.read(16)
+        if len(header) < 8:
+            return
+        size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+        offset = 8
+        if size == 1 and len(header) == 16:  # a 64-bit size follows
+            size, offset = int.from_bytes(header[8:16], "big"), 16
+        elif size == 0:  # to the end of the file
+            size = end - position
+        if size < offset:
+            return
+        yield kind, position + offset, min(position + size, end)
+        position += size
+
+
+def _mp4_rotation(path) -> float:
+    """The display rotation (degrees counter-clockwise, as FFmpeg's av_display_rotation_get) of the first video
+    track of an mp4/mov file, from its track header's matrix: FFmpeg gives it only with decoded frames, and probing
+    must not decode. 0 for other containers or when there is none."""
+    import math
+    import struct
+
+    with open(path, "rb") as file:
+        file.seek(0, os.SEEK_END)
+        size = file.tell()
+        for kind, start, end in _box_payloads(file, 0, size):
+            if kind != b"moov":
+                continue
+            for kind, trak_start, trak_end in _box_payloads(file, start, end):
+                if kind != b"trak":
+                    continue
+                matrix, handler = None, None
+                for kind, box_start, box_end in _box_payloads(file, trak_start, trak_end):
+                    if kind == b"tkhd":
+                        file.seek(box_start)
+                        version = file.read(1)
+                        file.seek(box_start + (52 if version == b"\x01" else 40))  # past the times, ids and volume
+                        raw = file.read(36)
+                        matrix = struct.unpack(">9i", raw) if len(raw) == 36 else None  # None: a truncated header
+                    elif kind == b"mdia":
+                        for kind, hdlr_start, _ in _box_payloads(file, box_start, box_end):
+                            if kind == b"hdlr":
+                                file.seek(hdlr_start + 8)  # version/flags, pre_defined
+                                handler = file.read(4)
+                if handler == b"vide" and matrix is not None:
+                    a, b = matrix[0] / 65536, matrix[1] / 65536
+                    return -math.degrees(math.atan2(b, a)) if (a or b) else 0.0
+    return 0.0
+
+
+def _shown_size(stream, path) -> tuple[int, int]:
+    """(height, width) of a video stream's frames as shown (after its display rotation)."""
+    height, width = stream.codec_context.height, stream.codec_context.width
+    return (width, height) if _rotation_quarters(_mp4_rotation(path), path) % 2 else (height, width)
+
+
 def _stream_fps(stream, path) -> float:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate or float(rate) <= 0:
@@ -113,7 +189,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
                 num_frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
             except av.FFmpegError as error:
                 raise VideoReadError(f"corrupt video {path}: {error}") from error
-        height, width = stream.codec_context.height, stream.codec_context.width
+        height, width = _shown_size(stream, path)
         if num_frames <= 0 or height <= 0 or width <= 0:
             raise VideoReadError(f"empty or unreadable video {path} ({num_frames} frames, {height}x{width})")
         return VideoInfo(num_frames=num_frames, fps=fps, height=height, width=width)
@@ -141,15 +217,22 @@ def _check_intact(frame: av.VideoFrame, path, index: int) -> None:
         )
 
 
-def _to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None, reformatter: VideoReformatter) -> np.ndarray:
+def _to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None, reformatter: VideoReformatter, path) -> np.ndarray:
+    """The frame as shown (turned by its display rotation), in RGB, at `size` (the shown frame's (H, W)) if given."""
+    quarters = _rotation_quarters(frame.rotation, path) if frame.rotation else 0
+    if size is not None and quarters % 2:
+        size = (size[1], size[0])  # resized as coded, turned after
     # One reformatter per video keeps its swscale context between frames; frame.to_ndarray(format=...) builds a new
     # one for every frame, which costs more than the conversion itself on small frames.
     if size is None or size == (frame.height, frame.width):
-        return reformatter.reformat(frame, format="rgb24").to_ndarray()
-    height, width = size
-    # Resizing inside swscale, during the colour conversion, costs about half of converting and then resizing with
-    # cv2's INTER_AREA.
-    return reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+        rgb = reformatter.reformat(frame, format="rgb24").to_ndarray()
+    else:
+        height, width = size
+        # Resizing inside swscale, during the colour conversion, costs about half of converting and then resizing
+        # with cv2's INTER_AREA.
+        rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                                   interpolation="AREA").to_ndarray()
+    return np.rot90(rgb, k=quarters) if quarters else rgb  # counter-clockwise, as the display matrix means
 
 
 def read_frames(
@@ -173,7 +256,7 @@ def read_frames(
     with _open(path) as container:
         stream = container.streams.video[0]
         if out is None:
-            height, width = size or (stream.codec_context.height, stream.codec_context.width)
+            height, width = size or _shown_size(stream, path)
             out = np.empty((len(indices), height, width, 3), np.uint8)
         if out.shape[0] != len(indices) or out.shape[3] != 3 or (size is not None and out.shape[1:3] != tuple(size)):
             raise ValueError(f"read_frames({path}): out has shape {out.shape}, expected [{len(indices)}, H, W, 3]")
@@ -187,8 +270,11 @@ def read_frames(
                 return -1
             return int(round(float((pts - start_pts) * time_base) * fps))
 
-        def decode_from(first_index: int) -> int:
-            """Decode into `out` from the key frame before first_index; returns how many frames were stored."""
+        def decode_from(first_index: int, by_count: bool = False) -> int:
+            """Decode into `out` from the key frame before first_index; returns how many frames were stored.
+
+            Frames are numbered by their timestamps (so that a seek can start near the window); `by_count`: by
+            counting them from the start of the clip, for a clip whose timestamps are not evenly spaced."""
             container.seek(start_pts + int(first_index / fps / time_base), stream=stream, backward=True,
                            any_frame=False)  # fmt: skip
             reformatter = VideoReformatter()
@@ -204,7 +290,9 @@ def read_frames(
                         key_position = frame_index(packet.pts)
                 for frame in packet.decode():
                     received += 1
-                    current = frame_index(frame.pts)
+                    current = -1 if by_count else frame_index(frame.pts)
+                    if current >= 0 and position is not None and current != position + 1:
+                        raise _UnevenTimestamps  # variable frame rate: timestamps do not number the frames
                     # Frames without timestamps are counted from the previous one.
                     position = current if current >= 0 else (0 if position is None else position + 1)
                     if key_position is not None and 0 <= position < key_position:
@@ -213,7 +301,7 @@ def read_frames(
                     if stored == 0 and position > indices[0]:
                         return 0  # the seek landed past the window: the caller retries from the start
                     if stored < len(indices) and position == indices[stored]:
-                        rgb = _to_rgb(frame, size, reformatter)
+                        rgb = _to_rgb(frame, size, reformatter, path)
                         if rgb.shape != out.shape[1:]:
                             raise VideoReadError(f"video {path} changes frame size mid-stream: {rgb.shape[:2]}")
                         out[stored] = rgb
@@ -225,9 +313,12 @@ def read_frames(
             return stored
 
         try:
-            stored = decode_from(indices[0])
-            if stored == 0 and indices[0] > 0:
-                stored = decode_from(0)
+            try:
+                stored = decode_from(indices[0])
+                if stored == 0 and indices[0] > 0:
+                    stored = decode_from(0)
+            except _UnevenTimestamps:  # a variable frame rate: count the frames from the start (slower, exact)
+                stored = decode_from(0, by_count=True)
         except av.FFmpegError as error:
             raise VideoReadError(f"corrupt video {path}: {error}") from error
     if stored != len(indices):
@@ -236,6 +327,10 @@ def read_frames(
             f"requested frames (indices {indices[0]}..{indices[-1]})"
         )
     return out
+
+
+class _UnevenTimestamps(Exception):
+    """Raised inside read_frames when a clip's timestamps do not number its frames (a variable frame rate)."""
 
 
 def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
@@ -249,7 +344,7 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
             frames = []
             for frame in container.decode(stream):
                 _check_intact(frame, path, len(frames))
-                frames.append(_to_rgb(frame, None, reformatter))
+                frames.append(np.ascontiguousarray(_to_rgb(frame, None, reformatter, path)))
         except av.FFmpegError as error:
             raise VideoReadError(f"corrupt video {path}: {error}") from error
     if not frames:

@@ -28,12 +28,9 @@ from cosmos_transfer.video_io import read_video  # noqa: E402
 
 def _from_spec(path: str) -> tuple[str | None, str | None]:
     """(input video, edge control video) named by an inference spec file; paths relative to the spec's folder."""
-    from cosmos_transfer.inference.spec import SpecError, load_spec
+    from cosmos_transfer.inference.spec import load_spec
 
-    try:
-        spec = load_spec(path)
-    except RecursionError:  # json.load in spec.py: a nesting too deep for Python's parser (cli.load_json says so)
-        raise SpecError(f"{path}: not valid JSON: nested deeper than Python's JSON parser can read") from None
+    spec = load_spec(path)
     edge = spec.controls.get("edge")
     return spec.input_video, (edge.input_control if edge is not None else None)
 

@@ -205,7 +205,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
     from cosmos_transfer.data.video import resolve_resolution
     from cosmos_transfer.inference import loading, pipeline
     from cosmos_transfer.inference.controls import prepare_inputs
-    from cosmos_transfer.inference.spec import SpecError, load_spec
+    from cosmos_transfer.inference.spec import load_spec
 
     started = time.time()
     device = resolve_device(args.device)  # a machine without CUDA is told before anything is built
@@ -216,10 +216,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
     if problems:
         raise ValueError(f"{len(problems)} problem(s) found before reading anything:\n"
                          + "\n".join(f"  {i}. {problem}" for i, problem in enumerate(problems, 1)))
-    try:
-        spec = load_spec(args.spec)
-    except RecursionError:  # json.load in spec.py: a nesting too deep for Python's parser (cli.load_json says so)
-        raise SpecError(f"{args.spec}: not valid JSON: nested deeper than Python's JSON parser can read") from None
+    spec = load_spec(args.spec)
     if args.prompt is not None:
         spec = spec.replace(prompt=args.prompt, prompt_embedding=None)
     if args.negative_prompt is not None:
@@ -250,16 +247,10 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
                                     control_checkpoints=control_checkpoints, report=say)
         say(f"loaded {len(keys)} weights from {checkpoint_path}" + ("" if args.no_ema else " (EMA where saved)"))
     if args.lora_checkpoint:
-        from safetensors import SafetensorError
-
-        from cosmos_transfer.checkpoints.files import damaged
         from cosmos_transfer.lora import merge_adapter_file
 
-        try:
-            layers = merge_adapter_file(model, args.lora_checkpoint)
-        except SafetensorError as error:  # a damaged file, read by safetensors itself
-            raise damaged(args.lora_checkpoint, "LoRA adapter file", error) from None
-        say(f"folded LoRA adapters into {len(layers)} layers from {args.lora_checkpoint}")
+        say(f"folded LoRA adapters into {len(merge_adapter_file(model, args.lora_checkpoint))} layers from "
+            f"{args.lora_checkpoint}")
     loading.prepare_for_inference(model, device, dtype)
 
     # Stage 3: generation.
@@ -267,7 +258,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
                                        sampler=args.sampler, sigma_max=args.sigma_max, sigma_min=args.sigma_min,
                                        conditioning_latent_frames=args.conditioning_latent_frames)
     frames = pipeline.generate_video(model, inputs, text, window_frames=window_frames, options=options,
-                                     offload_tokenizer=args.offload, progress=say)
+                                     offload_tokenizer=args.offload, progress=say, output=paths["video"])
     output = pipeline.resize_video(inputs.crop(frames), tuple(args.output_size) if args.output_size else None)
     fps = args.fps or inputs.fps
     _write_video(paths["video"], output, fps=fps)

@@ -127,13 +127,13 @@ def is_2p5_file(path: str) -> bool:
     """Whether a weights file holds a Cosmos-2.5 network (.pt files are memory-mapped: cheap to ask). False for a
     file that is no flat state dict (e.g. a Transfer1 training checkpoint): its own reader says what it is."""
     try:
-        return is_cosmos_2p5(_state_of(path))
+        return is_cosmos_2p5(_state_of(path, check_values=False))  # names only: the reader checks the values
     except files.WeightsFileError:
         return False
 
 
-def _state_of(path: str) -> dict:
-    raw = files.load_weights_file(path, "Cosmos-2.5 weights file")
+def _state_of(path: str, check_values: bool = True) -> dict:
+    raw = files.load_weights_file(path, "Cosmos-2.5 weights file", check_values=check_values)
     state = raw
     for wrapper in ("model", "module", "state_dict"):  # as diffusers' get_state_dict
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):

@@ -127,6 +127,26 @@ def _strip_separator(overrides: List[str]) -> List[str]:
     return overrides
 
 
+def _check_each_is_an_assignment(overrides: List[str]) -> None:
+    """Every override is KEY=VALUE (or `~KEY` to delete); a bare word is most often the rest of a value the shell cut
+    at a space (an unquoted path), which Hydra's grammar error does not name."""
+    for index, item in enumerate(overrides):
+        if "=" in item or item.strip().startswith("~"):
+            continue
+        message = f"Override {item!r} is not KEY=VALUE (or ~KEY to delete a key)."
+        start = index
+        while start > 0 and "=" not in overrides[start - 1]:
+            start -= 1
+        if start > 0:
+            end = index
+            while end + 1 < len(overrides) and "=" not in overrides[end + 1]:
+                end += 1
+            joined = " ".join(overrides[start - 1:end + 1])
+            message += (" If it is the rest of the value before it, cut at a space by the shell, quote the whole "
+                        f"override: \"{joined}\"")
+        raise ConfigError(message)
+
+
 def _requested_experiment(overrides: List[str]) -> Optional[str]:
     """The value of `experiment=NAME` (also `+experiment=`, `++experiment=`), or None."""
     name = None
@@ -389,6 +409,7 @@ def override(config: Config, overrides: List[str]) -> Config:
     from hydra.core.global_hydra import GlobalHydra
 
     overrides = _strip_separator(overrides)
+    _check_each_is_an_assignment(overrides)
     # `experiment=null` means no experiment (the default); Hydra would read it as an unknown key.
     overrides = [o for o in overrides if not re.fullmatch(r"\+{0,2}experiment=(null|None|)", o.strip())]
     overrides = [_deselect_null_group(o) for o in overrides]

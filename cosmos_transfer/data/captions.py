@@ -48,6 +48,9 @@ def read_caption(path: str) -> str:
         except json.JSONDecodeError as error:
             raise BadSampleError(f"caption file {path} is not valid JSON ({error}); Transfer2.5's layout is "
                                  '{"caption": "..."}') from None
+        except RecursionError:
+            raise BadSampleError(f"caption file {path} is nested too deeply to read; Transfer2.5's layout is "
+                                 '{"caption": "..."}') from None
         if not isinstance(data, dict) or "caption" not in data:
             found = f"an object with keys {sorted(data)[:6]}" if isinstance(data, dict) else type(data).__name__
             raise BadSampleError(f'caption file {path} has no "caption" field (found {found}); Transfer2.5\'s '
@@ -59,4 +62,10 @@ def read_caption(path: str) -> str:
     caption = text.strip()
     if not caption:
         raise BadSampleError(f"missing or empty caption {path}")
+    try:  # JSON's \ud800-style escapes can make a string no text encoding holds (tokenizers and files refuse it)
+        caption.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise BadSampleError(f"caption file {path} holds a lone surrogate ({caption[error.start]!r} at character "
+                             f"{error.start}), which is not text: write the character itself, or its full surrogate "
+                             "pair") from None
     return caption

@@ -23,6 +23,8 @@ import colorsys
 import cv2
 import numpy as np
 
+from cosmos_transfer.data.video import BadSampleError
+
 # (lower, upper) Canny thresholds, as Cosmos-Transfer1 names them for inference.
 EDGE_PRESETS: dict[str, tuple[int, int]] = {
     "very_low": (20, 50),
@@ -164,7 +166,7 @@ def decode_coco_rle_counts(counts) -> np.ndarray:
     if isinstance(counts, str):
         counts = counts.encode("ascii")
     if not isinstance(counts, (bytes, bytearray)):
-        raise ValueError(f"RLE counts must be a string, bytes or a list of ints, got {type(counts).__name__}")
+        raise BadSampleError(f"RLE counts must be a string, bytes or a list of ints, got {type(counts).__name__}")
     runs: list[int] = []
     i = 0
     while i < len(counts):
@@ -275,10 +277,10 @@ def cosmos_keypoints_to_array(annotations: dict, frame_indices: list[int], sourc
         for person in annotations.get(index, []) or []:
             body, hands = person.get("body-keypoints"), person.get("hand-keypoints")
             if body is None or hands is None:
-                raise ValueError(f"{source}: frame {index}: a person lacks 'body-keypoints' or 'hand-keypoints'")
+                raise BadSampleError(f"{source}: frame {index}: a person lacks 'body-keypoints' or 'hand-keypoints'")
             points = np.concatenate([np.asarray(body, np.float32), np.asarray(hands, np.float32)], axis=0)
             if points.shape != (NUM_WHOLEBODY_KEYPOINTS, 3):
-                raise ValueError(f"{source}: frame {index}: expected 133 keypoints x 3, got {points.shape}")
+                raise BadSampleError(f"{source}: frame {index}: expected 133 keypoints x 3, got {points.shape}")
             people.append(points)
         per_frame.append(people)
     max_people = max([len(p) for p in per_frame] + [1])

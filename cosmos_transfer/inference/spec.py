@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any
 
@@ -95,8 +96,8 @@ def _parse_control(key: str, entry: Any, source: str) -> ControlSpec:
         raise SpecError(f"{where}: control_weight must be a number or the path of a weight video, got {weight!r}")
     if isinstance(weight, str):
         weight = _existing_file(weight, "control_weight video", where)
-    elif not weight >= 0:
-        raise SpecError(f"{where}: control_weight must be >= 0, got {weight}")
+    elif not 0 <= weight < math.inf:  # JSON's NaN and Infinity (or 1e999) parse as floats
+        raise SpecError(f"{where}: control_weight must be a finite number >= 0, got {weight}")
     input_control = entry.get("input_control")
     if input_control is not None:
         input_control = _existing_file(input_control, "input_control", where)
@@ -162,4 +163,7 @@ def load_spec(path: str) -> InferenceSpec:
             data = json.load(file)
         except json.JSONDecodeError as error:
             raise SpecError(f"{path}: not valid JSON: {error}") from error
+        except RecursionError:
+            raise SpecError(f"{path}: its JSON is nested too deeply to read (a spec is a flat object of controls)") \
+                from None
     return parse_spec(data, source=path)

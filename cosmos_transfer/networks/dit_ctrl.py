@@ -21,6 +21,7 @@ writing official control files is cosmos_transfer/checkpoints/transfer1.py's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Union
 
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cosmos_transfer.config.errors import DataError
 from cosmos_transfer.networks.dit import GeneralDIT, PatchEmbed
 
 # Widths of the official hint MLP: Linear(D,16), SiLU, Linear(16,16), SiLU, ..., Linear(96,256), SiLU, Linear(256,D).
@@ -260,8 +262,12 @@ def _weight_items(control_weight: ControlWeight, num_controls: int) -> list:
     if len(items) != num_controls:
         raise ValueError(f"control_weight gives {len(items)} weights for {num_controls} controls")
     out = []
-    for item in items:
+    for index, item in enumerate(items):
         if isinstance(item, torch.Tensor) and item.ndim == 5:
+            if item.is_floating_point() and not bool(torch.isfinite(item).all()):
+                bad = int((~torch.isfinite(item)).sum())
+                raise DataError(f"control_weight: the map of control {index} {tuple(item.shape)} holds {bad} NaN or "
+                                "inf values; weights must be finite (NaN makes the video all black)")
             out.append(item)
             continue
         if isinstance(item, torch.Tensor):
@@ -272,6 +278,9 @@ def _weight_items(control_weight: ControlWeight, num_controls: int) -> list:
             item = item.item()
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             raise TypeError(f"a control weight must be a number or a tensor map, got {type(item).__name__}")
+        if not math.isfinite(item):
+            raise DataError(f"control_weight: the weight of control {index} is {item}; weights must be finite "
+                            "(NaN makes the video all black)")
         out.append(float(item))
     return out
 

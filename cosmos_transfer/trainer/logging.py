@@ -168,6 +168,8 @@ def _count(n: int) -> str:
 
 
 def _clips(loader: Any) -> str:
+    if callable(getattr(loader, "describe", None)):  # e.g. the bucket loader: its buckets and the clips of each
+        return loader.describe()
     dataset = getattr(loader, "dataset", None)
     if dataset is None:
         return "?"

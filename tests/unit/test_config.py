@@ -189,3 +189,14 @@ def test_ema_is_a_group_of_its_own():
     assert override(make_config(), ["experiment=demo_edge_tiny", "ema=null"]).ema is None
     with pytest.raises(ConfigError, match=r"'model.ema': it moved. Did you mean: ema.s\?"):
         override(make_config(), ["model.ema.s=0.05"])
+
+
+def test_a_value_cut_at_a_space_is_named_with_the_quoting_that_fixes_it():
+    # The shell splits `checkpoint.load_path=/data/my runs/x.pt` into two words; Hydra's parse error named neither.
+    with pytest.raises(ConfigError) as error:
+        override(make_config(), ["trainer.max_iter=3", "checkpoint.load_path=/data/my", "runs/x.pt"])
+    message = str(error.value)
+    assert "'runs/x.pt' is not KEY=VALUE" in message
+    assert "\"checkpoint.load_path=/data/my runs/x.pt\"" in message
+    quoted = override(make_config(), ["checkpoint.load_path=/data/my runs/x.pt"])
+    assert quoted.checkpoint.load_path == "/data/my runs/x.pt"

@@ -352,5 +352,5 @@ def test_ema_selection_and_pickled_objects(tmp_path):
         transfer1.read_weights(path, use_ema=True)
     evil = str(tmp_path / "evil.pt")
     torch.save({"net.x": torch.zeros(1), "payload": subprocess.Popen}, evil)
-    with pytest.raises(files.WeightsFileError, match="not loaded for safety"):
+    with pytest.raises(files.WeightsFileError, match="can run code it carries, so it is refused"):
         transfer1.read_weights(evil)

@@ -8,6 +8,7 @@ import av
 import numpy as np
 import pytest
 
+from cosmos_transfer.config.errors import DataError
 from cosmos_transfer.data.dataset import VideoDataset
 from tests.tiny_datasets import make_tiny_dataset
 from cosmos_transfer.video_io import write_video
@@ -108,7 +109,7 @@ def test_too_many_bad_clips_stop_the_run(tmp_path):
     for stem in ("c1", "c2"):
         _break(root, "missing caption", stem)
     assert len(_dataset(root, max_bad_fraction=0.2)) == 8  # 2 of 10 is allowed
-    with pytest.raises(RuntimeError, match=r"2 of 10 clips .* are bad, more than max_bad_fraction=0.1.*c1.mp4"):
+    with pytest.raises(DataError, match=r"2 of 10 clips .* are bad, more than max_bad_fraction=0.1.*c1.mp4"):
         _dataset(root, max_bad_fraction=0.1)
 
 
@@ -118,13 +119,13 @@ def test_too_many_bad_clips_found_while_loading_stop_the_run(tmp_path):
         with open(os.path.join(root, "t5_xxl", stem + ".safetensors"), "wb") as file:
             file.write(b"garbage that is not safetensors")
     ds = _dataset(root, max_bad_fraction=0.1)  # the header check cannot see broken embeddings
-    with pytest.raises(RuntimeError, match="2 of 10 clips"):
+    with pytest.raises(DataError, match="2 of 10 clips"):
         for i in range(len(ds)):
             ds[i]
 
 
 def test_missing_folders_fail_at_construction(tmp_path):
-    with pytest.raises(FileNotFoundError, match=f"dataset folder not found: {tmp_path / 'nowhere'}"):
+    with pytest.raises(DataError, match=f"dataset folder not found: {tmp_path / 'nowhere'}"):
         _dataset(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match="no videos/ folder"):
+    with pytest.raises(DataError, match="no videos/ folder"):
         _dataset(tmp_path)

@@ -109,11 +109,16 @@ def test_dataset_loads_each_clip_at_its_bucket_shape(mixed_root):
 
 
 def test_dataset_errors(mixed_root):
-    with pytest.raises(ValueError, match="come from the buckets"):
-        BucketedVideoDataset(mixed_root, BUCKETS, num_frames=8, **TEXT)
-    with pytest.raises(ValueError, match="use_latents"):
+    from cosmos_transfer.config.errors import DataError
+
+    # One shape's settings are the buckets' to decide: not used, and said so
+    dataset = BucketedVideoDataset(mixed_root, BUCKETS, num_frames=8, resolution=[64, 64], **TEXT,
+                                   max_bad_fraction=0.5)
+    assert dataset.replaced == {"num_frames": 8, "resolution": [64, 64]}
+    assert dataset[(0, 0, dataset.bucket_of[0])]["video"].shape[1:] == (8, 32, 48)
+    with pytest.raises(DataError, match="use_latents"):
         BucketedVideoDataset(mixed_root, BUCKETS, use_latents=True, **TEXT)
-    with pytest.raises(ValueError, match="no clip of"):  # 6:1: no clip can be reflection-padded to it
+    with pytest.raises(DataError, match="no clip of"):  # 6:1: no clip can be reflection-padded to it
         BucketedVideoDataset(mixed_root, ["8x48x4:1"], **TEXT, max_bad_fraction=1.0)
 
 
@@ -154,7 +159,7 @@ def test_resume_refuses_other_buckets_or_seed(mixed_root):
     dataset = BucketedVideoDataset(mixed_root, BUCKETS, **TEXT)
     state = build_bucket_dataloader(dataset, seed=2, rank=0, world_size=1).state_dict()
     other = BucketedVideoDataset(mixed_root, ["32x48x8:1", "32x48x4:2", "48x32x8:2"], **TEXT)
-    with pytest.raises(ValueError, match="buckets="):
+    with pytest.raises(ValueError, match="other buckets"):
         build_bucket_dataloader(other, seed=2, rank=0, world_size=1).load_state_dict(state)
     with pytest.raises(ValueError, match="seed="):
         build_bucket_dataloader(dataset, seed=3, rank=0, world_size=1).load_state_dict(state)
@@ -177,3 +182,96 @@ def test_the_custom_buckets_option_composes_from_the_command_line_and_loads(mixe
     shapes = {tuple(batch["video"].shape) for batch in loader}
     assert shapes == {(2, 3, 8, 32, 48), (1, 3, 8, 48, 32)}
     assert loader.state_dict()["consumed"] == 7  # 3 landscape batches of 2 (6 clips), 4 portrait batches of 1
+
+
+# ----------------------------------------------------------------------- issue 25: bounds, composition, resume
+def test_malformed_zero_negative_or_oversized_buckets_are_a_data_error_naming_the_entry():
+    from cosmos_transfer.config.errors import DataError
+
+    cases = [(["abc"], "'abc': expected 'HxWxT:B'"), ([None], "None: expected"),
+             (["0x48x8:1"], "'0x48x8:1': height, width, frames and batch size must be positive"),
+             ([[32, 48, -8, 1]], r"\[32, 48, -8, 1\]: height, width, frames and batch size must be positive"),
+             (["-32x48x8:1"], "'-32x48x8:1': expected"), ([[32.0, 48, 8, 1]], "positive integers"),
+             (["70400x1280x121:1"], "'70400x1280x121:1': height 70,400 is over the largest taken"),
+             (["704x1280x121000:1"], "frames 121,000 is over"), (["704x1280x121:100000"], "batch size 100,000 is over"),
+             (["8x8x4:1"] * 300, "300 entries")]
+    for spec, message in cases:
+        with pytest.raises(DataError, match=message):
+            parse_buckets(spec)
+
+
+def test_a_bucket_whose_batches_exceed_the_host_memory_is_refused_before_building(mixed_root):
+    """A bucket size nothing checked made the loader ask for hundreds of GiB: preflight names it first."""
+    from configs.train import make_config
+    from cosmos_transfer.config.compose import override
+    from cosmos_transfer.data.buckets import batch_bytes, bucket_memory_problems
+    from cosmos_transfer.preflight import check_run
+
+    # 2 (samples + collated batch) x B x T x H x W x 3 bytes x (video + 1 control)
+    assert batch_bytes(Bucket(704, 1280, 121, 2), 1) == 2 * 2 * 121 * 704 * 1280 * 3 * 2
+    fits = bucket_memory_problems(["704x1280x121:1"], 1, num_workers=4, prefetch_factor=None, local_world_size=1,
+                                  host_bytes=64 * 2**30)
+    assert fits == []  # 10 batches of 1.2 GiB
+    (problem,) = bucket_memory_problems(["704x1280x121:1", "4320x7680x1000:8"], 1, num_workers=4,
+                                        prefetch_factor=None, local_world_size=8, host_bytes=512 * 2**30)
+    assert "bucket 4320x7680x1000:8 takes about 2,966.3 GiB" in problem and "10 batches in flight" in problem
+    assert "8 local rank(s)" in problem and "512.0 GiB available" in problem
+    config = override(make_config(), ["experiment=demo_edge_tiny", "data_train=custom_buckets",
+                                      f"dataloader_train.dataset.root={mixed_root}",
+                                      "dataloader_train.dataset.buckets=[32x48x8:2,4320x7680x1000:8]"])
+    problems = check_run(config, world_size=1, local_world_size=1, device_type="cpu")
+    assert any("bucket 4320x7680x1000:8 takes about" in p for p in problems), problems
+    config = override(config, ["dataloader_train.dataset.buckets=[32x48x8:0]"])
+    problems = check_run(config, world_size=1, local_world_size=1, device_type="cpu")
+    assert any("dataloader_train.dataset.buckets: bucket '32x48x8:0'" in p for p in problems), problems
+
+
+def _tiny_minilm_root(root):
+    """Clips with the demo encoder's embedding shape (minilm_l6/, D = 384), as the demo experiments read."""
+    import os
+
+    make_tiny_dataset(root, stems=[f"land{i}" for i in range(4)], num_frames=20, size=(32, 48), text_dim=384)
+    make_tiny_dataset(root, stems=[f"square{i}" for i in range(2)], num_frames=20, size=(32, 32), text_dim=384)
+    os.rename(os.path.join(root, "t5_xxl"), os.path.join(root, "minilm_l6"))
+    return str(root)
+
+
+@pytest.mark.parametrize("experiment", ["demo_edge_tiny", "transfer2p5_tiny"])
+def test_buckets_compose_with_a_shipped_experiment_without_overrides(tmp_path, monkeypatch, experiment):
+    """The experiment's num_frames, resolution and batch_size (for one shape) are replaced by the buckets, and the
+    start-up line says so, with the clips of each bucket (it used to fail at the dataset with a traceback)."""
+    import importlib.util
+
+    from configs.train import make_config
+    from cosmos_transfer.config.compose import override
+    from cosmos_transfer.config.lazy import instantiate
+    from cosmos_transfer.trainer.logging import _clips
+    from tests.helpers import REPO_DIR
+
+    root = _tiny_minilm_root(tmp_path / "clips")
+    overrides = [f"experiment={experiment}", "data_train=custom_buckets", f"dataloader_train.dataset.root={root}",
+                 "dataloader_train.dataset.buckets=[32x48x17:2,32x32x17:1]"]
+    monkeypatch.setenv("OUTPUT_ROOT", str(tmp_path / "out"))
+    spec = importlib.util.spec_from_file_location("train_script", f"{REPO_DIR}/scripts/train.py")
+    train_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_script)
+    assert train_script.run(["--dryrun", "--", *overrides]) == 0
+
+    config = override(make_config(), overrides + ["dataloader_train.num_workers=0"])  # workers: slow on 2 cores
+    loader = instantiate(config.dataloader_train)
+    assert {tuple(batch["video"].shape) for batch in loader} == {(2, 3, 17, 32, 48), (1, 3, 17, 32, 32)}
+    line = _clips(loader)
+    assert line.startswith(f"6 in {root}, by bucket (HxWxT:B clips): 32x48x17:2 4, 32x32x17:1 2")
+    assert "num_frames=17, resolution=[32, 32], batch_size=2 not used" in line
+    assert "resolution" not in line.split("(the buckets")[0]  # no single resolution claimed for the data
+
+
+def test_resuming_with_other_buckets_names_both_lists(mixed_root):
+    from cosmos_transfer.config.errors import DataError
+
+    dataset = BucketedVideoDataset(mixed_root, BUCKETS, **TEXT)
+    state = build_bucket_dataloader(dataset, seed=2, rank=0, world_size=1).state_dict()
+    other = BucketedVideoDataset(mixed_root, ["32x48x8:1", "32x48x4:2", "48x32x8:2"], **TEXT)
+    with pytest.raises(DataError, match=r"\{'32x48x8:2': 6, '32x48x4:2': 4, '48x32x8:2': 4\} than this run's "
+                                        r"\{'32x48x8:1': 6, '32x48x4:2': 4, '48x32x8:2': 4\}"):
+        build_bucket_dataloader(other, seed=2, rank=0, world_size=1).load_state_dict(state)

@@ -108,4 +108,4 @@ def test_an_out_that_is_an_input_is_refused(videos, capsys, tmp_path):
     deep = tmp_path / "deep.json"
     deep.write_text("{\"a\": " * 50_000 + "1" + "}" * 50_000)
     assert evaluate.main(["--video", videos["same"], "--spec", str(deep)]) == 2
-    assert "nested deeper than Python's JSON parser can read" in capsys.readouterr().err
+    assert "its JSON is nested too deeply to read" in capsys.readouterr().err

@@ -222,3 +222,52 @@ def test_official_base_and_control_files_load_into_the_model(tmp_path):
         loading.load_control_file(target, "depth", str(tmp_path / "edge_control.pt"))
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         loading.load_weights(target, str(tmp_path / "missing.pt"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# No picture, no file (issue 25 item 2): NaN from the model, or a video that is one value everywhere, is refused
+
+
+def _one_window(spec_files):
+    inputs, text = _prepare(spec_files)
+    inputs.controls = {k: v[:5] for k, v in inputs.controls.items()}
+    return inputs, text
+
+
+def test_nan_weights_are_refused_before_a_black_video(spec_files):
+    from cosmos_transfer.inference.pipeline import GenerationError
+
+    model = make_model()
+    with torch.no_grad():
+        model.net.final_layer.linear.weight[0, 0] = float("nan")  # as a file of a diverged run would give it
+    inputs, text = _one_window(spec_files)
+    with pytest.raises(GenerationError) as error:
+        generate_video(model, inputs, text, window_frames=5, options=SamplingOptions(num_steps=1, guidance=0.0),
+                       output="out.mp4")
+    message = str(error.value)
+    assert "out.mp4 was not written" in message and "model's output for window 1/1 holds" in message, message
+    assert "NaN or inf" in message and "weights file" in message  # the likely cause
+
+
+@pytest.mark.parametrize("decoded, message", [
+    (float("nan"), "the tokenizer's decoding of window 1/1 holds"),
+    (-1.0, r"every pixel of all 5 generated frames has the same value \(0\)"),  # all black
+])
+def test_a_video_that_is_no_picture_is_refused(spec_files, decoded, message):
+    from cosmos_transfer.inference.pipeline import GenerationError
+
+    model = make_model()
+    model.decode = lambda latent: torch.full((1, 3, 5, 16, 16), decoded)
+    inputs, text = _one_window(spec_files)
+    with pytest.raises(GenerationError, match=message):
+        generate_video(model, inputs, text, window_frames=5, options=SamplingOptions(num_steps=1, guidance=0.0))
+
+
+def test_check_not_constant_accepts_any_picture():
+    from cosmos_transfer.inference.pipeline import GenerationError, check_not_constant
+
+    frames = np.zeros((3, 4, 4, 3), np.uint8)
+    with pytest.raises(GenerationError, match="same value"):
+        check_not_constant(frames, "x.mp4")
+    frames[2, 3, 3, 1] = 1  # one pixel differs: a picture, however dark
+    check_not_constant(frames, "x.mp4")

@@ -225,7 +225,7 @@ def test_hostile_inputs_are_one_paragraph(demo_files, capsys, tmp_path):
     garbage = tmp_path / "adapters.safetensors"
     garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}")  # SafetensorError when read
     cases = [
-        ([str(deep)], "nested deeper than Python's JSON parser can read"),
+        ([str(deep)], "its JSON is nested too deeply to read"),
         ([str(tmp_path / "empty.json")], "not valid JSON"),
         ([str(tmp_path / "folder.json")], "folder.json"),
         ([None, "--lora_checkpoint", str(garbage)], "adapters.safetensors"),
@@ -234,3 +234,44 @@ def test_hostile_inputs_are_one_paragraph(demo_files, capsys, tmp_path):
         assert inference.main(_args(demo_files, tmp_path / "o.mp4", spec, *extra)) == 2, spec
         err = capsys.readouterr().err
         assert "Traceback" not in err and err.startswith("inference: error: ") and message in err, err
+
+
+def test_a_weights_file_with_nan_exits_2_naming_the_file_and_tensor(demo_files, capsys, tmp_path):
+    """It used to generate an all-black video and exit 0 (issue 25)."""
+    from cosmos_transfer.checkpoints.files import save_weights_file
+    from cosmos_transfer.inference import loading
+
+    state = loading.build_model(loading.compose_config(EXPERIMENT, make_config=make_config)).state_dict()
+    key = "net.final_layer.linear.weight"
+    state[key][0, :3] = torch.tensor([float("nan"), float("inf"), float("nan")])
+    weights = str(tmp_path / "diverged.safetensors")
+    save_weights_file(state, weights)
+    out = tmp_path / "o.mp4"
+    assert inference.main(["--experiment", EXPERIMENT, "--spec", demo_files["embedded_spec"], "--out", str(out),
+                           "--checkpoint", weights, "--num_steps", "1", "--max_frames", "17"]) == 2
+    error = capsys.readouterr().err
+    assert weights in error and f"'{key}'" in error and "3 non-finite values (2 NaN, 1 inf)" in error, error
+    assert "Traceback" not in error and not out.exists()
+
+
+def test_lora_adapters_of_another_shape_exit_2_naming_the_layer(demo_files, capsys, tmp_path):
+    """They used to broadcast into the layer's weight and generate from the damaged model (issue 25)."""
+    from torch import nn
+
+    from cosmos_transfer import lora
+    from cosmos_transfer.inference import loading
+
+    model = loading.build_model(loading.compose_config(EXPERIMENT, make_config=make_config))
+    layer, linear = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.startswith("net."))
+    out_features, _ = linear.weight.shape
+    adapters = str(tmp_path / "other.lora.safetensors")
+    lora.save_adapters(adapters, {f"{layer}.lora_A.default.weight": torch.ones(4, 1),  # [rank, 1]: broadcasts
+                                  f"{layer}.lora_B.default.weight": torch.ones(out_features, 4)},
+                       {"rank": 4, "alpha": 4.0, "target_modules": [layer]})
+    out = tmp_path / "o.mp4"
+    assert inference.main(["--experiment", EXPERIMENT, "--spec", demo_files["embedded_spec"], "--out", str(out),
+                           "--checkpoint", "none", "--lora_checkpoint", adapters, "--num_steps", "1",
+                           "--max_frames", "17"]) == 2
+    error = capsys.readouterr().err
+    assert adapters in error and f"the adapters of {layer} do not fit it" in error and "(4, 1)" in error, error
+    assert "Traceback" not in error and not out.exists()

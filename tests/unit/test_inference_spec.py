@@ -82,6 +82,18 @@ def test_load_spec_file_errors(tmp_path):
     bad.write_text("{ not json")
     with pytest.raises(SpecError, match="not valid JSON"):
         load_spec(str(bad))
+    bad.write_text('{"edge": ' + "[" * 100_000 + "]" * 100_000 + "}")  # a RecursionError in json
+    with pytest.raises(SpecError, match="nested too deeply"):
+        load_spec(str(bad))
+
+
+@pytest.mark.parametrize("text", ["Infinity", "NaN", "-Infinity", "1e999"])
+def test_a_non_finite_control_weight_is_refused_naming_the_control(files, tmp_path, text):
+    """JSON's NaN and Infinity literals (and 1e999) parse as floats; a NaN weight made an all-black video."""
+    path = tmp_path / "spec.json"
+    path.write_text('{"input_video_path": %s, "edge": {"control_weight": %s}}' % (json.dumps(files["input"]), text))
+    with pytest.raises(SpecError, match=r"spec.json: 'edge': control_weight must be a finite number >= 0, got"):
+        load_spec(str(path))
 
 
 def test_prepare_inputs_computes_and_reads_controls(files):

@@ -1,12 +1,16 @@
 """LoRA configuration and weight maths (cosmos_transfer/lora.py) without peft: which layers the patterns name in
 both families, the error for a pattern that names nothing, merging and splitting adapter weights, the config group."""
 
+import json
+import os
+
 import pytest
 import torch
 from torch import nn
 
 import configs.net as configs_net
 from cosmos_transfer import lora
+from cosmos_transfer.checkpoints.files import WeightsFileError
 from cosmos_transfer.config.errors import ConfigError
 from cosmos_transfer.config.lazy import instantiate
 
@@ -130,3 +134,77 @@ def test_the_lora_group_composes_and_is_off_by_default():
     assert built.target_modules == list(lora.CONTROL_TARGETS) and built.trainable == list(lora.CONTROL_TRAINABLE)
     base = instantiate(override(make_config(), ["--", "experiment=ctrl_tiny", "lora=base"]).lora)
     assert (base.rank, base.alpha) == (32, 32.0)  # Cosmos-Predict2.5's recipe
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Adapter files that do not fit (issue 25 item 3): refused naming the file, the layer and what was expected
+
+
+def _adapter_file(tmp_path, a, b, settings=None, metadata=None) -> str:
+    from safetensors.torch import save_file
+
+    path = str(tmp_path / "adapters.lora.safetensors")
+    if metadata is None:
+        metadata = {"lora": json.dumps(settings if settings is not None else {"rank": 2, "alpha": 3.0})}
+    save_file({"net.0.lora_A.default.weight": a, "net.0.lora_B.default.weight": b}, path, metadata=metadata)
+    return path
+
+
+def _plain_model() -> nn.Module:
+    model = nn.Module()
+    model.net = nn.Sequential(nn.Linear(5, 6, bias=False))
+    return model
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [
+    ((2, 1), (6, 2)),  # lora_A [rank, 1] broadcast over the layer's 5 inputs
+    ((2, 5), (1, 2)),  # lora_B [1, rank] broadcast over its 6 outputs
+    ((2, 4), (6, 2)),  # another model's width
+    ((3, 5), (6, 3)),  # a rank other than the file's settings say
+])
+def test_adapters_of_another_shape_are_refused_naming_the_layer_and_both_shapes(tmp_path, a_shape, b_shape):
+    model = _plain_model()
+    before = model.net[0].weight.detach().clone()
+    path = _adapter_file(tmp_path, torch.ones(a_shape), torch.ones(b_shape))
+    with pytest.raises(WeightsFileError) as error:
+        lora.merge_adapter_file(model, path)
+    message = str(error.value)
+    assert path in message and "net.0" in message, message
+    assert f"lora_A {a_shape}" in message and f"lora_B {b_shape}" in message and "(6, 5)" in message, message
+    assert torch.equal(model.net[0].weight, before)  # nothing merged
+    weights = {"net.0.base_layer.weight": before, "net.0.lora_A.default.weight": torch.ones(a_shape),
+               "net.0.lora_B.default.weight": torch.ones(b_shape)}
+    if a_shape[0] == b_shape[1] == 3:
+        return  # a consistent rank: only the file's settings tell it is wrong
+    with pytest.raises(WeightsFileError, match=r"the adapters of net\.0 do not fit it"):  # export's merge
+        lora.merge_weights(weights, scaling=1.0, where="checkpoint iter_10")
+
+
+@pytest.mark.parametrize("metadata, message", [
+    ({"lora": json.dumps({"rank": 0, "alpha": 32.0})}, "rank must be a positive integer, got 0"),
+    ({"lora": json.dumps({"rank": 2.5, "alpha": 32.0})}, "rank must be a positive integer, got 2.5"),
+    ({"lora": json.dumps({"rank": 2, "alpha": float("nan")})}, "alpha must be a positive finite number, got nan"),
+    ({"lora": json.dumps({"alpha": 32.0})}, r"lack \['rank'\]"),
+    ({"lora": json.dumps([2, 32.0])}, "must be a JSON object"),
+    ({"lora": "rank=2 alpha=32"}, "its 'lora' metadata is not JSON"),
+    ({"lora": "[" * 100_000 + "]" * 100_000}, "its 'lora' metadata is not JSON"),
+    ({"format": "pt"}, "is not a LoRA adapter file"),
+])
+def test_unusable_adapter_settings_are_one_paragraph_naming_the_file(tmp_path, metadata, message):
+    path = _adapter_file(tmp_path, torch.ones(2, 5), torch.ones(6, 2), metadata=metadata)
+    with pytest.raises(WeightsFileError, match=message) as error:
+        lora.merge_adapter_file(_plain_model(), path)
+    assert path in str(error.value)
+
+
+def test_adapters_with_nan_or_a_damaged_file_are_refused(tmp_path):
+    b = torch.ones(6, 2)
+    b[1, 1] = float("nan")
+    path = _adapter_file(tmp_path, torch.ones(2, 5), b)
+    with pytest.raises(WeightsFileError, match=r"'net\.0\.lora_B\.default\.weight' \(6, 2\) holds 1 non-finite") as e:
+        lora.merge_adapter_file(_plain_model(), path)
+    assert path in str(e.value)
+    with open(path, "r+b") as file:  # truncated: safetensors' SafetensorError
+        file.truncate(os.path.getsize(path) - 8)
+    with pytest.raises(WeightsFileError, match="damaged or incomplete"):
+        lora.read_adapters(path)
