@@ -24,6 +24,7 @@ import difflib
 import errno
 import os
 import re
+import stat
 import sys
 import traceback
 from typing import Callable, Iterator, Mapping
@@ -163,15 +164,16 @@ def _umask_file_mode() -> int:
 def writing(path: str) -> Iterator[str]:
     """Yield a temporary path beside `path` (same extension: writers choose the format by it) to write the output
     to; once the block ends it is renamed onto `path`, so that `path` is never a half-written file (an interrupted
-    write leaves the previous file, if any, as it was). Its mode is a plain open()'s whatever the writer chose
-    (safetensors writes 0600). The folder is created if missing."""
+    write leaves the previous file, if any, as it was). Its mode is what a plain open() leaves, whatever the writer
+    chose (safetensors writes 0600): the replaced file's, or 0666 less the umask. The folder is created if missing."""
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     stem, extension = os.path.splitext(name)
     temporary = os.path.join(folder, f".{stem}.partial-{os.getpid()}{extension}")
     try:
         yield temporary
-        os.chmod(temporary, _umask_file_mode())
+        replaced = os.path.isfile(path)
+        os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode) if replaced else _umask_file_mode())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -274,3 +274,16 @@ def test_export_of_something_that_is_no_checkpoint_is_named(tmp_path, capsys):
         assert export_checkpoint.main([str(source), "--out", str(tmp_path / "o.safetensors")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("export_checkpoint: error: ") and message in err, err
+
+
+def test_writing_gives_a_new_file_a_plain_mode_and_keeps_a_replaced_files(tmp_path):
+    from cosmos_transfer.cli import writing
+
+    new, kept = tmp_path / "new.safetensors", tmp_path / "kept.safetensors"
+    kept.write_text("old")
+    os.chmod(kept, 0o640)
+    for path in (new, kept):
+        with writing(str(path)) as temporary:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT, 0o600))  # as safetensors creates its file
+    assert stat.S_IMODE(os.stat(new).st_mode) == _plain_mode()
+    assert stat.S_IMODE(os.stat(kept).st_mode) == 0o640
