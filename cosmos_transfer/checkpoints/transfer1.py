@@ -409,8 +409,12 @@ def job_finetune_base(checkpoint: str) -> tuple[bool | None, str]:
     for job in (os.path.dirname(os.path.dirname(os.path.abspath(checkpoint))), os.path.dirname(checkpoint)):
         config = os.path.join(job, "config.yaml")
         if os.path.isfile(config):
-            with open(config, encoding="utf-8") as file:
-                model = (yaml.safe_load(file) or {}).get("model") or {}
+            try:
+                with open(config, encoding="utf-8") as file:
+                    content = yaml.safe_load(file)
+            except (yaml.YAMLError, UnicodeDecodeError):
+                return None, f"{config} is not readable YAML"
+            model = content.get("model") if isinstance(content, dict) else None
             value = model.get("finetune_base") if isinstance(model, dict) else None
             return (value if isinstance(value, bool) else None), f"model.finetune_base={value} in {config}"
     return None, f"no config.yaml in the job folder of {checkpoint}"

@@ -287,3 +287,16 @@ def test_writing_gives_a_new_file_a_plain_mode_and_keeps_a_replaced_files(tmp_pa
             os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT, 0o600))  # as safetensors creates its file
     assert stat.S_IMODE(os.stat(new).st_mode) == _plain_mode()
     assert stat.S_IMODE(os.stat(kept).st_mode) == 0o640
+
+
+def test_a_jobs_config_that_says_nothing_leaves_the_choice_to_the_flag(tmp_path, capsys):
+    from cosmos_transfer.checkpoints import transfer1
+
+    export = _export_like(tmp_path, finetune_base=None, metadata_flag=False)
+    for text in ("model: [unclosed", "- a list", "model:\n  finetune_base: maybe\n", "\xff"):
+        (tmp_path / "job" / "config.yaml").write_bytes(text.encode("latin-1"))
+        assert transfer1.base_was_trained(export)[0] is None, text
+    assert convert_checkpoint.main(["to-official", export, str(tmp_path / "official")]) == 0
+    assert sorted(os.listdir(tmp_path / "official")) == ["edge_control.pt"]
+    assert convert_checkpoint.main(["to-official", export, str(tmp_path / "whole"), "--finetune-base"]) == 0
+    assert sorted(os.listdir(tmp_path / "whole")) == ["base_model.pt", "edge_control.pt"]
