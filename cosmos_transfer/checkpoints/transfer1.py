@@ -38,7 +38,8 @@ BASE_FILE = "base_model.pt"
 # Layout -> how to recognize it and who writes it (cosmos-transfer1 paths).
 LAYOUTS = {
     "base_model": "base_model.pt: the base as base_model.net.* + base_model.logvar.* (Cosmos-Transfer1-7B "
-                  "base_model.pt; read into the control model by diffusion/inference/inference_utils.py load_network_model)",
+                  "base_model.pt; read into the control model by diffusion/inference/inference_utils.py "
+                  "load_network_model)",
     "net": "a base model as net.* + logvar.* (Cosmos-1.0 base files, the Sample-AV base; our own DiffusionModel files)",
     "control": "<key>_control.pt: a control branch as net.* with x_embedder2/input_hint_block/zero_blocks, + logvar.* "
                "(edge_control.pt, vis_control.pt, ...; scripts/convert_ckpt_tp_to_fsdp.py *_ema_model_only.pt)",
@@ -145,7 +146,7 @@ def read_weights(path: str, use_ema: bool = False, net_keys: Sequence[str] = (),
         raise files.WeightsFileError(
             f"{path} holds a Cosmos-2.5 network (Predict2.5 / Transfer2.5 names such as t_embedding_norm, "
             "blocks.N.self_attn), where a Cosmos-Transfer1 / Cosmos-1.0 one is needed: it goes with "
-            "a 2.5 experiment (transfer2p5_*, predict2p5_*) with other 2.5 files: the two families do not mix"
+            "a 2.5 experiment (transfer2p5_*, predict2p5_*) and other 2.5 files: the two families do not mix"
         )
     weights = _split(path, tensors, tuple(net_keys))
     weights.notes = notes + weights.notes

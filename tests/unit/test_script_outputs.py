@@ -107,7 +107,8 @@ def test_control_block_counts_that_would_be_ignored_are_refused(base, tmp_path):
     _official_file(_source_model(1).net, released)
     args = convert_checkpoint._parse(["to-ours", released, str(tmp_path / "o.safetensors"), "--control",
                                       f"edge={released}", "--new-control", "depth", "--num-control-blocks", "2"])
-    with pytest.raises(files.WeightsFileError, match="Cosmos-2.5 file, to which --new-control, --num-control-blocks"):
+    with pytest.raises(files.WeightsFileError,
+                       match="Cosmos-2.5 file, and --new-control, --num-control-blocks are options for"):
         convert_checkpoint.to_ours(args, convert_checkpoint._inputs(args))
 
 
