@@ -101,6 +101,13 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     args = parser.parse_args(argv)
     if not args.out.endswith(".mp4"):
         parser.error(f"--out must end in .mp4, got {args.out}")
+    # Said now, not after the generation (a --fps of -1 failed when the video was written) or as numpy's words.
+    for name in ("num_steps", "window_frames", "max_frames", "text_length", "fps", "sigma_max", "sigma_min"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            parser.error(f"--{name} must be positive, got {value}")
+    if args.conditioning_latent_frames < 0:
+        parser.error(f"--conditioning_latent_frames must be >= 0, got {args.conditioning_latent_frames}")
     args.resolution = resolution_option(parser, "--resolution", args.resolution)
     args.output_size = resolution_option(parser, "--output_size", args.output_size)
     return args, overrides

@@ -275,3 +275,16 @@ def test_lora_adapters_of_another_shape_exit_2_naming_the_layer(demo_files, caps
     error = capsys.readouterr().err
     assert adapters in error and f"the adapters of {layer} do not fit it" in error and "(4, 1)" in error, error
     assert "Traceback" not in error and not out.exists()
+
+
+@pytest.mark.parametrize("option, value", [("--fps", "-1"), ("--max_frames", "0"), ("--num_steps", "0"),
+                                           ("--window_frames", "-5"), ("--sigma_max", "-1"), ("--text_length", "0")])
+def test_a_setting_out_of_range_is_refused_before_any_work(demo_files, capsys, tmp_path, option, value):
+    """--fps -1 failed only when the generated video was written; --max_frames 0 said 'need at least one array to
+    stack'."""
+    args = [a for a in _args(demo_files, tmp_path / "o.mp4") if a not in ("--max_frames", "9")]
+    with pytest.raises(SystemExit) as exit_:
+        inference.main([*args, option, value])
+    assert exit_.value.code == 2
+    assert f"{option} must be positive, got {float(value) if option.startswith(('--fps', '--sigma')) else value}" \
+        in capsys.readouterr().err
