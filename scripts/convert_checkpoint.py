@@ -70,6 +70,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         key, sep, path = item.partition("=")
         if not sep or not key or not path:
             parser.error(f"--control expects KEY=PATH (e.g. edge=edge_control.pt), got {item!r}")
+        if key in args.controls:  # the second would replace the first without a word
+            parser.error(f"--control {key}= is given twice ({args.controls[key]} and {path}): one file per branch")
         args.controls[key] = path
     if args.direction == "to-official" and (args.controls or args.new_control or args.ema):
         parser.error("--control, --new-control and --ema apply to to-ours only (export EMA weights with "

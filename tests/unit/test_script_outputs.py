@@ -97,10 +97,14 @@ def test_control_block_counts_the_base_cannot_give_are_refused(base, tmp_path, c
     assert blocks == {"block0", "block1"}
 
 
-def test_control_block_counts_that_would_be_ignored_are_refused(base, tmp_path):
+def test_control_block_counts_that_would_be_ignored_are_refused(base, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:  # no --new-control to apply it to
         convert_checkpoint.main(["to-ours", str(base), str(tmp_path / "o.safetensors"), "--num-control-blocks", "2"])
     assert exit_.value.code == 2
+    with pytest.raises(SystemExit) as exit_:  # the second file for a key would replace the first
+        convert_checkpoint.main(["to-ours", str(base), str(tmp_path / "o.safetensors"), "--control", "edge=a.pt",
+                                 "--control", "edge=b.pt"])
+    assert exit_.value.code == 2 and "--control edge= is given twice (a.pt and b.pt)" in capsys.readouterr().err
     from tests.unit.test_model_v2_5 import _official_file, _source_model
 
     released = str(tmp_path / "edge_ema_bf16.pt")
