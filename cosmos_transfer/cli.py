@@ -26,6 +26,7 @@ import os
 import re
 import stat
 import sys
+import tempfile
 import traceback
 from typing import Callable, Iterator, Mapping
 
@@ -115,8 +116,11 @@ def _unwritable(path: str) -> str | None:
         folder = os.path.dirname(folder)
     if not os.path.isdir(folder):
         return f"its folder cannot be made: {folder!r} is a file, not a folder"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"the folder {folder!r} is not writable"
+    try:  # a file made and dropped at once: also right for root, read-only mounts and /proc, which os.access is not
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return f"nothing can be written in the folder {folder!r} ({error.strerror or error})"
     return None
 
 

@@ -266,6 +266,9 @@ def test_check_outputs_names_both_paths(tmp_path):
     with pytest.raises(OutputPathError, match=r"OUT '.*in.pt' is SOURCE '.*in.pt' \(the same file\)"):
         check_outputs({"OUT": str(source)}, {"SOURCE": str(source)})
     check_outputs({"OUT": str(tmp_path)}, {}, folders=("OUT",))  # a folder output may exist
+    if os.path.isdir("/proc/self"):  # no file can be made there, not even by root (for whom os.access says yes)
+        with pytest.raises(OutputPathError, match="nothing can be written in the folder '/proc/self'"):
+            check_outputs({"OUT": "/proc/self/out.safetensors"}, {})
     with pytest.raises(OutputPathError, match="is an existing file, where a folder"):
         check_outputs({"OUT": str(source)}, {}, folders=("OUT",))
 
