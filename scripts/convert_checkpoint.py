@@ -205,7 +205,10 @@ def to_official(args: argparse.Namespace, inputs: dict[str, str]) -> None:
         for name, official in result.files.items():
             _write(official, os.path.join(args.output, name), args.dtype, inputs)
     base_left = [k for k in result.left_out if k.startswith(transfer1.NET)]
-    if base_left:
+    if base_left and trained_base is False:
+        print(f"left out the base ({len(base_left)} net.* tensors): it was frozen ({why}), so it is NVIDIA's "
+              f"{transfer1.BASE_FILE} unchanged")
+    elif base_left:
         print(f"left out the base ({len(base_left)} net.* tensors): a frozen base is NVIDIA's {transfer1.BASE_FILE} "
               "unchanged; if the base was trained (model.finetune_base=True), write it too: a folder as the output "
               "and --finetune-base")

@@ -163,7 +163,8 @@ def test_to_official_leaves_a_frozen_base_out(tmp_path, capsys):
     export = _export_like(tmp_path, finetune_base=False, metadata_flag=True)
     assert convert_checkpoint.main(["to-official", export, str(tmp_path / "official")]) == 0
     assert sorted(os.listdir(tmp_path / "official")) == ["edge_control.pt"]
-    assert "left out the base" in capsys.readouterr().out
+    assert "tensors): it was frozen (model.finetune_base=false in its metadata), so it is NVIDIA" in \
+        capsys.readouterr().out
     assert convert_checkpoint.main(["to-official", export, str(tmp_path / "e.pt"), "--control-key", "edge"]) == 0
 
 
