@@ -90,7 +90,8 @@ def _torch_load(path: str, what: str, redownload: str) -> object:
 
 def _unpickling_error(path: str, what: str, error: pickle.UnpicklingError, redownload: str) -> WeightsFileError:
     """A file weights_only refuses (it names code to call when unpickled) is not opened, and we never advise
-    opening it anyway (torch's own message suggests loading it without the weights-only guard, which would run that code)."""
+    opening it anyway (torch's own message suggests loading it without the weights-only guard, which would run that
+    code)."""
     text = str(error)
     wanted = re.search(r"GLOBAL ([\w.]+)", text)  # how a pickle names the code it calls
     if wanted is None:  # not a pickle of objects: a damaged file (random bytes read as unknown opcodes)
