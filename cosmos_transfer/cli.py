@@ -204,8 +204,10 @@ def resolve_device(value: str | None):
         raise DeviceError(f"--device {value!r} is not a device: expected cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"--device {value}: this machine has no usable CUDA device (torch {torch.__version__}, "
-                              f"built for CUDA {torch.version.cuda}); use --device cpu, or leave --device out")
+            raise DeviceError(f"--device {value}: this machine has no usable CUDA device, no CUDA GPU that torch can "
+                              f"use (no NVIDIA GPU or driver, or a CPU-only torch build: torch {torch.__version__}, "
+                              f"built for CUDA {torch.version.cuda}). Run the command on a machine with a GPU, or pass "
+                              "--device cpu (or leave --device out)")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(f"--device {value}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                               f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")

@@ -40,6 +40,7 @@ from cosmos_transfer.data.video import (  # noqa: E402
     window_indices,
     window_start_range,
 )
+from cosmos_transfer.cli import resolve_device  # noqa: E402
 from cosmos_transfer.config.lazy import instantiate  # noqa: E402
 from cosmos_transfer.video_io import VideoReadError, probe_video  # noqa: E402
 
@@ -115,10 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoint-dir", default=None, help="tokenizer folder (encoder.jit, decoder.jit, mean_std.pt)"
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="dtype of stored latents")
     parser.add_argument("--overwrite", action="store_true", help="re-encode videos that already have latents")
     args = parser.parse_args(argv)
+    args.device = str(resolve_device(args.device))  # a missing GPU is said now, not after the tokenizer is built
 
     resolution = args.resolution
     if "x" in resolution:

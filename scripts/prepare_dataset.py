@@ -54,6 +54,7 @@ from cosmos_transfer.cli import (  # noqa: E402
     TextEncoderError,
     add_resolution_argument,
     is_minilm,
+    resolve_device,
     resolution_option,
     resolve_text_encoder,
 )
@@ -107,29 +108,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.resolution = resolution_option(parser, "--resolution", args.resolution)
     args.hint_keys = [key for key in args.hint_keys.split(",") if key]
     return args
-
-
-def check_device(device: str) -> None:
-    """--device names a device this machine has: said at once, not after the encoder has loaded (18 s for T5-XXL,
-    minutes for Cosmos-Reason1-7B) and torch has failed with a bare AssertionError."""
-    import torch
-
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise TextEncoderError(f"--device {device!r} is not a device name; expected cpu, cuda or cuda:N") from None
-    if parsed.type != "cuda":
-        return
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        raise TextEncoderError(
-            f"--device {device}: this machine has no CUDA GPU that torch can use (torch.cuda.is_available() is "
-            f"False: no NVIDIA GPU or driver, or a CPU-only torch build {torch.__version__}). Run the command on a "
-            "machine with a GPU, or pass --device cpu (much slower for T5-XXL and Cosmos-Reason1-7B; minilm runs "
-            "on a CPU)"
-        )
-    if parsed.index is not None and parsed.index >= count:
-        raise TextEncoderError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
 
 
 def stems_of(folder: str, suffix: str) -> set[str]:
@@ -257,7 +235,7 @@ def main(argv=None) -> int:
     embedding_dim = args.text_embedding_dim
     if not args.check_only:
         try:
-            check_device(args.device)
+            resolve_device(args.device)  # said at once, not after the encoder has loaded (18 s for T5-XXL)
             embedding_dim = compute_embeddings(args)
         except (TextEncoderError, ImportError) as error:  # ImportError: the demo encoder's package is missing
             print(f"error: {error}", file=sys.stderr)

@@ -83,5 +83,5 @@ def test_device_cuda_without_cuda_is_refused_up_front_in_one_paragraph(tmp_path,
     monkeypatch.setattr("cosmos_transfer.data.text_encoders.load_text_encoder", lambda *a, **k: loaded.append(1))
     assert run_script("prepare_dataset", lambda: main([root, "--text_encoder", "minilm", "--device", "cuda"])) == 2
     error = capsys.readouterr().err
-    assert "--device cuda: this machine has no CUDA GPU" in error and "--device cpu" in error
+    assert "--device cuda: this machine has no usable CUDA device" in error and "--device cpu" in error
     assert "Traceback" not in error and loaded == []

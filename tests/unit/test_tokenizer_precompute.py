@@ -55,3 +55,19 @@ def test_precompute_clear_errors(tmp_path, capsys):
                         "cosmos_cv8x8x8", "--checkpoint-dir", str(tmp_path / "nowhere")])  # fmt: skip
     assert code == 1
     assert "nowhere" in capsys.readouterr().out
+
+
+def test_a_missing_gpu_is_named_before_the_tokenizer_is_built(tmp_path, capsys, monkeypatch):
+    # It failed late with torch's bare AssertionError ("Torch not compiled with CUDA enabled") after the tokenizer.
+    from cosmos_transfer.cli import run_script
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    script = _script()
+    built = []
+    monkeypatch.setattr(script, "build_tokenizer", lambda *args: built.append(args))
+    root = make_tiny_dataset(tmp_path / "data", stems=("a",))
+    argv = ["--root", str(root), "--num-frames", "5", "--resolution", "tiny", "--device", "cuda"]
+    assert run_script("precompute_latents", lambda: script.main(argv)) == 2
+    error = capsys.readouterr().err
+    assert "--device cuda: this machine has no usable CUDA device" in error and "--device cpu" in error
+    assert built == []
