@@ -199,5 +199,13 @@ def main() -> None:
             f.write(repr(time.time()))
 
 
+def run() -> int:
+    """main() behind the scripts' error boundary (cosmos_transfer/cli.py), as scripts/train.py runs the trainer: a
+    user error ends as one paragraph and exit status 2."""
+    from cosmos_transfer.cli import run_script
+
+    return run_script("train", main)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run())

@@ -51,6 +51,7 @@ from torch.distributed.checkpoint.stateful import Stateful
 
 from cosmos_transfer import lora
 from cosmos_transfer.checkpoints import transfer1, transfer2_5
+from cosmos_transfer.config.errors import UserError
 from cosmos_transfer.trainer import frozen_base, safe_dcp
 from cosmos_transfer.trainer.safe_dcp import DamagedCheckpointError
 from cosmos_transfer.trainer.shard_loading import copy_into_shards
@@ -428,6 +429,11 @@ def read_latest_name(directory: str) -> str | None:
     return name
 
 
+class CheckpointWriteError(UserError, OSError):
+    """A checkpoint could not be written (a full disk, a quota, permissions); the message names the folder and, for a
+    full disk, its free space. `errno` is the OS error's."""
+
+
 @contextlib.contextmanager
 def _naming_write_errors(partial: str) -> Iterator[None]:
     """An OS error while writing a checkpoint (a full disk, a quota, permissions) named with the path, also from
@@ -435,7 +441,7 @@ def _naming_write_errors(partial: str) -> Iterator[None]:
     try:
         yield
     except (Exception, CheckpointException) as error:  # CheckpointException is a BaseException
-        os_error = _find_os_error(error)
+        os_error = safe_dcp.os_error_behind(error)
         if os_error is None:
             raise
         where = os_error.filename or partial
@@ -447,18 +453,9 @@ def _naming_write_errors(partial: str) -> Iterator[None]:
                 f"{usage.total / 1e9:.1f} GB): free space there, lower checkpoint.keep_last_k, or put the job on a "
                 "larger disk (OUTPUT_ROOT)"
             )
-        raise OSError(os_error.errno, message + ". The previous checkpoint is still the latest") from error
-
-
-def _find_os_error(error: BaseException) -> OSError | None:
-    if isinstance(error, OSError):
-        return error
-    for failure in getattr(error, "failures", {}).values():  # CheckpointException: {rank: (exception, traceback)}
-        inner = failure[0] if isinstance(failure, tuple) else failure
-        if isinstance(inner, OSError):
-            return inner
-    cause = error.__cause__ or error.__context__
-    return _find_os_error(cause) if cause is not None and cause is not error else None
+        failed = CheckpointWriteError(message + ". The previous checkpoint is still the latest")
+        failed.errno = os_error.errno
+        raise failed from error
 
 
 # ----------------------------------------------------------------------------------------------------------------------

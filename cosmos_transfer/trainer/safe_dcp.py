@@ -303,13 +303,38 @@ class ManifestWriter(FileSystemWriter):
         self.extra_files = list(extra_files)
 
     def write_data(self, plan: Any, planner: Any) -> Any:
-        future = super().write_data(plan, planner)
+        try:
+            future = super().write_data(plan, planner)
+        except RuntimeError as error:
+            # A full disk inside torch.save is its "unexpected pos ..." with the ENOSPC as __context__, which DCP's
+            # gathering of the ranks' failures (pickled) drops: pass the OSError itself on.
+            os_error = os_error_behind(error)
+            if os_error is None:
+                raise
+            raise OSError(os_error.errno, os_error.strerror, os_error.filename or str(self.path)) from error
         results = future.wait()  # a torch Future, already done: FileSystemWriter has written everything
         folder = str(self.path)
         names = {str(r.storage_data.relative_path) for r in results} | set(self.extra_files)
         part = os.path.join(folder, MANIFEST_PART.format(rank=self.manifest_rank))
         _write_json(part, checksums(folder, names))
         return future
+
+
+def os_error_behind(error: BaseException, seen: frozenset[int] = frozenset()) -> OSError | None:
+    """The OSError behind a failed write, however wrapped (None: there is none): DCP's CheckpointException holds each
+    rank's exception, and a disk filling up inside torch.save surfaces as its zip writer's "unexpected pos ..."
+    RuntimeError with the ENOSPC only as that error's __context__."""
+    if isinstance(error, OSError):
+        return error
+    seen = seen | {id(error)}
+    inner = [failure[0] if isinstance(failure, tuple) else failure  # CheckpointException: {rank: (exception, tb)}
+             for failure in getattr(error, "failures", {}).values()]
+    for candidate in [*inner, error.__cause__, error.__context__]:
+        if isinstance(candidate, BaseException) and id(candidate) not in seen:
+            found = os_error_behind(candidate, seen)
+            if found is not None:
+                return found
+    return None
 
 
 def _problems(folder: str, files: dict[str, dict[str, Any]], names: list[str]) -> list[str]:

@@ -489,3 +489,51 @@ def test_a_checkpoint_an_older_version_saved_inside_a_nan_streak_is_passed_over(
     assert f"checkpoint {ckpt(job, 4)} was saved after 3 non-finite steps" in text
     assert f"resuming from the newest intact checkpoint {ckpt(job, 2)}" in text
     assert latest(job) == "iter_000000006"
+
+
+# A disk that fills up in the middle of a shard, as a real one does: the write that crosses the limit stores what fits
+# and fails with ENOSPC, inside torch.save's zip writer, which then reports only "unexpected pos ..." (its own
+# RuntimeError, the OSError kept as its __context__). Measured on a real 8 KiB tmpfs: the same chain.
+REAL_DISK_FULL = """
+import contextlib, errno, io, json, os, sys
+sys.path.insert(0, "tests")
+from torch.distributed.checkpoint.filesystem import FileSystem
+create_stream = FileSystem.create_stream
+limit = int(sys.argv[2])
+
+class FullDisk(io.FileIO):
+    def write(self, data):
+        room = limit - self.tell()
+        if len(data) > room:
+            super().write(bytes(data)[:max(room, 0)])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+@contextlib.contextmanager
+def full(self, path, mode):
+    if "iter_000000006" in str(path) and str(path).endswith(".distcp"):
+        with FullDisk(path, "w") as stream:
+            yield stream
+    else:
+        with create_stream(self, path, mode) as stream:
+            yield stream
+
+FileSystem.create_stream = full
+import trainer_toy_run
+sys.argv = ["trainer_toy_run.py", sys.argv[1]]
+sys.exit(trainer_toy_run.run())
+"""
+
+
+@pytest.mark.parametrize("async_save", [False, True])
+def test_a_disk_filling_up_inside_torch_save_is_named_not_unexpected_pos(job, async_save):
+    shard = ckpt(job, 4) / "__0_0.distcp"
+    options = {**BASE, "job_dir": str(job), "max_iter": 6, "async_save": async_save}
+    result = run_python(["-c", REAL_DISK_FULL, json.dumps(options), str(shard.stat().st_size // 2)])
+    assert result.returncode == 2, output(result)[-3000:]
+    text = output(result)
+    assert "Traceback" not in result.stderr and "unexpected pos" not in text, text[-3000:]
+    assert f"cannot write checkpoint {ckpt(job, 6)}.partial" in text
+    assert "No space left on device" in text and f"The disk holding {job / 'checkpoints'} is full" in text
+    assert "The previous checkpoint is still the latest" in text
+    assert latest(job) == "iter_000000004"
