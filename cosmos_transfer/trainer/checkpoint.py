@@ -236,11 +236,13 @@ class Checkpointer:
         if not os.path.isdir(path):
             raise DamagedCheckpointError(f"checkpoint {path} is missing")
         if not safe_dcp.verify_checkpoint(path, group=self.group):
-            self.say(f"{path} has no {safe_dcp.MANIFEST_FILE} (written by an older version): only its file sizes "
-                     "are checked")
+            self.say(f"{path} predates manifests (no {safe_dcp.MANIFEST_FILE}, and its .metadata has no mark of one): "
+                     "only its file sizes are checked")
         # Whatever the manifest lists: every shard the metadata names must be there and long enough.
         safe_dcp.check_shard_files(path, safe_dcp.read_metadata(path))
-        self.saved_trainer_state(path)
+        saved_world = self.saved_trainer_state(path).get("world_size", 1)
+        for rank in range(1, saved_world if isinstance(saved_world, int) else 1):  # each rank wrote its own
+            self.saved_trainer_state(path, rank)
 
     def resume_point(self) -> str | None:
         """The checkpoint to resume from: the latest one, or the newest intact good one before it (with a warning
@@ -308,6 +310,7 @@ class Checkpointer:
                 json.dump({**rank_state, "world_size": self.world_size, "rank": self.rank}, f)
             if frozen is not None and self.rank == 0:
                 frozen_base.write(partial, frozen)
+            app_state = safe_dcp.with_mark(app_state)  # its .metadata says that it has a manifest
             if self.async_save:
                 future = dcp.async_save(app_state, storage_writer=writer, process_group=self.group)
                 self._pending = (future, partial, final)
@@ -577,7 +580,7 @@ def load_model_weights(
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, ".metadata")):
             raise ValueError(f"checkpoint.load_path={path} is a folder but not a DCP checkpoint (no .metadata)")
-        safe_dcp.verify_checkpoint(path)  # its manifest, when it has one
+        safe_dcp.verify_checkpoint(path)  # its manifest (required unless it predates manifests)
         stored = safe_dcp.read_metadata(path).state_dict_metadata
         file_keys = [k[len("model.") :] for k in stored if k.startswith("model.")]
         base = frozen_base.read(path)

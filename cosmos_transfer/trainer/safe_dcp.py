@@ -10,8 +10,12 @@ could run any code when it is read. Here
 
 Integrity: DCP keeps no checksums, so a flipped byte in a shard would be trained on. Every checkpoint we write gets a
 `manifest.json` (size and CRC-32 of each of its files) before it is published; `verify_checkpoint` compares the files
-with it. Older checkpoints without a manifest still get a structural check (every shard the metadata names exists
-and is long enough). See BENCHMARKS.md for what the checksums cost.
+with it, and every file a reader uses (.metadata, the shards it names, the JSON files beside them) must have its entry.
+Integrity cannot be switched off by omission: the DCP metadata of every checkpoint written with a manifest carries
+the item `manifest_format` (MANIFEST_MARK), so a folder whose manifest.json is gone is damaged. Only a folder whose
+.metadata lacks the mark predates manifests; it still gets a structural check (every shard the metadata names exists
+and is long enough). Removing the mark means rewriting the pickled .metadata: a forgery, which no checksum stored
+beside the files could stop either. See BENCHMARKS.md for what the checksums cost.
 
 Every function that reads a checkpoint for the project goes through `read_metadata`, `load` and `verify_checkpoint`.
 """
@@ -40,6 +44,10 @@ from cosmos_transfer.config.errors import UserError
 METADATA_FILE = ".metadata"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_PART = "manifest_rank{rank}.part.json"  # one per rank while a checkpoint is written, merged by rank 0
+# The mark of a checkpoint written with a manifest: a DCP item every save of this version adds (`with_mark`), so that
+# the .metadata itself says a manifest belongs to the folder. Deleting manifest.json leaves the mark: damage, not age.
+MANIFEST_MARK = "manifest_format"
+MANIFEST_FORMAT = 1
 _CHUNK = 16 << 20
 
 
@@ -337,6 +345,20 @@ def os_error_behind(error: BaseException, seen: frozenset[int] = frozenset()) ->
     return None
 
 
+def with_mark(state: dict[str, Any]) -> dict[str, Any]:
+    """`state` to save with the mark saying that its checkpoint has a manifest (MANIFEST_MARK)."""
+    return {**state, MANIFEST_MARK: MANIFEST_FORMAT}
+
+
+def files_read(folder: str, metadata: Metadata) -> list[str]:
+    """The files of checkpoint `folder` that readers use, each of which its manifest must cover: .metadata, the
+    shards the metadata names, and the JSON files beside them (trainer states, frozen_base.json)."""
+    shards = {str(getattr(info, "relative_path", "")) for info in (metadata.storage_data or {}).values()}
+    beside = {n for n in os.listdir(folder) if n.endswith(".json") and n != MANIFEST_FILE
+              and not (n.startswith("manifest_rank") and n.endswith(".part.json"))}
+    return sorted({METADATA_FILE} | shards | beside)
+
+
 def _problems(folder: str, files: dict[str, dict[str, Any]], names: list[str]) -> list[str]:
     problems = []
     for name in names:
@@ -361,8 +383,9 @@ def _problems(folder: str, files: dict[str, dict[str, Any]], names: list[str]) -
 
 def verify_checkpoint(folder: str, group: Any = None) -> bool:
     """Compare the files of checkpoint `folder` with its manifest; raise DamagedCheckpointError naming each file
-    that is missing, of another size or with another checksum. Returns False when the folder has no manifest
-    (written by an older version: not checked).
+    that is missing, of another size or with another checksum, or that the manifest has no entry for; and when the
+    manifest itself is missing from a checkpoint whose .metadata carries MANIFEST_MARK. Returns False only for a
+    checkpoint that predates manifests (no manifest, no mark: its files are not checksummed).
 
     Under torch.distributed every rank of `group` must call it: each checks a share of the files, and all agree.
     """
@@ -388,6 +411,11 @@ def verify_checkpoint(folder: str, group: Any = None) -> bool:
             )
         names = sorted(files)
         problems += _problems(folder, files, names[rank::world])
+        problems += [f"{MANIFEST_FILE} has no entry for {name} (entries removed?)"
+                     for name in files_read(folder, read_metadata(folder)) if name not in files]
+    elif MANIFEST_MARK in read_metadata(folder).state_dict_metadata:
+        problems.append(f"its {MANIFEST_FILE} is missing, but its .metadata says it was written with one (this "
+                        "version writes a manifest into every checkpoint), so its files cannot be checked")
     if distributed:
         gathered: list[Any] = [None] * world
         dist.all_gather_object(gathered, problems, group=group)
