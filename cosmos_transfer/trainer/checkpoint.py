@@ -53,7 +53,7 @@ from cosmos_transfer import lora
 from cosmos_transfer.checkpoints import transfer1, transfer2_5
 from cosmos_transfer.config.errors import UserError
 from cosmos_transfer.trainer import frozen_base, safe_dcp
-from cosmos_transfer.trainer.safe_dcp import DamagedCheckpointError
+from cosmos_transfer.trainer.safe_dcp import CheckpointError, DamagedCheckpointError, ResumeError
 from cosmos_transfer.trainer.shard_loading import copy_into_shards
 
 LATEST_FILE = "latest_checkpoint.txt"
@@ -378,6 +378,48 @@ class Checkpointer:
             raise DamagedCheckpointError(f"{file} is damaged: it holds no trainer state (no integer 'iteration')")
         return state
 
+    def check_resumable(self, path: str, states: dict[str, Stateful]) -> None:
+        """Raise ResumeError when checkpoint `path` holds other tensors than `states` (this run's model and EMA, the
+        lean checkpoint's frozen base left out) would load: names and shapes, both ways (a tensor only the checkpoint
+        has would be dropped from the job without a word)."""
+        stored = safe_dcp.read_metadata(path).state_dict_metadata
+        lacking, shapes, extra = [], [], []
+        for prefix, state in states.items():
+            own = {f"{prefix}.{k}": v for k, v in state.state_dict().items()}
+            for key, value in own.items():
+                saved = stored.get(key)
+                if saved is None:
+                    lacking.append(key)
+                elif isinstance(value, torch.Tensor) and hasattr(saved, "size") and tuple(saved.size) != tuple(
+                        value.shape):
+                    shapes.append(f"{key}: the checkpoint {tuple(saved.size)}, this run {tuple(value.shape)}")
+            extra += [k for k in stored if k.startswith(f"{prefix}.") and k not in own]
+        if not (lacking or shapes or extra):
+            return
+        # The EMA's shadows (ema.shadow.<name>) repeat what the model's tensors say: name the model's when it has any.
+        lacking, shapes, extra = ([k for k in keys if k.startswith("model.")] or keys for keys in (lacking, shapes, extra))
+
+        def listed(keys: list[str]) -> str:
+            names = [k.split(".", 1)[1] for k in sorted(keys)]
+            return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+        found = []
+        if shapes:
+            found.append(f"{len(shapes)} tensors have another shape ("
+                         + "; ".join(s.split(".", 1)[1] for s in shapes[:3]) + ("; ..." if len(shapes) > 3 else "")
+                         + ": another model size?)")
+        if lacking:
+            found.append(f"this run has {len(lacking)} tensors the checkpoint lacks ({listed(lacking)})")
+        if extra:
+            found.append(f"the checkpoint has {len(extra)} tensors this run lacks ({listed(extra)})")
+        raise ResumeError(
+            f"cannot resume from {path}: it holds another model than this run builds: " + "; ".join(found) + ". The "
+            "job was saved with other settings (model size, hint keys, experiment, LoRA targets, EMA). Resume with "
+            "the settings it was saved with, or start a new job (another job.name, or move "
+            f"{self.directory} away); to go on from its weights with the new settings, export them "
+            "(scripts/export_checkpoint.py) and set checkpoint.load_path to that file"
+        )
+
     def load(self, path: str, app_state: dict[str, Any]) -> dict[str, Any]:
         """Load `app_state` in place from checkpoint `path`; return this rank's trainer state.
 
@@ -425,7 +467,7 @@ def read_latest_name(directory: str) -> str | None:
     with open(path, encoding="utf-8", errors="replace") as f:
         name = f.read().strip()
     if not name or name in (".", "..") or os.path.basename(name) != name or "\\" in name or "/" in name:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} names {name!r}, which is not a checkpoint folder inside {directory}: it must hold the name of one "
             "of that folder's iter_* checkpoints (e.g. iter_000001000). Fix the file, or delete it to start over"
         )
@@ -487,7 +529,7 @@ def _read_weights_file(path: str, model_keys: Iterable[str], use_ema: bool, lazy
     branches = sorted({k.split(".")[1] for k in model_keys if k.startswith(transfer1.CONTROL) and k.count(".") >= 2})
     if found.official_branch is not None:
         if len(branches) != 1:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint.load_path={path} holds a control branch ({transfer1.LAYOUTS[found.layout]}), but the "
                 "model "
                 f"has {'no branch' if not branches else 'the branches ' + str(branches)}: "
@@ -500,7 +542,7 @@ def _read_weights_file(path: str, model_keys: Iterable[str], use_ema: bool, lazy
         weights = found.ours()
     needs_base = any(k.startswith(transfer1.NET) for k in model_keys)
     if needs_base and not found.has_base:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint.load_path={path} holds only a control branch ({transfer1.LAYOUTS[found.layout]}), but the "
             "model needs its base too: combine them into one file with scripts/convert_checkpoint.py to-ours "
             f"base_model.pt out.safetensors --control KEY={path} (inference: --checkpoint base_model.pt "
@@ -526,12 +568,12 @@ def _check_keys(
     missing = sorted(k for k in model_keys - file_keys if not any(fnmatch.fnmatch(k, p) for p in allowed_missing))
     unexpected = sorted(file_keys - model_keys)
     if not model_keys & file_keys:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint.load_path={path}: none of its {len(file_keys)} keys match the model's {len(model_keys)} "
             f"keys (file: {sorted(file_keys)[:3]}..., model: {sorted(model_keys)[:3]}...)."
         )
     if strict and (missing or unexpected):
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint.load_path={path} does not match the model: {len(missing)} missing keys {missing[:8]}, "
             f"{len(unexpected)} unexpected keys {unexpected[:8]}. "
             + (hint or "Allow missing keys (e.g. a fresh control branch) with checkpoint.allowed_missing_keys="
@@ -574,12 +616,12 @@ def load_model_weights(
     """
     allowed_missing = list(allowed_missing_keys)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint.load_path={path} does not exist")
+        raise CheckpointError(f"checkpoint.load_path={path} does not exist")
     # A model with LoRA adapters meets files under its layers' base names (lora.py); its adapters keep their start.
     model_state, model_names = lora.base_view(get_model_state_dict(model))
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, ".metadata")):
-            raise ValueError(f"checkpoint.load_path={path} is a folder but not a DCP checkpoint (no .metadata)")
+            raise CheckpointError(f"checkpoint.load_path={path} is a folder but not a DCP checkpoint (no .metadata)")
         safe_dcp.verify_checkpoint(path)  # its manifest (required unless it predates manifests)
         stored = safe_dcp.read_metadata(path).state_dict_metadata
         file_keys = [k[len("model.") :] for k in stored if k.startswith("model.")]
@@ -587,7 +629,7 @@ def load_model_weights(
         if base is not None:  # a lean checkpoint: its frozen base first, from the source it references
             file_keys += load_frozen_base(model, base, path)
         if lora.has_adapters(file_keys):
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint.load_path={path} holds LoRA adapters: resume its job instead, or export it with "
                 "scripts/export_checkpoint.py (--lora merged) and load that file"
             )

@@ -63,6 +63,11 @@ class DamagedCheckpointError(CheckpointError):
     """A checkpoint's files are missing, truncated or do not match its manifest."""
 
 
+class ResumeError(CheckpointError):
+    """A job's checkpoint does not match the run resuming it (another model, learning rate, LoRA rank, ...); the
+    message says what the checkpoint holds, what the config asks and how to proceed."""
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # .metadata through a restricted unpickler
 

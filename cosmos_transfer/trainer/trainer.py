@@ -44,6 +44,7 @@ from cosmos_transfer.trainer.checkpoint import (
     Checkpointer,
     ModelState,
     OptimizerState,
+    ResumeError,
     StatefulAdapter,
     capture_rng_state,
     checkpoint_name,
@@ -350,7 +351,7 @@ class Trainer:
         ignored while config.yaml shows it, so it is refused (docs/TRAINING.md)."""
         saved, current = self.checkpointer.saved_trainer_state(checkpoint).get("optimizer_lr"), self._configured_lr()
         if saved is not None and current is not None and float(saved) != current:
-            raise ValueError(
+            raise ResumeError(
                 f"optimizer.lr is {current:g}, but {checkpoint} was saved with {float(saved):g}: resuming restores the "
                 "saved optimizer and learning-rate schedule, so the new value would be ignored. Set optimizer.lr back "
                 f"to {float(saved):g} to resume this job; to train on from these weights at another rate, start a new "
@@ -362,12 +363,35 @@ class Trainer:
         multipliers has other groups, and its optimizer state cannot be loaded into these."""
         saved = self.checkpointer.saved_trainer_state(checkpoint).get("lr_multipliers")
         if saved is not None and list(saved.items()) != list(self._lr_multipliers().items()):  # order: first match wins
-            raise ValueError(
+            raise ResumeError(
                 f"trainer.lr_multipliers is {self._lr_multipliers()}, but {checkpoint} was saved with {saved}: the "
                 "optimizer's parameter groups would not match. Set it back to resume this job; to continue from "
                 "these weights with other multipliers, start a new job (another job.name) with "
                 "checkpoint.load_path set to a file exported by scripts/export_checkpoint.py"
             )
+
+    def _check_lora(self, checkpoint: str) -> None:
+        """The adapters' rank is their tensors' shape: a checkpoint saved with another lora.rank (or with LoRA on or
+        off) cannot be loaded into this run's layers."""
+        saved = self.checkpointer.saved_trainer_state(checkpoint).get("lora")
+        current = self.lora.settings() if self.lora is not None else None
+        if (saved or {}).get("rank") == (current or {}).get("rank"):
+            return  # the same rank (targets that differ show as other tensors: check_resumable)
+        holds = f"was saved with LoRA rank {saved.get('rank')}" if saved else "was saved without LoRA"
+        asks = f"lora.rank is {current['rank']}" if current else "this run has none (no `lora` config)"
+        raise ResumeError(
+            f"{asks}, but {checkpoint} {holds}: its adapters (or their absence) are part of the weights it holds. Set "
+            "the lora settings back to resume this job; to train on from these weights with other adapters, start a "
+            "new job (another job.name) with checkpoint.load_path set to a file exported by "
+            "scripts/export_checkpoint.py (--lora merged)")
+
+    def _check_model_matches(self, checkpoint: str) -> None:
+        """The checkpoint's tensors against this run's model and EMA (another size, hint key, experiment, ...)."""
+        base = frozen_base.read(checkpoint)  # a lean checkpoint lacks its frozen base on purpose
+        states = {"model": ModelState(self.model, base.keys if base is not None else ())}
+        if self.ema is not None:
+            states["ema"] = StatefulAdapter(self.ema)
+        self.checkpointer.check_resumable(checkpoint, states)
 
     def _match_optimizer_groups(self, checkpoint: str) -> None:
         """A checkpoint saved before the parameter groups were split by tensor kind (param_groups.py) holds fewer
@@ -402,6 +426,9 @@ class Trainer:
                 self._print(f"initialized {len(keys)} weights from {load_path}")
                 self._reference_frozen_base(load_path, keys)
             return
+        # What the checkpoint holds against what the config asks, each a ResumeError saying how to proceed.
+        self._check_lora(latest)
+        self._check_model_matches(latest)
         self._check_optimizer_groups(latest)
         self._match_optimizer_groups(latest)
         self._check_learning_rate(latest)
