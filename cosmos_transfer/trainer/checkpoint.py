@@ -617,6 +617,9 @@ def load_model_weights(
     allowed_missing = list(allowed_missing_keys)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint.load_path={path} does not exist")
+    problem = None if os.path.isdir(path) else frozen_base.source_problem(path)  # a FIFO or a device: never opened
+    if problem is not None:
+        raise CheckpointError(f"checkpoint.load_path={problem}")
     # A model with LoRA adapters meets files under its layers' base names (lora.py); its adapters keep their start.
     model_state, model_names = lora.base_view(get_model_state_dict(model))
     if os.path.isdir(path):
@@ -660,14 +663,32 @@ def load_model_weights(
 # Lean checkpoints: the frozen base read again from its source (frozen_base.py)
 
 
-def frozen_base_problem(base: frozen_base.FrozenBase, checkpoint: str, group: Any = None) -> str | None:
-    """frozen_base.problem, computed once (rank 0 reads the source's bytes) and agreed by all ranks of `group`."""
+def _rank0_agreed(compute: Callable[[], Any], group: Any = None) -> Any:
+    """What `compute()` returns on rank 0 of `group` (the only rank that reads the bytes), on every rank."""
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
     if not distributed:
-        return frozen_base.problem(base, checkpoint)
-    found = [frozen_base.problem(base, checkpoint) if dist.get_rank(group) == 0 else None]
+        return compute()
+    found = [compute() if dist.get_rank(group) == 0 else None]
     dist.broadcast_object_list(found, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
     return found[0]
+
+
+def load_fingerprinted(model: nn.Module, path: str, **options: Any) -> tuple[list[str], tuple[int, str]]:
+    """load_model_weights(model, path, **options) and the (bytes, CRC-32) of the bytes it read: what a lean checkpoint
+    records of its frozen base (frozen_base.py). Rank 0 takes the fingerprint just before the read and checks after
+    it that the source is still the same file, unmodified (stat: device, inode, size, mtime); all ranks agree."""
+    before = _rank0_agreed(lambda: (frozen_base.stat_signature(path), frozen_base.fingerprint(path)))
+    keys = load_model_weights(model, path, **options)
+    if _rank0_agreed(lambda: frozen_base.stat_signature(path)) != before[0]:
+        raise frozen_base.FrozenBaseError(
+            f"checkpoint.load_path={path} changed while it was read (replaced or written to): the weights read may "
+            "mix two versions. Run again once nothing writes that file")
+    return keys, before[1]
+
+
+def frozen_base_problem(base: frozen_base.FrozenBase, checkpoint: str, group: Any = None) -> str | None:
+    """frozen_base.problem, computed once (rank 0 reads the source's bytes) and agreed by all ranks of `group`."""
+    return _rank0_agreed(lambda: frozen_base.problem(base, checkpoint), group)
 
 
 def load_frozen_base(model: nn.Module, base: frozen_base.FrozenBase, checkpoint: str, group: Any = None) -> list[str]:

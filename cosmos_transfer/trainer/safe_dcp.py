@@ -26,6 +26,7 @@ import io
 import json
 import os
 import pickle
+import stat
 import zlib
 from typing import Any, Iterable
 
@@ -258,8 +259,26 @@ def check_shard_files(path: str, metadata: Metadata) -> None:
 # Manifest: size and CRC-32 of every file
 
 
+def not_regular(path: str) -> str | None:
+    """What `path` is when it is not a regular file (a FIFO, a device, a folder, ...), found without opening it (a
+    FIFO's open() waits for a writer forever, a device may never end); None for a regular file or nothing there."""
+    try:
+        mode = os.stat(path).st_mode  # follows links: a link to /dev/zero is a device
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a file")
+
+
 def file_checksum(path: str) -> dict[str, Any]:
-    """{"size": bytes, "crc32": 8 hex digits} of a file, read in 16 MiB chunks."""
+    """{"size": bytes, "crc32": 8 hex digits} of a file, read in 16 MiB chunks; anything but a regular file is refused
+    unopened (CheckpointError)."""
+    kind = not_regular(path)
+    if kind is not None:
+        raise CheckpointError(f"{path} is {kind}, not a regular file: refusing to read it")
     crc, size = 0, 0
     buffer = bytearray(_CHUNK)
     view = memoryview(buffer)

@@ -48,6 +48,7 @@ from cosmos_transfer.trainer.checkpoint import (
     StatefulAdapter,
     capture_rng_state,
     checkpoint_name,
+    load_fingerprinted,
     load_frozen_base,
     load_model_weights,
     restore_rng_state,
@@ -415,16 +416,19 @@ class Trainer:
             self._report_nan_stop(None)
             load_path = ckpt_cfg.load_path
             if load_path:
-                keys = load_model_weights(
-                    self.model,
-                    load_path,
-                    strict=bool(ckpt_cfg.strict_load),
-                    allowed_missing_keys=list(ckpt_cfg.allowed_missing_keys or []),
-                    use_ema=bool(ckpt_cfg.load_ema),
-                    report=self._print,  # which layout the file has (official files: checkpoints/transfer1.py)
-                )
+                options = dict(strict=bool(ckpt_cfg.strict_load),
+                               allowed_missing_keys=list(ckpt_cfg.allowed_missing_keys or []),
+                               use_ema=bool(ckpt_cfg.load_ema),
+                               report=self._print)  # says which layout the file has (checkpoints/transfer1.py)
+                # A model with frozen weights may reference them in lean checkpoints: fingerprint the bytes as read.
+                saved = set(self.model.state_dict(keep_vars=True))  # (a frozen tokenizer is never saved)
+                if any(not p.requires_grad for name, p in self.model.named_parameters() if name in saved):
+                    keys, read_as = load_fingerprinted(self.model, load_path, **options)
+                else:
+                    keys, read_as = load_model_weights(self.model, load_path, **options), None
                 self._print(f"initialized {len(keys)} weights from {load_path}")
-                self._reference_frozen_base(load_path, keys)
+                if read_as is not None:
+                    self._reference_frozen_base(load_path, keys, read_as)
             return
         # What the checkpoint holds against what the config asks, each a ResumeError saying how to proceed.
         self._check_lora(latest)
@@ -452,23 +456,17 @@ class Trainer:
         self.resumed_from = latest
 
     # -- lean checkpoints (trainer/frozen_base.py) ----------------------------------------------------------------
-    def _reference_frozen_base(self, load_path: str, loaded_keys: list[str]) -> None:
-        """Checkpoints leave out the frozen parameters that `load_path` provided and reference the file instead."""
+    def _reference_frozen_base(self, load_path: str, loaded_keys: list[str], read_as: tuple[int, str]) -> None:
+        """Checkpoints leave out the frozen parameters that `load_path` provided and reference the file instead;
+        `read_as` is its (bytes, CRC-32) when it was read (checkpoint.load_fingerprinted)."""
         _, model_names = lora.base_view(get_model_state_dict(self.model))
         frozen = {name for name, p in self.model.named_parameters() if not p.requires_grad}
         keys = sorted(model_names[k] for k in loaded_keys if model_names[k] in frozen)
         if keys:
             ckpt_cfg = self.config.checkpoint
-            # size and checksum are taken by rank 0 at the first save (the only rank that writes the reference)
             self.frozen_base = frozen_base.FrozenBase(
-                os.path.abspath(load_path), -1, "", keys, bool(ckpt_cfg.strict_load),
+                os.path.abspath(load_path), *read_as, keys, bool(ckpt_cfg.strict_load),
                 list(ckpt_cfg.allowed_missing_keys or []), bool(ckpt_cfg.load_ema))
-
-    def _frozen_reference(self) -> frozen_base.FrozenBase | None:
-        base = self.frozen_base
-        if base is not None and self.rank == 0 and base.size < 0:
-            base.size, base.crc32 = frozen_base.fingerprint(base.path)
-        return base
 
     def _reload_frozen_base(self, checkpoint: str) -> None:
         """A lean checkpoint's frozen base, read again from the source it names (checked first), as it was read."""
@@ -565,7 +563,7 @@ class Trainer:
             return
         self.save_deferred = False
         save_start = time.perf_counter()
-        self.checkpointer.save(self.iteration, self._app_state(), self._rank_state(), frozen=self._frozen_reference())
+        self.checkpointer.save(self.iteration, self._app_state(), self._rank_state(), frozen=self.frozen_base)
         self._print(f"checkpoint at iteration {self.iteration} "
                     f"{'being written to' if self.checkpointer.async_save else 'saved to'} "
                     f"{os.path.join(self.checkpointer.directory, checkpoint_name(self.iteration))} "
