@@ -8,6 +8,8 @@ Layout of a job's checkpoint folder:
         trainer_state_rank0.json ...  one per rank: iteration, RNG states, data sampler state, scheduler, counters
         manifest.json                 size and CRC-32 of every other file (safe_dcp.py), checked before resuming
       latest_checkpoint.txt           the name of the newest complete checkpoint, e.g. "iter_000001000"
+      referenced_by/<job hash>.json   {"checkpoint": "iter_...", "by": "<other job>/checkpoints"}: that job's lean
+                                      checkpoints read their frozen base from this checkpoint; retention keeps it
 
 A checkpoint is written into `iter_N.partial/`, renamed to `iter_N/` once every rank has written its part, and only
 then is `latest_checkpoint.txt` replaced (write to a temp file, then an atomic rename). A run killed at any moment
@@ -25,6 +27,7 @@ import base64
 import contextlib
 import errno
 import fnmatch
+import hashlib
 import json
 import os
 import random
@@ -207,6 +210,7 @@ class Checkpointer:
         # training keeps using the default group, and gloo also serves CPU tensors under NCCL.
         self.group = dist.new_group(backend="gloo")
         self._pending: tuple[Future, str, str] | None = None
+        self._said_held: set[str] = set()  # checkpoints retention keeps for another job, said once each
         if self.rank == 0:
             os.makedirs(self.directory, exist_ok=True)
             for name in os.listdir(self.directory):
@@ -355,12 +359,33 @@ class Checkpointer:
         os.replace(tmp, os.path.join(self.directory, LATEST_FILE))
 
     def _prune(self, keep: str) -> None:
+        """Delete all but the newest keep_last_k checkpoints, never one that a reference names: `keep`, the one
+        latest_checkpoint.txt names, or one whose job's lean checkpoints read their frozen base from it
+        (`referenced_by/`, see `register_reference`)."""
         if self.keep_last_k <= 0:
             return
         names = sorted((n for n in os.listdir(self.directory) if _iteration_of(n) is not None), key=_iteration_of)
-        for name in names[: max(0, len(names) - self.keep_last_k)]:
-            if name != keep:
-                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        older = names[: max(0, len(names) - self.keep_last_k)]
+        if not older:
+            return
+        held = _held_by_other_jobs(self.directory)
+        for name in older:
+            if name in (keep, read_latest_name(self.directory)):
+                continue
+            if name in held:
+                if name not in self._said_held:
+                    self._said_held.add(name)
+                    self.say(f"keeping {name} beyond checkpoint.keep_last_k={self.keep_last_k}: the lean checkpoints "
+                             f"of {', '.join(held[name])} read their frozen base from it (noted in "
+                             f"{os.path.join(self.directory, REFERENCES_FOLDER)}); it goes once that job is deleted")
+                continue
+            shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+    def register_reference(self, base: str) -> str | None:
+        """Note in the checkpoints folder holding `base` (when it is a checkpoint, of any job) that this job's lean
+        checkpoints read their frozen base from it, so that its job's retention keeps it. Returns why that failed
+        (None: noted, or nothing to note); all ranks agree (rank 0 writes)."""
+        return _rank0_agreed(lambda: _write_reference(base, self.directory), self.group)
 
     # -- loading ------------------------------------------------------------------------------------------------------
     @staticmethod
@@ -450,6 +475,62 @@ class Checkpointer:
 
 _CHECKPOINT_NAME = re.compile(r"iter_(\d+)")
 DAMAGED_SUFFIX = ".damaged"
+REFERENCES_FOLDER = "referenced_by"
+
+
+def _write_reference(base: str, by: str) -> str | None:
+    """Checkpoint `base` is the frozen base of the lean checkpoints in job folder `by` (its checkpoints/): note it in
+    `<base's folder>/referenced_by/<hash of by>.json` (one file per referencing job: no two jobs write the same).
+    Returns why it could not be written; None when noted or when `base` is no checkpoint (nothing prunes it)."""
+    folder, name = os.path.split(os.path.realpath(base))
+    if _iteration_of(name) is None:
+        return None
+    registry = os.path.join(folder, REFERENCES_FOLDER)
+    entry = os.path.join(registry, hashlib.sha256(os.path.realpath(by).encode()).hexdigest()[:16] + ".json")
+    try:
+        os.makedirs(registry, exist_ok=True)
+        with open(entry + ".tmp", "w", encoding="utf-8") as f:
+            json.dump({"checkpoint": name, "by": os.path.realpath(by)}, f)
+        os.replace(entry + ".tmp", entry)
+    except OSError as error:
+        return f"cannot note the reference in {registry} ({error.strerror or error})"
+    return None
+
+
+def _still_references(by: str, checkpoint: str) -> bool:
+    """Whether the job whose checkpoints folder is `by` still reads its frozen base from `checkpoint`: it exists and
+    has no checkpoint yet (just started), or one of its checkpoints references it (or cannot be read: kept)."""
+    if not os.path.isdir(by):
+        return False
+    names = [n for n in os.listdir(by) if _iteration_of(n) is not None]
+    for name in names:
+        try:
+            base = frozen_base.read(os.path.join(by, name))
+        except DamagedCheckpointError:
+            return True
+        if base is not None and os.path.realpath(base.path) == checkpoint:
+            return True
+    return not names
+
+
+def _held_by_other_jobs(directory: str) -> dict[str, list[str]]:
+    """{checkpoint name: the checkpoints folders of the jobs whose lean checkpoints reference it} for checkpoints
+    folder `directory`; notes of jobs that were deleted or no longer reference it are removed."""
+    registry = os.path.join(directory, REFERENCES_FOLDER)
+    held: dict[str, list[str]] = {}
+    for entry in sorted(os.listdir(registry)) if os.path.isdir(registry) else []:
+        path = os.path.join(registry, entry)
+        try:
+            with open(path, encoding="utf-8") as f:
+                note = json.load(f)
+            name, by = str(note["checkpoint"]), str(note["by"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a note (a .tmp being written, a stray file): names nothing
+        if _still_references(by, os.path.join(os.path.realpath(directory), name)):
+            held.setdefault(name, []).append(by)
+        else:
+            os.remove(path)
+    return held
 
 
 def _iteration_of(name: str) -> int | None:

@@ -429,6 +429,7 @@ class Trainer:
                 self._print(f"initialized {len(keys)} weights from {load_path}")
                 if read_as is not None:
                     self._reference_frozen_base(load_path, keys, read_as)
+                    self._register_frozen_base()
             return
         # What the checkpoint holds against what the config asks, each a ResumeError saying how to proceed.
         self._check_lora(latest)
@@ -481,6 +482,23 @@ class Trainer:
         load_frozen_base(self.model, base, checkpoint, group=self.checkpointer.group)
         self.frozen_base = base
         self._print(f"read the frozen base ({len(base.keys)} tensors) again from {base.path}")
+        self._register_frozen_base(resumed=True)
+
+    def _register_frozen_base(self, resumed: bool = False) -> None:
+        """A frozen base that is another job's checkpoint is noted there, so that its retention keeps it
+        (Checkpointer.register_reference). If it cannot be, a new job saves full checkpoints instead."""
+        if self.frozen_base is None:
+            return
+        problem = self.checkpointer.register_reference(self.frozen_base.path)
+        if problem is None:
+            return
+        if resumed:  # its checkpoints already reference the base: say what may happen to it
+            self._print(f"WARNING: {problem}: the retention of the job holding {self.frozen_base.path} may delete "
+                        "it, and with it what this job's checkpoints need; export a checkpoint to keep its weights")
+            return
+        self._print(f"{problem}: checkpoints hold the whole model instead of referencing {self.frozen_base.path} "
+                    "(which another job's retention could delete)")
+        self.frozen_base = None
 
     def _nan_stop_file(self) -> str:
         return os.path.join(self.checkpointer.directory, NAN_STOP_FILE)

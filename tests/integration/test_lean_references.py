@@ -147,7 +147,8 @@ def test_retention_keeps_the_checkpoint_another_jobs_lean_base_points_to(tmp_pat
     result = check(run_toy({"job_dir": str(job_a), "max_iter": 6, "save_iter": 2, "keep_last_k": 1}, nproc=1))
     assert base.is_dir(), "job A's retention pruned the frozen base of job B's lean checkpoints"
     assert latest(job_a) == "iter_000000006" and not ckpt(job_a, 4).exists()  # the rest is pruned as usual
-    assert f"keeping {base.name}" in result.stdout and str(job_b / "checkpoints") in result.stdout
+    text = result.stdout + result.stderr
+    assert f"keeping {base.name}" in text and str(job_b / "checkpoints") in text
     check(run_toy({**LEAN, "job_dir": str(job_b), "max_iter": 4, "load_path": str(base)}, nproc=1))  # B resumes
     # Once job B is gone, its reference no longer holds the checkpoint.
     import shutil
