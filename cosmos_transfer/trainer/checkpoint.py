@@ -368,9 +368,9 @@ class Checkpointer:
         older = names[: max(0, len(names) - self.keep_last_k)]
         if not older:
             return
-        held = _held_by_other_jobs(self.directory)
+        held, named = _held_by_other_jobs(self.directory), (keep, read_latest_name(self.directory))
         for name in older:
-            if name in (keep, read_latest_name(self.directory)):
+            if name in named:
                 continue
             if name in held:
                 if name not in self._said_held:
@@ -415,14 +415,14 @@ class Checkpointer:
                 saved = stored.get(key)
                 if saved is None:
                     lacking.append(key)
-                elif isinstance(value, torch.Tensor) and hasattr(saved, "size") and tuple(saved.size) != tuple(
-                        value.shape):
+                elif isinstance(value, torch.Tensor) and tuple(getattr(saved, "size", value.shape)) != value.shape:
                     shapes.append(f"{key}: the checkpoint {tuple(saved.size)}, this run {tuple(value.shape)}")
             extra += [k for k in stored if k.startswith(f"{prefix}.") and k not in own]
         if not (lacking or shapes or extra):
             return
         # The EMA's shadows (ema.shadow.<name>) repeat what the model's tensors say: name the model's when it has any.
-        lacking, shapes, extra = ([k for k in keys if k.startswith("model.")] or keys for keys in (lacking, shapes, extra))
+        lacking, shapes, extra = ([k for k in keys if k.startswith("model.")] or keys
+                                  for keys in (lacking, shapes, extra))
 
         def listed(keys: list[str]) -> str:
             names = [k.split(".", 1)[1] for k in sorted(keys)]

@@ -44,7 +44,6 @@ from cosmos_transfer.trainer.checkpoint import (
     Checkpointer,
     ModelState,
     OptimizerState,
-    ResumeError,
     StatefulAdapter,
     capture_rng_state,
     checkpoint_name,
@@ -63,6 +62,7 @@ from cosmos_transfer.trainer.logging import (
 from cosmos_transfer.trainer.param_groups import lr_param_groups, one_tensor_kind_per_group, scale_group_rates
 from cosmos_transfer.trainer.context_parallel import apply_context_parallel, build_context_parallel
 from cosmos_transfer.trainer.parallelize import find_networks, parallelize, replicated_trainable_parameters
+from cosmos_transfer.trainer.safe_dcp import ResumeError
 from cosmos_transfer.trainer.shard_loading import build_on_meta, builds_on_meta, materialize
 from cosmos_transfer.trainer.signals import PreemptionHandler, StopRequested, stop_before_each_call
 
