@@ -679,6 +679,15 @@ def _branch_hint(missing: Iterable[str]) -> str:
     )
 
 
+def _check_load_path(path: str) -> None:
+    """checkpoint.load_path exists and is a file or a folder: a FIFO or a device is refused without opening it."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint.load_path={path} does not exist")
+    problem = None if os.path.isdir(path) else frozen_base.source_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint.load_path={problem}")
+
+
 def load_model_weights(
     model: nn.Module,
     path: str,
@@ -696,11 +705,7 @@ def load_model_weights(
     Weights only: no optimizer, no iteration. Every rank calls this.
     """
     allowed_missing = list(allowed_missing_keys)
-    if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint.load_path={path} does not exist")
-    problem = None if os.path.isdir(path) else frozen_base.source_problem(path)  # a FIFO or a device: never opened
-    if problem is not None:
-        raise CheckpointError(f"checkpoint.load_path={problem}")
+    _check_load_path(path)
     # A model with LoRA adapters meets files under its layers' base names (lora.py); its adapters keep their start.
     model_state, model_names = lora.base_view(get_model_state_dict(model))
     if os.path.isdir(path):
@@ -745,19 +750,29 @@ def load_model_weights(
 
 
 def _rank0_agreed(compute: Callable[[], Any], group: Any = None) -> Any:
-    """What `compute()` returns on rank 0 of `group` (the only rank that reads the bytes), on every rank."""
+    """What `compute()` returns on rank 0 of `group` (the only rank that reads the bytes), on every rank; what it
+    raises is raised on every rank (no rank is left waiting for the others)."""
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
     if not distributed:
         return compute()
-    found = [compute() if dist.get_rank(group) == 0 else None]
+    found: list[Any] = [None]
+    if dist.get_rank(group) == 0:
+        try:
+            found = [(compute(), None)]
+        except Exception as error:  # noqa: BLE001 (re-raised on every rank below, bugs included)
+            found = [(None, error)]
     dist.broadcast_object_list(found, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
-    return found[0]
+    value, error = found[0]
+    if error is not None:
+        raise error
+    return value
 
 
 def load_fingerprinted(model: nn.Module, path: str, **options: Any) -> tuple[list[str], tuple[int, str]]:
     """load_model_weights(model, path, **options) and the (bytes, CRC-32) of the bytes it read: what a lean checkpoint
     records of its frozen base (frozen_base.py). Rank 0 takes the fingerprint just before the read and checks after
     it that the source is still the same file, unmodified (stat: device, inode, size, mtime); all ranks agree."""
+    _check_load_path(path)  # on every rank, before rank 0 opens it
     before = _rank0_agreed(lambda: (frozen_base.stat_signature(path), frozen_base.fingerprint(path)))
     keys = load_model_weights(model, path, **options)
     if _rank0_agreed(lambda: frozen_base.stat_signature(path)) != before[0]:
