@@ -57,11 +57,14 @@ class ToyDiffusionModel(nn.Module):
         nan_after_steps: int = -1,
         unused_layer: bool = False,
         outside_param: bool = False,
+        frozen_block0: bool = False,
     ) -> None:
         super().__init__()
         self.shape = (3, frames, size, size)
         self.in_dim = 3 * frames * size * size
         self.net = ToyNet(self.in_dim, dim, num_blocks, unused_layer)
+        if frozen_block0:  # a frozen part of the network, as a control post-training's base
+            self.net.blocks.block0.requires_grad_(False)
         self.tokenizer = ToyTokenizer(self.in_dim, 8)
         self.nan_after_steps = nan_after_steps
         self.steps = 0

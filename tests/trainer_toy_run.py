@@ -17,7 +17,8 @@ Fault injection for the tests (test-only, patched in here, never in the library)
 Other options: "num_workers" (data-loader worker processes per rank), "validation_num_batches", "unused_layer" (a
 trainable layer the forward never uses), "outside_param" (a trainable logvar head outside the network),
 "old_optimizer_groups" (the trainer as it was before parameter groups were split by tensor kind: mixed groups, per-
-tensor AdamW, no "optimizer_groups" in the trainer state).
+tensor AdamW, no "optimizer_groups" in the trainer state), "lora_rank" (LoRA adapters of that rank on the blocks' first
+MLP layers), "frozen_block0" (net.blocks.block0 frozen: with "load_path", a lean post-training of the rest).
 """
 
 from __future__ import annotations
@@ -84,8 +85,12 @@ def make_config(options: dict) -> Config:
         job=toy_job(options["job_dir"]),
         model=L(ToyDiffusionModel)(nan_after_steps=options.get("nan_after_steps", -1), dim=options.get("dim", 32),
                                    unused_layer=options.get("unused_layer", False),
-                                   outside_param=options.get("outside_param", False)),
+                                   outside_param=options.get("outside_param", False),
+                                   frozen_block0=options.get("frozen_block0", False)),
         ema=L("cosmos_transfer.ema.PowerEMA")(s=0.1) if options.get("ema", True) else None,
+        lora=L("cosmos_transfer.lora.LoRA")(rank=options["lora_rank"], alpha=float(options["lora_rank"]),
+                                            target_modules=[r"net\.blocks\..*\.mlp\.0"])
+        if "lora_rank" in options else None,
         optimizer=L(torch.optim.AdamW)(lr=options.get("lr", 3e-3), weight_decay=0.01, fused=None),
         scheduler=L(schedulers.lambda_linear)(warm_up_steps=[3], f_start=[0.1]),
         dataloader_train=L(toy_dataloader)(length=length, num_workers=options.get("num_workers", 0)),
@@ -199,5 +204,13 @@ def main() -> None:
             f.write(repr(time.time()))
 
 
+def run() -> int:
+    """main() behind the scripts' error boundary (cosmos_transfer/cli.py), as scripts/train.py runs the trainer: a
+    user error ends as one paragraph and exit status 2."""
+    from cosmos_transfer.cli import run_script
+
+    return run_script("train", main)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run())

@@ -8,6 +8,8 @@ Layout of a job's checkpoint folder:
         trainer_state_rank0.json ...  one per rank: iteration, RNG states, data sampler state, scheduler, counters
         manifest.json                 size and CRC-32 of every other file (safe_dcp.py), checked before resuming
       latest_checkpoint.txt           the name of the newest complete checkpoint, e.g. "iter_000001000"
+      referenced_by/<job hash>.json   {"checkpoint": "iter_...", "by": "<other job>/checkpoints"}: that job's lean
+                                      checkpoints read their frozen base from this checkpoint; retention keeps it
 
 A checkpoint is written into `iter_N.partial/`, renamed to `iter_N/` once every rank has written its part, and only
 then is `latest_checkpoint.txt` replaced (write to a temp file, then an atomic rename). A run killed at any moment
@@ -25,6 +27,7 @@ import base64
 import contextlib
 import errno
 import fnmatch
+import hashlib
 import json
 import os
 import random
@@ -51,8 +54,9 @@ from torch.distributed.checkpoint.stateful import Stateful
 
 from cosmos_transfer import lora
 from cosmos_transfer.checkpoints import transfer1, transfer2_5
+from cosmos_transfer.config.errors import UserError
 from cosmos_transfer.trainer import frozen_base, safe_dcp
-from cosmos_transfer.trainer.safe_dcp import DamagedCheckpointError
+from cosmos_transfer.trainer.safe_dcp import CheckpointError, DamagedCheckpointError, ResumeError
 from cosmos_transfer.trainer.shard_loading import copy_into_shards
 
 LATEST_FILE = "latest_checkpoint.txt"
@@ -206,6 +210,7 @@ class Checkpointer:
         # training keeps using the default group, and gloo also serves CPU tensors under NCCL.
         self.group = dist.new_group(backend="gloo")
         self._pending: tuple[Future, str, str] | None = None
+        self._said_held: set[str] = set()  # checkpoints retention keeps for another job, said once each
         if self.rank == 0:
             os.makedirs(self.directory, exist_ok=True)
             for name in os.listdir(self.directory):
@@ -235,11 +240,13 @@ class Checkpointer:
         if not os.path.isdir(path):
             raise DamagedCheckpointError(f"checkpoint {path} is missing")
         if not safe_dcp.verify_checkpoint(path, group=self.group):
-            self.say(f"{path} has no {safe_dcp.MANIFEST_FILE} (written by an older version): only its file sizes "
-                     "are checked")
+            self.say(f"{path} predates manifests (no {safe_dcp.MANIFEST_FILE}, and its .metadata has no mark of one): "
+                     "only its file sizes are checked")
         # Whatever the manifest lists: every shard the metadata names must be there and long enough.
         safe_dcp.check_shard_files(path, safe_dcp.read_metadata(path))
-        self.saved_trainer_state(path)
+        saved_world = self.saved_trainer_state(path).get("world_size", 1)
+        for rank in range(1, saved_world if isinstance(saved_world, int) else 1):  # each rank wrote its own
+            self.saved_trainer_state(path, rank)
 
     def resume_point(self) -> str | None:
         """The checkpoint to resume from: the latest one, or the newest intact good one before it (with a warning
@@ -307,6 +314,7 @@ class Checkpointer:
                 json.dump({**rank_state, "world_size": self.world_size, "rank": self.rank}, f)
             if frozen is not None and self.rank == 0:
                 frozen_base.write(partial, frozen)
+            app_state = safe_dcp.with_mark(app_state)  # its .metadata says that it has a manifest
             if self.async_save:
                 future = dcp.async_save(app_state, storage_writer=writer, process_group=self.group)
                 self._pending = (future, partial, final)
@@ -351,12 +359,33 @@ class Checkpointer:
         os.replace(tmp, os.path.join(self.directory, LATEST_FILE))
 
     def _prune(self, keep: str) -> None:
+        """Delete all but the newest keep_last_k checkpoints, never one that a reference names: `keep`, the one
+        latest_checkpoint.txt names, or one whose job's lean checkpoints read their frozen base from it
+        (`referenced_by/`, see `register_reference`)."""
         if self.keep_last_k <= 0:
             return
         names = sorted((n for n in os.listdir(self.directory) if _iteration_of(n) is not None), key=_iteration_of)
-        for name in names[: max(0, len(names) - self.keep_last_k)]:
-            if name != keep:
-                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        older = names[: max(0, len(names) - self.keep_last_k)]
+        if not older:
+            return
+        held, named = _held_by_other_jobs(self.directory), (keep, read_latest_name(self.directory))
+        for name in older:
+            if name in named:
+                continue
+            if name in held:
+                if name not in self._said_held:
+                    self._said_held.add(name)
+                    self.say(f"keeping {name} beyond checkpoint.keep_last_k={self.keep_last_k}: the lean checkpoints "
+                             f"of {', '.join(held[name])} read their frozen base from it (noted in "
+                             f"{os.path.join(self.directory, REFERENCES_FOLDER)}); it goes once that job is deleted")
+                continue
+            shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+    def register_reference(self, base: str) -> str | None:
+        """Note in the checkpoints folder holding `base` (when it is a checkpoint, of any job) that this job's lean
+        checkpoints read their frozen base from it, so that its job's retention keeps it. Returns why that failed
+        (None: noted, or nothing to note); all ranks agree (rank 0 writes)."""
+        return _rank0_agreed(lambda: _write_reference(base, self.directory), self.group)
 
     # -- loading ------------------------------------------------------------------------------------------------------
     @staticmethod
@@ -373,6 +402,48 @@ class Checkpointer:
         if not isinstance(state, dict) or not isinstance(state.get("iteration"), int):
             raise DamagedCheckpointError(f"{file} is damaged: it holds no trainer state (no integer 'iteration')")
         return state
+
+    def check_resumable(self, path: str, states: dict[str, Stateful]) -> None:
+        """Raise ResumeError when checkpoint `path` holds other tensors than `states` (this run's model and EMA, the
+        lean checkpoint's frozen base left out) would load: names and shapes, both ways (a tensor only the checkpoint
+        has would be dropped from the job without a word)."""
+        stored = safe_dcp.read_metadata(path).state_dict_metadata
+        lacking, shapes, extra = [], [], []
+        for prefix, state in states.items():
+            own = {f"{prefix}.{k}": v for k, v in state.state_dict().items()}
+            for key, value in own.items():
+                saved = stored.get(key)
+                if saved is None:
+                    lacking.append(key)
+                elif isinstance(value, torch.Tensor) and tuple(getattr(saved, "size", value.shape)) != value.shape:
+                    shapes.append(f"{key}: the checkpoint {tuple(saved.size)}, this run {tuple(value.shape)}")
+            extra += [k for k in stored if k.startswith(f"{prefix}.") and k not in own]
+        if not (lacking or shapes or extra):
+            return
+        # The EMA's shadows (ema.shadow.<name>) repeat what the model's tensors say: name the model's when it has any.
+        lacking, shapes, extra = ([k for k in keys if k.startswith("model.")] or keys
+                                  for keys in (lacking, shapes, extra))
+
+        def listed(keys: list[str]) -> str:
+            names = [k.split(".", 1)[1] for k in sorted(keys)]
+            return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+        found = []
+        if shapes:
+            found.append(f"{len(shapes)} tensors have another shape ("
+                         + "; ".join(s.split(".", 1)[1] for s in shapes[:3]) + ("; ..." if len(shapes) > 3 else "")
+                         + ": another model size?)")
+        if lacking:
+            found.append(f"this run has {len(lacking)} tensors the checkpoint lacks ({listed(lacking)})")
+        if extra:
+            found.append(f"the checkpoint has {len(extra)} tensors this run lacks ({listed(extra)})")
+        raise ResumeError(
+            f"cannot resume from {path}: it holds another model than this run builds: " + "; ".join(found) + ". The "
+            "job was saved with other settings (model size, hint keys, experiment, LoRA targets, EMA). Resume with "
+            "the settings it was saved with, or start a new job (another job.name, or move "
+            f"{self.directory} away); to go on from its weights with the new settings, export them "
+            "(scripts/export_checkpoint.py) and set checkpoint.load_path to that file"
+        )
 
     def load(self, path: str, app_state: dict[str, Any]) -> dict[str, Any]:
         """Load `app_state` in place from checkpoint `path`; return this rank's trainer state.
@@ -404,6 +475,62 @@ class Checkpointer:
 
 _CHECKPOINT_NAME = re.compile(r"iter_(\d+)")
 DAMAGED_SUFFIX = ".damaged"
+REFERENCES_FOLDER = "referenced_by"
+
+
+def _write_reference(base: str, by: str) -> str | None:
+    """Checkpoint `base` is the frozen base of the lean checkpoints in job folder `by` (its checkpoints/): note it in
+    `<base's folder>/referenced_by/<hash of by>.json` (one file per referencing job: no two jobs write the same).
+    Returns why it could not be written; None when noted or when `base` is no checkpoint (nothing prunes it)."""
+    folder, name = os.path.split(os.path.realpath(base))
+    if _iteration_of(name) is None:
+        return None
+    registry = os.path.join(folder, REFERENCES_FOLDER)
+    entry = os.path.join(registry, hashlib.sha256(os.path.realpath(by).encode()).hexdigest()[:16] + ".json")
+    try:
+        os.makedirs(registry, exist_ok=True)
+        with open(entry + ".tmp", "w", encoding="utf-8") as f:
+            json.dump({"checkpoint": name, "by": os.path.realpath(by)}, f)
+        os.replace(entry + ".tmp", entry)
+    except OSError as error:
+        return f"cannot note the reference in {registry} ({error.strerror or error})"
+    return None
+
+
+def _still_references(by: str, checkpoint: str) -> bool:
+    """Whether the job whose checkpoints folder is `by` still reads its frozen base from `checkpoint`: it exists and
+    has no checkpoint yet (just started), or one of its checkpoints references it (or cannot be read: kept)."""
+    if not os.path.isdir(by):
+        return False
+    names = [n for n in os.listdir(by) if _iteration_of(n) is not None]
+    for name in names:
+        try:
+            base = frozen_base.read(os.path.join(by, name))
+        except DamagedCheckpointError:
+            return True
+        if base is not None and os.path.realpath(base.path) == checkpoint:
+            return True
+    return not names
+
+
+def _held_by_other_jobs(directory: str) -> dict[str, list[str]]:
+    """{checkpoint name: the checkpoints folders of the jobs whose lean checkpoints reference it} for checkpoints
+    folder `directory`; notes of jobs that were deleted or no longer reference it are removed."""
+    registry = os.path.join(directory, REFERENCES_FOLDER)
+    held: dict[str, list[str]] = {}
+    for entry in sorted(os.listdir(registry)) if os.path.isdir(registry) else []:
+        path = os.path.join(registry, entry)
+        try:
+            with open(path, encoding="utf-8") as f:
+                note = json.load(f)
+            name, by = str(note["checkpoint"]), str(note["by"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a note (a .tmp being written, a stray file): names nothing
+        if _still_references(by, os.path.join(os.path.realpath(directory), name)):
+            held.setdefault(name, []).append(by)
+        else:
+            os.remove(path)
+    return held
 
 
 def _iteration_of(name: str) -> int | None:
@@ -421,11 +548,16 @@ def read_latest_name(directory: str) -> str | None:
     with open(path, encoding="utf-8", errors="replace") as f:
         name = f.read().strip()
     if not name or name in (".", "..") or os.path.basename(name) != name or "\\" in name or "/" in name:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} names {name!r}, which is not a checkpoint folder inside {directory}: it must hold the name of one "
             "of that folder's iter_* checkpoints (e.g. iter_000001000). Fix the file, or delete it to start over"
         )
     return name
+
+
+class CheckpointWriteError(UserError, OSError):
+    """A checkpoint could not be written (a full disk, a quota, permissions); the message names the folder and, for a
+    full disk, its free space. `errno` is the OS error's."""
 
 
 @contextlib.contextmanager
@@ -435,7 +567,7 @@ def _naming_write_errors(partial: str) -> Iterator[None]:
     try:
         yield
     except (Exception, CheckpointException) as error:  # CheckpointException is a BaseException
-        os_error = _find_os_error(error)
+        os_error = safe_dcp.os_error_behind(error)
         if os_error is None:
             raise
         where = os_error.filename or partial
@@ -447,18 +579,9 @@ def _naming_write_errors(partial: str) -> Iterator[None]:
                 f"{usage.total / 1e9:.1f} GB): free space there, lower checkpoint.keep_last_k, or put the job on a "
                 "larger disk (OUTPUT_ROOT)"
             )
-        raise OSError(os_error.errno, message + ". The previous checkpoint is still the latest") from error
-
-
-def _find_os_error(error: BaseException) -> OSError | None:
-    if isinstance(error, OSError):
-        return error
-    for failure in getattr(error, "failures", {}).values():  # CheckpointException: {rank: (exception, traceback)}
-        inner = failure[0] if isinstance(failure, tuple) else failure
-        if isinstance(inner, OSError):
-            return inner
-    cause = error.__cause__ or error.__context__
-    return _find_os_error(cause) if cause is not None and cause is not error else None
+        failed = CheckpointWriteError(message + ". The previous checkpoint is still the latest")
+        failed.errno = os_error.errno
+        raise failed from error
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -487,7 +610,7 @@ def _read_weights_file(path: str, model_keys: Iterable[str], use_ema: bool, lazy
     branches = sorted({k.split(".")[1] for k in model_keys if k.startswith(transfer1.CONTROL) and k.count(".") >= 2})
     if found.official_branch is not None:
         if len(branches) != 1:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint.load_path={path} holds a control branch ({transfer1.LAYOUTS[found.layout]}), but the "
                 "model "
                 f"has {'no branch' if not branches else 'the branches ' + str(branches)}: "
@@ -500,7 +623,7 @@ def _read_weights_file(path: str, model_keys: Iterable[str], use_ema: bool, lazy
         weights = found.ours()
     needs_base = any(k.startswith(transfer1.NET) for k in model_keys)
     if needs_base and not found.has_base:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint.load_path={path} holds only a control branch ({transfer1.LAYOUTS[found.layout]}), but the "
             "model needs its base too: combine them into one file with scripts/convert_checkpoint.py to-ours "
             f"base_model.pt out.safetensors --control KEY={path} (inference: --checkpoint base_model.pt "
@@ -526,12 +649,12 @@ def _check_keys(
     missing = sorted(k for k in model_keys - file_keys if not any(fnmatch.fnmatch(k, p) for p in allowed_missing))
     unexpected = sorted(file_keys - model_keys)
     if not model_keys & file_keys:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint.load_path={path}: none of its {len(file_keys)} keys match the model's {len(model_keys)} "
             f"keys (file: {sorted(file_keys)[:3]}..., model: {sorted(model_keys)[:3]}...)."
         )
     if strict and (missing or unexpected):
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint.load_path={path} does not match the model: {len(missing)} missing keys {missing[:8]}, "
             f"{len(unexpected)} unexpected keys {unexpected[:8]}. "
             + (hint or "Allow missing keys (e.g. a fresh control branch) with checkpoint.allowed_missing_keys="
@@ -556,6 +679,15 @@ def _branch_hint(missing: Iterable[str]) -> str:
     )
 
 
+def _check_load_path(path: str) -> None:
+    """checkpoint.load_path exists and is a file or a folder: a FIFO or a device is refused without opening it."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint.load_path={path} does not exist")
+    problem = None if os.path.isdir(path) else frozen_base.source_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint.load_path={problem}")
+
+
 def load_model_weights(
     model: nn.Module,
     path: str,
@@ -573,21 +705,20 @@ def load_model_weights(
     Weights only: no optimizer, no iteration. Every rank calls this.
     """
     allowed_missing = list(allowed_missing_keys)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint.load_path={path} does not exist")
+    _check_load_path(path)
     # A model with LoRA adapters meets files under its layers' base names (lora.py); its adapters keep their start.
     model_state, model_names = lora.base_view(get_model_state_dict(model))
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, ".metadata")):
-            raise ValueError(f"checkpoint.load_path={path} is a folder but not a DCP checkpoint (no .metadata)")
-        safe_dcp.verify_checkpoint(path)  # its manifest, when it has one
+            raise CheckpointError(f"checkpoint.load_path={path} is a folder but not a DCP checkpoint (no .metadata)")
+        safe_dcp.verify_checkpoint(path)  # its manifest (required unless it predates manifests)
         stored = safe_dcp.read_metadata(path).state_dict_metadata
         file_keys = [k[len("model.") :] for k in stored if k.startswith("model.")]
         base = frozen_base.read(path)
         if base is not None:  # a lean checkpoint: its frozen base first, from the source it references
             file_keys += load_frozen_base(model, base, path)
         if lora.has_adapters(file_keys):
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint.load_path={path} holds LoRA adapters: resume its job instead, or export it with "
                 "scripts/export_checkpoint.py (--lora merged) and load that file"
             )
@@ -618,14 +749,42 @@ def load_model_weights(
 # Lean checkpoints: the frozen base read again from its source (frozen_base.py)
 
 
-def frozen_base_problem(base: frozen_base.FrozenBase, checkpoint: str, group: Any = None) -> str | None:
-    """frozen_base.problem, computed once (rank 0 reads the source's bytes) and agreed by all ranks of `group`."""
+def _rank0_agreed(compute: Callable[[], Any], group: Any = None) -> Any:
+    """What `compute()` returns on rank 0 of `group` (the only rank that reads the bytes), on every rank; what it
+    raises is raised on every rank (no rank is left waiting for the others)."""
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
     if not distributed:
-        return frozen_base.problem(base, checkpoint)
-    found = [frozen_base.problem(base, checkpoint) if dist.get_rank(group) == 0 else None]
+        return compute()
+    found: list[Any] = [None]
+    if dist.get_rank(group) == 0:
+        try:
+            found = [(compute(), None)]
+        except Exception as error:  # noqa: BLE001 (re-raised on every rank below, bugs included)
+            found = [(None, error)]
     dist.broadcast_object_list(found, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
-    return found[0]
+    value, error = found[0]
+    if error is not None:
+        raise error
+    return value
+
+
+def load_fingerprinted(model: nn.Module, path: str, **options: Any) -> tuple[list[str], tuple[int, str]]:
+    """load_model_weights(model, path, **options) and the (bytes, CRC-32) of the bytes it read: what a lean checkpoint
+    records of its frozen base (frozen_base.py). Rank 0 takes the fingerprint just before the read and checks after
+    it that the source is still the same file, unmodified (stat: device, inode, size, mtime); all ranks agree."""
+    _check_load_path(path)  # on every rank, before rank 0 opens it
+    before = _rank0_agreed(lambda: (frozen_base.stat_signature(path), frozen_base.fingerprint(path)))
+    keys = load_model_weights(model, path, **options)
+    if _rank0_agreed(lambda: frozen_base.stat_signature(path)) != before[0]:
+        raise frozen_base.FrozenBaseError(
+            f"checkpoint.load_path={path} changed while it was read (replaced or written to): the weights read may "
+            "mix two versions. Run again once nothing writes that file")
+    return keys, before[1]
+
+
+def frozen_base_problem(base: frozen_base.FrozenBase, checkpoint: str, group: Any = None) -> str | None:
+    """frozen_base.problem, computed once (rank 0 reads the source's bytes) and agreed by all ranks of `group`."""
+    return _rank0_agreed(lambda: frozen_base.problem(base, checkpoint), group)
 
 
 def load_frozen_base(model: nn.Module, base: frozen_base.FrozenBase, checkpoint: str, group: Any = None) -> list[str]:

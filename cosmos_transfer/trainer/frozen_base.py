@@ -41,8 +41,25 @@ class FrozenBase:
     use_ema: bool = False
 
 
+def source_problem(path: str) -> str | None:
+    """Why `path` cannot be a frozen base's source, found without opening anything: it must be a regular file or a
+    DCP checkpoint folder (a FIFO would block the reader forever, a device never end)."""
+    kind = safe_dcp.not_regular(path)
+    if kind is None:
+        return None
+    metadata = os.path.join(path, safe_dcp.METADATA_FILE)
+    if kind == "a folder" and os.path.isfile(metadata):  # (isfile: a regular file, or a link to one)
+        return None
+    return (f"{path} is {kind}, not a regular file (a weights file) or a DCP checkpoint folder: refusing to open it"
+            + (" (it has no regular .metadata)" if kind == "a folder" else ""))
+
+
 def fingerprint(path: str) -> tuple[int, str]:
-    """(bytes, CRC-32) of a weights file, or of every file of a DCP folder (their checksums, in name order)."""
+    """(bytes, CRC-32) of a weights file, or of every file of a DCP folder (their checksums, in name order). Anything
+    else (a FIFO, a device, another folder) is refused unopened: FrozenBaseError."""
+    problem = source_problem(path)
+    if problem is not None:
+        raise FrozenBaseError(problem)
     if os.path.isdir(path):
         names = sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n)))
         sums = safe_dcp.checksums(path, names)
@@ -50,6 +67,17 @@ def fingerprint(path: str) -> tuple[int, str]:
         return sum(s["size"] for s in sums.values()), f"{zlib.crc32(text) & 0xFFFFFFFF:08x}"
     info = safe_dcp.file_checksum(path)
     return info["size"], info["crc32"]
+
+
+def stat_signature(path: str) -> list[tuple[str, int, int, int, int]]:
+    """(name, device, inode, size, mtime) of a weights file, or of each file of a DCP folder: what changes when the
+    source is replaced or written to (compared before and after reading it, to find a change in between)."""
+    names = sorted(os.listdir(path)) if os.path.isdir(path) else [""]
+    signature = []
+    for name in names:
+        info = os.stat(os.path.join(path, name) if name else path)
+        signature.append((name, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns))
+    return signature
 
 
 def describe(path: str, keys: list[str], strict: bool, allowed_missing_keys: list[str], use_ema: bool) -> FrozenBase:
@@ -86,6 +114,9 @@ def problem(base: FrozenBase, checkpoint: str) -> str | None:
     if not os.path.exists(base.path):
         return what + ("which no longer exists. Put that file back (the same bytes) at that path, or export the "
                        "checkpoint on a machine where it is (scripts/export_checkpoint.py)")
+    problem = source_problem(base.path)
+    if problem is not None:
+        return what + problem
     size, crc = fingerprint(base.path)
     if size != base.size or crc != base.crc32:
         return what + (f"which has changed since ({size} bytes, CRC-32 {crc}; saved with {base.size} bytes, CRC-32 "

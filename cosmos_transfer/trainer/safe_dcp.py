@@ -10,8 +10,12 @@ could run any code when it is read. Here
 
 Integrity: DCP keeps no checksums, so a flipped byte in a shard would be trained on. Every checkpoint we write gets a
 `manifest.json` (size and CRC-32 of each of its files) before it is published; `verify_checkpoint` compares the files
-with it. Older checkpoints without a manifest still get a structural check (every shard the metadata names exists
-and is long enough). See BENCHMARKS.md for what the checksums cost.
+with it, and every file a reader uses (.metadata, the shards it names, the JSON files beside them) must have its entry.
+Integrity cannot be switched off by omission: the DCP metadata of every checkpoint written with a manifest carries
+the item `manifest_format` (MANIFEST_MARK), so a folder whose manifest.json is gone is damaged. Only a folder whose
+.metadata lacks the mark predates manifests; it still gets a structural check (every shard the metadata names exists
+and is long enough). Removing the mark means rewriting the pickled .metadata: a forgery, which no checksum stored
+beside the files could stop either. See BENCHMARKS.md for what the checksums cost.
 
 Every function that reads a checkpoint for the project goes through `read_metadata`, `load` and `verify_checkpoint`.
 """
@@ -22,6 +26,7 @@ import io
 import json
 import os
 import pickle
+import stat
 import zlib
 from typing import Any, Iterable
 
@@ -40,6 +45,10 @@ from cosmos_transfer.config.errors import UserError
 METADATA_FILE = ".metadata"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_PART = "manifest_rank{rank}.part.json"  # one per rank while a checkpoint is written, merged by rank 0
+# The mark of a checkpoint written with a manifest: a DCP item every save of this version adds (`with_mark`), so that
+# the .metadata itself says a manifest belongs to the folder. Deleting manifest.json leaves the mark: damage, not age.
+MANIFEST_MARK = "manifest_format"
+MANIFEST_FORMAT = 1
 _CHUNK = 16 << 20
 
 
@@ -53,6 +62,11 @@ class UnsafeCheckpointError(CheckpointError):
 
 class DamagedCheckpointError(CheckpointError):
     """A checkpoint's files are missing, truncated or do not match its manifest."""
+
+
+class ResumeError(CheckpointError):
+    """A job's checkpoint does not match the run resuming it (another model, learning rate, LoRA rank, ...); the
+    message says what the checkpoint holds, what the config asks and how to proceed."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -245,8 +259,26 @@ def check_shard_files(path: str, metadata: Metadata) -> None:
 # Manifest: size and CRC-32 of every file
 
 
+def not_regular(path: str) -> str | None:
+    """What `path` is when it is not a regular file (a FIFO, a device, a folder, ...), found without opening it (a
+    FIFO's open() waits for a writer forever, a device may never end); None for a regular file or nothing there."""
+    try:
+        mode = os.stat(path).st_mode  # follows links: a link to /dev/zero is a device
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a file")
+
+
 def file_checksum(path: str) -> dict[str, Any]:
-    """{"size": bytes, "crc32": 8 hex digits} of a file, read in 16 MiB chunks."""
+    """{"size": bytes, "crc32": 8 hex digits} of a file, read in 16 MiB chunks; anything but a regular file is refused
+    unopened (CheckpointError)."""
+    kind = not_regular(path)
+    if kind is not None:
+        raise CheckpointError(f"{path} is {kind}, not a regular file: refusing to read it")
     crc, size = 0, 0
     buffer = bytearray(_CHUNK)
     view = memoryview(buffer)
@@ -303,13 +335,52 @@ class ManifestWriter(FileSystemWriter):
         self.extra_files = list(extra_files)
 
     def write_data(self, plan: Any, planner: Any) -> Any:
-        future = super().write_data(plan, planner)
+        try:
+            future = super().write_data(plan, planner)
+        except RuntimeError as error:
+            # A full disk inside torch.save is its "unexpected pos ..." with the ENOSPC as __context__, which DCP's
+            # gathering of the ranks' failures (pickled) drops: pass the OSError itself on.
+            os_error = os_error_behind(error)
+            if os_error is None:
+                raise
+            raise OSError(os_error.errno, os_error.strerror, os_error.filename or str(self.path)) from error
         results = future.wait()  # a torch Future, already done: FileSystemWriter has written everything
         folder = str(self.path)
         names = {str(r.storage_data.relative_path) for r in results} | set(self.extra_files)
         part = os.path.join(folder, MANIFEST_PART.format(rank=self.manifest_rank))
         _write_json(part, checksums(folder, names))
         return future
+
+
+def os_error_behind(error: BaseException, seen: frozenset[int] = frozenset()) -> OSError | None:
+    """The OSError behind a failed write, however wrapped (None: there is none): DCP's CheckpointException holds each
+    rank's exception, and a disk filling up inside torch.save surfaces as its zip writer's "unexpected pos ..."
+    RuntimeError with the ENOSPC only as that error's __context__."""
+    if isinstance(error, OSError):
+        return error
+    seen = seen | {id(error)}
+    inner = [failure[0] if isinstance(failure, tuple) else failure  # CheckpointException: {rank: (exception, tb)}
+             for failure in getattr(error, "failures", {}).values()]
+    for candidate in [*inner, error.__cause__, error.__context__]:
+        if isinstance(candidate, BaseException) and id(candidate) not in seen:
+            found = os_error_behind(candidate, seen)
+            if found is not None:
+                return found
+    return None
+
+
+def with_mark(state: dict[str, Any]) -> dict[str, Any]:
+    """`state` to save with the mark saying that its checkpoint has a manifest (MANIFEST_MARK)."""
+    return {**state, MANIFEST_MARK: MANIFEST_FORMAT}
+
+
+def files_read(folder: str, metadata: Metadata) -> list[str]:
+    """The files of checkpoint `folder` that readers use, each of which its manifest must cover: .metadata, the
+    shards the metadata names, and the JSON files beside them (trainer states, frozen_base.json)."""
+    shards = {str(getattr(info, "relative_path", "")) for info in (metadata.storage_data or {}).values()}
+    beside = {n for n in os.listdir(folder) if n.endswith(".json") and n != MANIFEST_FILE
+              and not (n.startswith("manifest_rank") and n.endswith(".part.json"))}
+    return sorted({METADATA_FILE} | shards | beside)
 
 
 def _problems(folder: str, files: dict[str, dict[str, Any]], names: list[str]) -> list[str]:
@@ -336,8 +407,9 @@ def _problems(folder: str, files: dict[str, dict[str, Any]], names: list[str]) -
 
 def verify_checkpoint(folder: str, group: Any = None) -> bool:
     """Compare the files of checkpoint `folder` with its manifest; raise DamagedCheckpointError naming each file
-    that is missing, of another size or with another checksum. Returns False when the folder has no manifest
-    (written by an older version: not checked).
+    that is missing, of another size or with another checksum, or that the manifest has no entry for; and when the
+    manifest itself is missing from a checkpoint whose .metadata carries MANIFEST_MARK. Returns False only for a
+    checkpoint that predates manifests (no manifest, no mark: its files are not checksummed).
 
     Under torch.distributed every rank of `group` must call it: each checks a share of the files, and all agree.
     """
@@ -363,6 +435,11 @@ def verify_checkpoint(folder: str, group: Any = None) -> bool:
             )
         names = sorted(files)
         problems += _problems(folder, files, names[rank::world])
+        problems += [f"{MANIFEST_FILE} has no entry for {name} (entries removed?)"
+                     for name in files_read(folder, read_metadata(folder)) if name not in files]
+    elif MANIFEST_MARK in read_metadata(folder).state_dict_metadata:
+        problems.append(f"its {MANIFEST_FILE} is missing, but its .metadata says it was written with one (this "
+                        "version writes a manifest into every checkpoint), so its files cannot be checked")
     if distributed:
         gathered: list[Any] = [None] * world
         dist.all_gather_object(gathered, problems, group=group)

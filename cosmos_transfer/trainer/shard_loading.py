@@ -33,6 +33,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from cosmos_transfer.config.lazy import TARGET_KEY, import_targets, instantiate
+from cosmos_transfer.trainer.safe_dcp import CheckpointError
 
 
 def builds_on_meta(config: Any) -> bool:
@@ -154,7 +155,7 @@ def copy_into_shards(targets: Mapping[str, torch.Tensor], weights: Mapping[str, 
     for key in keys:
         target, source = targets[key], weights[key]
         if tuple(source.shape) != tuple(target.shape):
-            raise ValueError(f"checkpoint.load_path={where}: {key} has shape {tuple(source.shape)}, the model expects "
-                             f"{tuple(target.shape)}")
+            raise CheckpointError(f"checkpoint.load_path={where}: {key} has shape {tuple(source.shape)}, the model "
+                                  f"expects {tuple(target.shape)}")
         local = target.to_local() if isinstance(target, DTensor) else target
         local.copy_(read_rows(source, local_rows(target)).reshape(local.shape))

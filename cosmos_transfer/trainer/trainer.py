@@ -47,6 +47,7 @@ from cosmos_transfer.trainer.checkpoint import (
     StatefulAdapter,
     capture_rng_state,
     checkpoint_name,
+    load_fingerprinted,
     load_frozen_base,
     load_model_weights,
     restore_rng_state,
@@ -61,6 +62,7 @@ from cosmos_transfer.trainer.logging import (
 from cosmos_transfer.trainer.param_groups import lr_param_groups, one_tensor_kind_per_group, scale_group_rates
 from cosmos_transfer.trainer.context_parallel import apply_context_parallel, build_context_parallel
 from cosmos_transfer.trainer.parallelize import find_networks, parallelize, replicated_trainable_parameters
+from cosmos_transfer.trainer.safe_dcp import ResumeError
 from cosmos_transfer.trainer.shard_loading import build_on_meta, builds_on_meta, materialize
 from cosmos_transfer.trainer.signals import PreemptionHandler, StopRequested, stop_before_each_call
 
@@ -350,7 +352,7 @@ class Trainer:
         ignored while config.yaml shows it, so it is refused (docs/TRAINING.md)."""
         saved, current = self.checkpointer.saved_trainer_state(checkpoint).get("optimizer_lr"), self._configured_lr()
         if saved is not None and current is not None and float(saved) != current:
-            raise ValueError(
+            raise ResumeError(
                 f"optimizer.lr is {current:g}, but {checkpoint} was saved with {float(saved):g}: resuming restores the "
                 "saved optimizer and learning-rate schedule, so the new value would be ignored. Set optimizer.lr back "
                 f"to {float(saved):g} to resume this job; to train on from these weights at another rate, start a new "
@@ -362,12 +364,35 @@ class Trainer:
         multipliers has other groups, and its optimizer state cannot be loaded into these."""
         saved = self.checkpointer.saved_trainer_state(checkpoint).get("lr_multipliers")
         if saved is not None and list(saved.items()) != list(self._lr_multipliers().items()):  # order: first match wins
-            raise ValueError(
+            raise ResumeError(
                 f"trainer.lr_multipliers is {self._lr_multipliers()}, but {checkpoint} was saved with {saved}: the "
                 "optimizer's parameter groups would not match. Set it back to resume this job; to continue from "
                 "these weights with other multipliers, start a new job (another job.name) with "
                 "checkpoint.load_path set to a file exported by scripts/export_checkpoint.py"
             )
+
+    def _check_lora(self, checkpoint: str) -> None:
+        """The adapters' rank is their tensors' shape: a checkpoint saved with another lora.rank (or with LoRA on or
+        off) cannot be loaded into this run's layers."""
+        saved = self.checkpointer.saved_trainer_state(checkpoint).get("lora")
+        current = self.lora.settings() if self.lora is not None else None
+        if (saved or {}).get("rank") == (current or {}).get("rank"):
+            return  # the same rank (targets that differ show as other tensors: check_resumable)
+        holds = f"was saved with LoRA rank {saved.get('rank')}" if saved else "was saved without LoRA"
+        asks = f"lora.rank is {current['rank']}" if current else "this run has none (no `lora` config)"
+        raise ResumeError(
+            f"{asks}, but {checkpoint} {holds}: its adapters (or their absence) are part of the weights it holds. Set "
+            "the lora settings back to resume this job; to train on from these weights with other adapters, start a "
+            "new job (another job.name) with checkpoint.load_path set to a file exported by "
+            "scripts/export_checkpoint.py (--lora merged)")
+
+    def _check_model_matches(self, checkpoint: str) -> None:
+        """The checkpoint's tensors against this run's model and EMA (another size, hint key, experiment, ...)."""
+        base = frozen_base.read(checkpoint)  # a lean checkpoint lacks its frozen base on purpose
+        states = {"model": ModelState(self.model, base.keys if base is not None else ())}
+        if self.ema is not None:
+            states["ema"] = StatefulAdapter(self.ema)
+        self.checkpointer.check_resumable(checkpoint, states)
 
     def _match_optimizer_groups(self, checkpoint: str) -> None:
         """A checkpoint saved before the parameter groups were split by tensor kind (param_groups.py) holds fewer
@@ -391,17 +416,24 @@ class Trainer:
             self._report_nan_stop(None)
             load_path = ckpt_cfg.load_path
             if load_path:
-                keys = load_model_weights(
-                    self.model,
-                    load_path,
-                    strict=bool(ckpt_cfg.strict_load),
-                    allowed_missing_keys=list(ckpt_cfg.allowed_missing_keys or []),
-                    use_ema=bool(ckpt_cfg.load_ema),
-                    report=self._print,  # which layout the file has (official files: checkpoints/transfer1.py)
-                )
+                options = dict(strict=bool(ckpt_cfg.strict_load),
+                               allowed_missing_keys=list(ckpt_cfg.allowed_missing_keys or []),
+                               use_ema=bool(ckpt_cfg.load_ema),
+                               report=self._print)  # says which layout the file has (checkpoints/transfer1.py)
+                # A model with frozen weights may reference them in lean checkpoints: fingerprint the bytes as read.
+                saved = set(self.model.state_dict(keep_vars=True))  # (a frozen tokenizer is never saved)
+                if any(not p.requires_grad for name, p in self.model.named_parameters() if name in saved):
+                    keys, read_as = load_fingerprinted(self.model, load_path, **options)
+                else:
+                    keys, read_as = load_model_weights(self.model, load_path, **options), None
                 self._print(f"initialized {len(keys)} weights from {load_path}")
-                self._reference_frozen_base(load_path, keys)
+                if read_as is not None:
+                    self._reference_frozen_base(load_path, keys, read_as)
+                    self._register_frozen_base()
             return
+        # What the checkpoint holds against what the config asks, each a ResumeError saying how to proceed.
+        self._check_lora(latest)
+        self._check_model_matches(latest)
         self._check_optimizer_groups(latest)
         self._match_optimizer_groups(latest)
         self._check_learning_rate(latest)
@@ -425,23 +457,17 @@ class Trainer:
         self.resumed_from = latest
 
     # -- lean checkpoints (trainer/frozen_base.py) ----------------------------------------------------------------
-    def _reference_frozen_base(self, load_path: str, loaded_keys: list[str]) -> None:
-        """Checkpoints leave out the frozen parameters that `load_path` provided and reference the file instead."""
+    def _reference_frozen_base(self, load_path: str, loaded_keys: list[str], read_as: tuple[int, str]) -> None:
+        """Checkpoints leave out the frozen parameters that `load_path` provided and reference the file instead;
+        `read_as` is its (bytes, CRC-32) when it was read (checkpoint.load_fingerprinted)."""
         _, model_names = lora.base_view(get_model_state_dict(self.model))
         frozen = {name for name, p in self.model.named_parameters() if not p.requires_grad}
         keys = sorted(model_names[k] for k in loaded_keys if model_names[k] in frozen)
         if keys:
             ckpt_cfg = self.config.checkpoint
-            # size and checksum are taken by rank 0 at the first save (the only rank that writes the reference)
             self.frozen_base = frozen_base.FrozenBase(
-                os.path.abspath(load_path), -1, "", keys, bool(ckpt_cfg.strict_load),
+                os.path.abspath(load_path), *read_as, keys, bool(ckpt_cfg.strict_load),
                 list(ckpt_cfg.allowed_missing_keys or []), bool(ckpt_cfg.load_ema))
-
-    def _frozen_reference(self) -> frozen_base.FrozenBase | None:
-        base = self.frozen_base
-        if base is not None and self.rank == 0 and base.size < 0:
-            base.size, base.crc32 = frozen_base.fingerprint(base.path)
-        return base
 
     def _reload_frozen_base(self, checkpoint: str) -> None:
         """A lean checkpoint's frozen base, read again from the source it names (checked first), as it was read."""
@@ -456,6 +482,23 @@ class Trainer:
         load_frozen_base(self.model, base, checkpoint, group=self.checkpointer.group)
         self.frozen_base = base
         self._print(f"read the frozen base ({len(base.keys)} tensors) again from {base.path}")
+        self._register_frozen_base(resumed=True)
+
+    def _register_frozen_base(self, resumed: bool = False) -> None:
+        """A frozen base that is another job's checkpoint is noted there, so that its retention keeps it
+        (Checkpointer.register_reference). If it cannot be, a new job saves full checkpoints instead."""
+        if self.frozen_base is None:
+            return
+        problem = self.checkpointer.register_reference(self.frozen_base.path)
+        if problem is None:
+            return
+        if resumed:  # its checkpoints already reference the base: say what may happen to it
+            self._print(f"WARNING: {problem}: the retention of the job holding {self.frozen_base.path} may delete "
+                        "it, and with it what this job's checkpoints need; export a checkpoint to keep its weights")
+            return
+        self._print(f"{problem}: checkpoints hold the whole model instead of referencing {self.frozen_base.path} "
+                    "(which another job's retention could delete)")
+        self.frozen_base = None
 
     def _nan_stop_file(self) -> str:
         return os.path.join(self.checkpointer.directory, NAN_STOP_FILE)
@@ -538,7 +581,7 @@ class Trainer:
             return
         self.save_deferred = False
         save_start = time.perf_counter()
-        self.checkpointer.save(self.iteration, self._app_state(), self._rank_state(), frozen=self._frozen_reference())
+        self.checkpointer.save(self.iteration, self._app_state(), self._rank_state(), frozen=self.frozen_base)
         self._print(f"checkpoint at iteration {self.iteration} "
                     f"{'being written to' if self.checkpointer.async_save else 'saved to'} "
                     f"{os.path.join(self.checkpointer.directory, checkpoint_name(self.iteration))} "

@@ -299,7 +299,7 @@ def test_resume_says_so_when_no_checkpoint_is_intact(job):
 def test_a_truncated_shard_without_manifest_is_named_damaged_not_a_config_change(job, tmp_path):
     """Checkpoints written before manifests existed: the structural check still names a truncated file."""
     for iteration in (2, 4):
-        (ckpt(job, iteration) / "manifest.json").unlink()
+        make_pre_manifest(ckpt(job, iteration))
     truncate(ckpt(job, 4) / "__0_0.distcp", 1000)
     shutil.rmtree(ckpt(job, 2))
     result = run_toy({**BASE, "job_dir": str(job), "max_iter": 6})
@@ -319,7 +319,7 @@ def test_export_and_load_path_name_a_damaged_file(job, tmp_path):
 
 def test_missing_or_truncated_trainer_state_is_named(job):
     for iteration in (2, 4):
-        (ckpt(job, iteration) / "manifest.json").unlink()  # an older checkpoint: nothing to compare with
+        make_pre_manifest(ckpt(job, iteration))  # an older checkpoint: nothing to compare with
     shutil.rmtree(ckpt(job, 2))
     state = ckpt(job, 4) / "trainer_state_rank0.json"
     truncate(state, 100)
@@ -455,7 +455,8 @@ def test_a_manifest_that_lists_nothing_does_not_hide_a_truncated_shard(tmp_path)
     dcp.save({"w": torch.ones(1000)}, checkpoint_id=str(folder), no_dist=True)
     (folder / "manifest.json").write_text(json.dumps({"files": {}}))
     truncate(folder / "__0_0.distcp", 100)
-    assert verify_checkpoint(str(folder))
+    with pytest.raises(DamagedCheckpointError, match="manifest.json has no entry for .metadata.*no entry for __0_0"):
+        verify_checkpoint(str(folder))  # a manifest whose entries were removed is damage
     with pytest.raises(DamagedCheckpointError, match="__0_0.distcp has 100 bytes"):
         load({"w": torch.zeros(1000)}, str(folder), no_dist=True)
 
@@ -464,7 +465,7 @@ def test_a_manifest_that_lists_nothing_does_not_hide_a_truncated_shard(tmp_path)
 def test_damaged_bytes_without_a_manifest_are_named_damaged(job, where):
     """An older checkpoint (no manifest) whose shard is overwritten in place: same size, unreadable bytes."""
     for iteration in (2, 4):
-        (ckpt(job, iteration) / "manifest.json").unlink()
+        make_pre_manifest(ckpt(job, iteration))
     shutil.rmtree(ckpt(job, 2))
     shard = ckpt(job, 4) / "__0_0.distcp"
     data = bytearray(shard.read_bytes())
@@ -489,3 +490,123 @@ def test_a_checkpoint_an_older_version_saved_inside_a_nan_streak_is_passed_over(
     assert f"checkpoint {ckpt(job, 4)} was saved after 3 non-finite steps" in text
     assert f"resuming from the newest intact checkpoint {ckpt(job, 2)}" in text
     assert latest(job) == "iter_000000006"
+
+
+# A disk that fills up in the middle of a shard, as a real one does: the write that crosses the limit stores what fits
+# and fails with ENOSPC, inside torch.save's zip writer, which then reports only "unexpected pos ..." (its own
+# RuntimeError, the OSError kept as its __context__). Measured on a real 8 KiB tmpfs: the same chain.
+REAL_DISK_FULL = """
+import contextlib, errno, io, json, os, sys
+sys.path.insert(0, "tests")
+from torch.distributed.checkpoint.filesystem import FileSystem
+create_stream = FileSystem.create_stream
+limit = int(sys.argv[2])
+
+class FullDisk(io.FileIO):
+    def write(self, data):
+        room = limit - self.tell()
+        if len(data) > room:
+            super().write(bytes(data)[:max(room, 0)])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+@contextlib.contextmanager
+def full(self, path, mode):
+    if "iter_000000006" in str(path) and str(path).endswith(".distcp"):
+        with FullDisk(path, "w") as stream:
+            yield stream
+    else:
+        with create_stream(self, path, mode) as stream:
+            yield stream
+
+FileSystem.create_stream = full
+import trainer_toy_run
+sys.argv = ["trainer_toy_run.py", sys.argv[1]]
+sys.exit(trainer_toy_run.run())
+"""
+
+
+@pytest.mark.parametrize("async_save", [False, True])
+def test_a_disk_filling_up_inside_torch_save_is_named_not_unexpected_pos(job, async_save):
+    shard = ckpt(job, 4) / "__0_0.distcp"
+    options = {**BASE, "job_dir": str(job), "max_iter": 6, "async_save": async_save}
+    result = run_python(["-c", REAL_DISK_FULL, json.dumps(options), str(shard.stat().st_size // 2)])
+    assert result.returncode == 2, output(result)[-3000:]
+    text = output(result)
+    assert "Traceback" not in result.stderr and "unexpected pos" not in text, text[-3000:]
+    assert f"cannot write checkpoint {ckpt(job, 6)}.partial" in text
+    assert "No space left on device" in text and f"The disk holding {job / 'checkpoints'} is full" in text
+    assert "The previous checkpoint is still the latest" in text
+    assert latest(job) == "iter_000000004"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Integrity that cannot be switched off: a checkpoint of this version without its manifest, or with entries removed
+# from it, is damaged (as a flipped byte is), not "written by an older version".
+
+
+def make_pre_manifest(folder: Path) -> None:
+    """Turn one of our checkpoints into what a version before manifests wrote: no manifest.json and no mark of this
+    version in the DCP metadata (our own file, rewritten here with plain pickle)."""
+    from cosmos_transfer.trainer.safe_dcp import MANIFEST_MARK
+
+    (folder / "manifest.json").unlink()
+    with open(folder / ".metadata", "rb") as file:
+        metadata = pickle.load(file)
+    del metadata.state_dict_metadata[MANIFEST_MARK]
+    metadata.storage_data = {k: v for k, v in metadata.storage_data.items() if k.fqn != MANIFEST_MARK}
+    with open(folder / ".metadata", "wb") as file:
+        pickle.dump(metadata, file)
+
+
+def test_a_deleted_manifest_is_damage_and_resume_falls_back(job, base_job):
+    (ckpt(job, 4) / "manifest.json").unlink()
+    shard = ckpt(job, 4) / "__0_0.distcp"
+    flip_byte(shard, shard.stat().st_size // 2)  # inside the weights: what the manifest would have caught
+    result = check(run_toy({**BASE, "job_dir": str(job), "max_iter": 6}))
+    text = output(result)
+    assert f"checkpoint {ckpt(job, 4)} is damaged: its manifest.json is missing" in text
+    assert "older version" not in text
+    assert f"resuming from the newest intact checkpoint {ckpt(job, 2)}" in text
+    assert (job / "checkpoints" / "iter_000000004.damaged").is_dir()
+    reference = losses(base_job)
+    assert {i: losses(job)[i] for i in (3, 4)} == {i: reference[i] for i in (3, 4)}  # redone from iteration 2
+
+
+def change_trainer_state(path: Path) -> None:
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps({**state, "skipped_steps": 7}))
+
+
+@pytest.mark.parametrize("removed, tamper", [
+    ("__0_0.distcp", lambda path: flip_byte(path, path.stat().st_size // 2)),  # inside the weights: loads silently
+    ("trainer_state_rank0.json", change_trainer_state),
+    (".metadata", lambda path: None),  # an entry removed is damage by itself
+])
+def test_a_manifest_with_entries_removed_is_damage(job, removed, tamper):
+    folder = ckpt(job, 4)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["files"][removed]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    tamper(folder / removed)
+    result = check(run_toy({**BASE, "job_dir": str(job), "max_iter": 6}))
+    text = output(result)
+    assert f"checkpoint {folder} is damaged" in text and f"manifest.json has no entry for {removed}" in text, text
+    assert f"resuming from the newest intact checkpoint {ckpt(job, 2)}" in text
+
+
+def test_export_and_load_path_refuse_a_checkpoint_without_its_manifest(job, tmp_path):
+    (ckpt(job, 4) / "manifest.json").unlink()
+    result = export(ckpt(job, 4), tmp_path / "out.safetensors")
+    assert result.returncode == 2 and "manifest.json is missing" in result.stderr, result.stderr[-2000:]
+    result = run_toy({"job_dir": str(tmp_path / "finetune"), "max_iter": 1, "load_path": str(ckpt(job, 4))})
+    assert result.returncode == 2 and "manifest.json is missing" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_checkpoint_that_predates_manifests_still_resumes(job, base_job):
+    for iteration in (2, 4):
+        make_pre_manifest(ckpt(job, iteration))
+    result = check(run_toy({**BASE, "job_dir": str(job), "max_iter": 6}))
+    assert f"{ckpt(job, 4)} predates manifests" in output(result)
+    assert f"resumed from {ckpt(job, 4)} at iteration 4" in output(result)

@@ -148,7 +148,7 @@ def test_a_refused_run_leaves_the_running_one_s_checkpoint_in_progress_alone(tmp
     finally:
         holder.kill()
         holder.wait()
-    assert result.returncode != 0 and "JobLockedError" in result.stderr and f"pid {holder.pid}" in result.stderr
+    assert result.returncode == 3 and "in use by another run" in result.stderr and f"pid {holder.pid}" in result.stderr
     assert (in_progress / "__0_0.distcp").read_bytes() == b"being written"
     assert not (job / "metrics.jsonl").exists()
 
