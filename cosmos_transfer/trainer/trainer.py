@@ -21,6 +21,7 @@ parallelized model: `instantiate(config.ema, model=model)`.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import math
 import os
 import random
@@ -31,7 +32,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import get_model_state_dict
 from torch.distributed.tensor import DTensor
 
 from cosmos_transfer import lora
@@ -201,6 +201,7 @@ class Trainer:
 
         self.params = [p for p in self._trainable_parameters()]
         self.replicated_params = [p for p in replicated_trainable_parameters(self.model) if p.requires_grad]
+        self.multipliers = self._multipliers_in_use()
         self.optimizer = self._build_optimizer()
         self.optimizer_groups = "one_tensor_kind"  # or "mixed" for a job saved before (_match_optimizer_groups)
         self.scheduler = instantiate(config.scheduler, optimizer=self.optimizer) if config.scheduler else None
@@ -260,8 +261,12 @@ class Trainer:
         model = self._instantiate_model()
         # LoRA adapters (config.lora, cosmos_transfer/lora.py) go in before sharding, from the same seed on all ranks.
         self.lora = instantiate(self.config.lora) if self.config.lora else None
+        self.frozen_by_lora: set[str] = set()  # parameters that train in full without LoRA (model names)
         if self.lora is not None:
+            trained = {name for name, p in model.named_parameters() if p.requires_grad}
             self._print(self.lora.apply(model))
+            self.frozen_by_lora = {name for name, p in model.named_parameters()
+                                   if not p.requires_grad and lora.base_name(name) in trained}
         if not self.built_on_meta:
             model.to(self.device)
         cuda = self.device.type == "cuda"
@@ -296,9 +301,23 @@ class Trainer:
             raise ValueError("trainable_parameters() returned a frozen parameter (requires_grad=False)")
         return params
 
+    def _multipliers_in_use(self) -> dict[str, float] | None:
+        """trainer.lr_multipliers less the patterns that name only layers LoRA froze (said once): an experiment's
+        multipliers for layers it trains in full (the demo's AdaLN modulation) mean nothing when LoRA adapts them
+        instead, and would otherwise stop `lora=control` on it as matching no trainable parameter. A pattern that
+        matches no parameter LoRA froze stays an error (param_groups.py)."""
+        multipliers = self._lr_multipliers()
+        trainable = [name for name, p in self.model.named_parameters() if p.requires_grad]
+        unused = [pattern for pattern in multipliers if not any(fnmatch.fnmatchcase(n, pattern) for n in trainable)]
+        dropped = [pattern for pattern in unused
+                   if any(fnmatch.fnmatchcase(n, pattern) for n in self.frozen_by_lora)]
+        if dropped:
+            self._print(f"trainer.lr_multipliers {dropped} name only layers LoRA freezes: not used in this run "
+                        "(set trainer.lr_multipliers={} to say so in the config)")
+        return {k: v for k, v in multipliers.items() if k not in dropped} or None
+
     def _build_optimizer(self, one_kind_per_group: bool = True) -> torch.optim.Optimizer:
-        multipliers = self.config.trainer.lr_multipliers or None
-        groups = lr_param_groups(self.model, self.params, multipliers)
+        groups = lr_param_groups(self.model, self.params, self.multipliers)
         kwargs: dict[str, Any] = {"params": one_tensor_kind_per_group(groups) if one_kind_per_group else groups}
         # An option with `fused: null` (configs/optimizer.py) runs fused: one kernel for all of a group's parameters
         # (on CPU too: 12% of the CPU demo's step time went to the per-tensor loop, BENCHMARKS.md).
@@ -426,10 +445,10 @@ class Trainer:
 
     # -- lean checkpoints (trainer/frozen_base.py) ----------------------------------------------------------------
     def _reference_frozen_base(self, load_path: str, loaded_keys: list[str]) -> None:
-        """Checkpoints leave out the frozen parameters that `load_path` provided and reference the file instead."""
-        _, model_names = lora.base_view(get_model_state_dict(self.model))
+        """Checkpoints leave out the frozen parameters that `load_path` provided and reference the file instead.
+        `loaded_keys` are the model's own names already (load_model_weights: a LoRA layer's `.base_layer.` included)."""
         frozen = {name for name, p in self.model.named_parameters() if not p.requires_grad}
-        keys = sorted(model_names[k] for k in loaded_keys if model_names[k] in frozen)
+        keys = sorted(k for k in loaded_keys if k in frozen)
         if keys:
             ckpt_cfg = self.config.checkpoint
             # size and checksum are taken by rank 0 at the first save (the only rank that writes the reference)
