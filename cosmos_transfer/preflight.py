@@ -28,7 +28,12 @@ from torch import nn
 from cosmos_transfer.config.errors import UserError
 from cosmos_transfer.memory import GIB, MemoryReport, model_memory
 
-TOKENIZER_FILES_KEY = "checkpoint_dir"  # tokenizer configs with this key read released files when built
+# Tokenizer configs with one of these keys read released files when built: Cosmos' folder (encoder.jit, decoder.jit,
+# mean_std.pt) or the Wan2.1 VAE's tokenizer.pth of the 2.5 family.
+TOKENIZER_FILES_KEY = "checkpoint_dir"
+WAN_FILE_KEY = "checkpoint_path"
+# (spatial, temporal) compression of a file-reading tokenizer whose config does not say it, by class name.
+_STAND_IN_COMPRESSION = {"WanVAETokenizer": (8, 4)}
 
 
 class PreflightError(UserError, ValueError):
@@ -66,16 +71,31 @@ def count_videos(root: str) -> int:
     return sum(1 for name in os.listdir(folder) if name.endswith(".mp4")) if os.path.isdir(folder) else 0
 
 
-def check_tokenizer_files(config: Any) -> list[str]:
-    """The folder of a tokenizer that reads released files (encoder.jit, decoder.jit, mean_std.pt) holds them."""
-    tokenizer = _get(config, "model.tokenizer")
-    if tokenizer is None or not hasattr(tokenizer, "keys") or TOKENIZER_FILES_KEY not in tokenizer \
-            or not _get(tokenizer, "load_weights", True):
-        return []
-    from cosmos_transfer.tokenizers.files import resolve_checkpoint_dir
+def _class_name(node: Any) -> str:
+    return str(_get(node, "_target_", "")).rsplit(".", 1)[-1]
 
+
+def _reads_files(tokenizer: Any) -> bool:
+    """Whether a tokenizer config reads released files when built (Cosmos' folder, the Wan2.1 VAE's file)."""
+    return tokenizer is not None and hasattr(tokenizer, "keys") and bool(_get(tokenizer, "load_weights", True)) \
+        and (TOKENIZER_FILES_KEY in tokenizer or WAN_FILE_KEY in tokenizer)
+
+
+def check_tokenizer_files(config: Any) -> list[str]:
+    """The files of a tokenizer that reads released ones exist: Cosmos' folder (encoder.jit, decoder.jit,
+    mean_std.pt), or the Wan2.1 VAE's tokenizer.pth of the 2.5 family."""
+    tokenizer = _get(config, "model.tokenizer")
+    if not _reads_files(tokenizer):
+        return []
     try:
-        resolve_checkpoint_dir(_get(tokenizer, TOKENIZER_FILES_KEY), "model.tokenizer")
+        if TOKENIZER_FILES_KEY in tokenizer:
+            from cosmos_transfer.tokenizers.files import resolve_checkpoint_dir
+
+            resolve_checkpoint_dir(_get(tokenizer, TOKENIZER_FILES_KEY), "model.tokenizer")
+        else:
+            from cosmos_transfer.tokenizers.wan import WanVAETokenizer
+
+            WanVAETokenizer._checkpoint_file(_get(tokenizer, WAN_FILE_KEY))
     except FileNotFoundError as error:
         return [str(error)]
     return []
@@ -124,6 +144,9 @@ class _ShapeOnlyTokenizer(nn.Module):
     def latent_num_frames(self, num_frames: int) -> int:
         return 1 + (num_frames - 1) // self.temporal_compression
 
+    def pixel_num_frames(self, num_latent_frames: int) -> int:
+        return 1 + (num_latent_frames - 1) * self.temporal_compression
+
     def encode(self, video: torch.Tensor) -> torch.Tensor:  # the model is only counted, never run
         raise RuntimeError(
             "preflight's shape-only tokenizer stands in for a tokenizer whose files are missing: it counts memory "
@@ -133,25 +156,39 @@ class _ShapeOnlyTokenizer(nn.Module):
     decode = encode
 
 
-def estimate_memory(config: Any) -> tuple[MemoryReport | None, str]:
-    """(the model's memory report built on the meta device, a note) or (None, why it could not be built)."""
+def meta_model(config: Any) -> tuple[nn.Module | None, str]:
+    """(the model built on the meta device, a note on what stands in for it) or (None, why it could not be built)."""
     from cosmos_transfer.config.lazy import import_targets, instantiate
 
     model_config = config.model
     kwargs: dict[str, Any] = {}
     note = ""
     tokenizer = _get(model_config, "tokenizer")
-    if tokenizer is not None and hasattr(tokenizer, "keys") and TOKENIZER_FILES_KEY in tokenizer:
-        channels = _get(tokenizer, "latent_channels") or _get(model_config, "net.out_channels", 16)
-        kwargs["tokenizer"] = _ShapeOnlyTokenizer(int(channels), int(_get(tokenizer, "spatial_compression", 8)),
-                                                  int(_get(tokenizer, "temporal_compression", 8)))
-        note = " (the tokenizer's own weights not counted)"
     try:
+        if _reads_files(tokenizer):
+            channels = _get(tokenizer, "latent_channels") or _get(model_config, "net.out_channels", 16)
+            spatial, temporal = _STAND_IN_COMPRESSION.get(_class_name(tokenizer), (8, 8))
+            kwargs["tokenizer"] = _ShapeOnlyTokenizer(int(channels),
+                                                      int(_get(tokenizer, "spatial_compression", spatial)),
+                                                      int(_get(tokenizer, "temporal_compression", temporal)))
+            note = " (the tokenizer's own weights not counted)"
+        elif tokenizer is not None and hasattr(tokenizer, "keys"):  # no files, no weights (pixel, DCT): built for
+            kwargs["tokenizer"] = instantiate(tokenizer)  # real, as the trainer does (its checks need real numbers)
         import_targets(model_config)
         with torch.device("meta"):
             model = instantiate(model_config, **kwargs)
     except Exception as error:  # noqa: BLE001 - the real build reports it with its own message
         return None, f"{type(error).__name__}: {error}"
+    return model, note
+
+
+def estimate_memory(config: Any, model: nn.Module | None = None, note: str = "") -> tuple[MemoryReport | None, str]:
+    """(the model's memory report built on the meta device, a note) or (None, why it could not be built);
+    `model`: one meta_model built already."""
+    if model is None:
+        model, note = meta_model(config)
+        if model is None:
+            return None, note
     optimizer_states = 0 if "SGD" in str(_get(config, "optimizer._target_", "")) else 2
     return model_memory(model, optimizer_states=optimizer_states, ema=config.ema is not None), note
 
@@ -249,14 +286,92 @@ def world_size_problems(config: Any, *, world_size: int, local_world_size: int, 
     return problems
 
 
+def _clip_lengths(config: Any) -> dict[str, list[int]]:
+    """Each loader's clip lengths in pixel frames: its dataset's num_frames, or its buckets' lengths."""
+    from cosmos_transfer.data.buckets import parse_buckets
+
+    lengths = {}
+    for loader in ("dataloader_train", "dataloader_val"):
+        dataset = _get(config, f"{loader}.dataset")
+        buckets, num_frames = _get(dataset, "buckets"), _get(dataset, "num_frames")
+        try:
+            frames = sorted({b.num_frames for b in parse_buckets(list(buckets))}) if buckets is not None else \
+                [int(num_frames)] if num_frames is not None else []
+        except (TypeError, ValueError):  # malformed: the dataset reports it with its own message
+            frames = []
+        if frames:
+            lengths[f"{loader}.dataset." + ("buckets" if buckets is not None else "num_frames")] = frames
+    return lengths
+
+
+def _lengths_that_split(tokenizer: Any, num_frames: int, unit: int) -> list[int]:
+    """Pixel clip lengths near `num_frames` whose latent frames are a multiple of `unit` (the two below, the two
+    above)."""
+    latent = tokenizer.latent_num_frames(num_frames)
+    below = [latent // unit * unit - unit * k for k in (1, 0)]
+    above = [(latent // unit + k) * unit for k in (1, 2)]
+    return [tokenizer.pixel_num_frames(m) for m in below + above if m >= unit]
+
+
+def context_parallel_problems(config: Any, model: nn.Module | None, *, world_size: int) -> list[str]:
+    """trainer.context_parallel_size against the ranks, the networks' attention heads and the clips' token frames
+    (Ulysses attention splits the heads and the token frames over the group: trainer/context_parallel.py); each
+    refusal names what would work. `model`: built on the meta device (None: only the ranks are checked)."""
+    cp = int(_get(config, "trainer.context_parallel_size", 1) or 1)
+    if cp == 1:
+        return []
+    setting = f"trainer.context_parallel_size={cp}"
+    problems = []
+    if world_size % cp:
+        problems.append(f"{setting} must divide the number of ranks ({world_size}): each group of {cp} ranks shares "
+                        f"one sample; run a multiple of {cp} ranks (torchrun --nproc_per_node) or set "
+                        f"{setting.split('=')[0]} to a divisor of {world_size}")
+    shard = int(_get(config, "trainer.fsdp_shard_size", 0) or 0)
+    if shard:
+        problems.append(f"{setting} with trainer.fsdp_shard_size={shard}: context parallelism shards FSDP2 over all "
+                        "ranks; set trainer.fsdp_shard_size=0 (HSDP with context parallelism is not built)")
+    if model is None:
+        return problems
+    from cosmos_transfer.trainer.parallelize import find_networks
+
+    networks = find_networks(model)
+    for name, net in networks:
+        heads = int(getattr(net, "num_heads", 0) or 0)
+        if heads and heads % cp:
+            sizes = [n for n in range(2, heads + 1) if heads % n == 0 and world_size % n == 0]
+            problems.append(f"{setting}: {name or 'the network'} has {heads} attention heads, which do not split over "
+                            f"{cp} ranks (each rank attends with heads/{cp} heads); sizes that split them over "
+                            f"{world_size} rank(s): {sizes or 'none but 1'}")
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None or not networks:
+        return problems
+    unit = cp * max(int(getattr(net, "patch_temporal", 1) or 1) for _, net in networks)
+    for key, lengths in _clip_lengths(config).items():
+        for num_frames in lengths:
+            try:
+                latent = tokenizer.latent_num_frames(num_frames)
+            except ValueError as error:  # a length the tokenizer cannot take: its own message says which it can
+                problems.append(f"{key}: {error}")
+                continue
+            if latent % unit:
+                working = ", ".join(str(n) for n in _lengths_that_split(tokenizer, num_frames, unit))
+                problems.append(
+                    f"{key}: clips of {num_frames} frames are {latent} latent frames, which do not split over the "
+                    f"{cp} ranks of {setting} (it needs a multiple of {unit} latent frames); lengths that split: "
+                    f"{working} frames (set {key}, or another context_parallel_size)")
+    return problems
+
+
 def check_run(config: Any, *, world_size: int, local_world_size: int, device_type: str) -> list[str]:
     """Every problem found, as one sentence each (empty: go ahead)."""
     problems = check_paths(config)
     cuda_devices = torch.cuda.device_count() if device_type == "cuda" else 0
     problems += world_size_problems(config, world_size=world_size, local_world_size=local_world_size,
                                     device_type=device_type, cuda_devices=cuda_devices)
-    if _get(config, "model") is not None:
-        report, note = estimate_memory(config)
+    model, note = meta_model(config) if _get(config, "model") is not None else (None, "")
+    problems += context_parallel_problems(config, model, world_size=world_size)
+    if model is not None:
+        report, note = estimate_memory(config, model, note)
         if report is not None:
             device_bytes = torch.cuda.get_device_properties(0).total_memory if cuda_devices else None
             problems += memory_problems(report, note, world_size=world_size, local_world_size=local_world_size,
