@@ -101,15 +101,51 @@ def check_tokenizer_files(config: Any) -> list[str]:
     return []
 
 
+def is_cosmos_2p5(config: Any) -> bool:
+    """Whether the model is of the Cosmos-2.5 family (Transfer2.5 / Predict2.5 nets), whose files, text encoder and
+    tokenizer differ from Transfer1's: every hint below names the family's own."""
+    return _class_name(_get(config, "model.net")).startswith("Cosmos25")
+
+
+def _load_path_hint(config: Any) -> str:
+    if is_cosmos_2p5(config):
+        return ("expected a .safetensors/.pt file or another job's iter_* folder: a released Transfer2.5 file is the "
+                "load path as it is, e.g. checkpoints/nvidia/Cosmos-Transfer2.5-2B/general/edge/<uuid>_ema_bf16.pt "
+                "(Predict2.5: checkpoints/nvidia/Cosmos-Predict2.5-2B/base/post-trained/<uuid>_ema_bf16.pt), and "
+                "a joint model's file is made by scripts/convert_checkpoint.py to-ours <edge file> joint.safetensors "
+                "--control edge=<edge file> --control vis=<blur file> ...; docs/TRAINING.md, \"Cosmos-Transfer2.5-2B "
+                "control branches\", step 1")
+    return ("expected a .safetensors/.pt file or another job's iter_* folder: scripts/convert_checkpoint.py to-ours "
+            "base_model.pt <out>.safetensors --new-control <key> converts Cosmos-Transfer1-7B's base_model.pt into "
+            "one; docs/TRAINING.md, \"Post-training a control branch from the official Cosmos-Transfer1-7B "
+            "weights\", step 1")
+
+
+# Text-embedding folders -> how scripts/prepare_dataset.py writes them (the encoder, and the extra it needs).
+_TEXT_ENCODER_HINTS = {
+    "t5_xxl": "--text_encoder checkpoints/google-t5/t5-11b (T5-XXL, Transfer1's text encoder: pip install -e '.[t5]')",
+    "reason1": "--text_encoder checkpoints/nvidia/Cosmos-Reason1-7B (Cosmos-Reason1, the 2.5 family's text "
+               "encoder: pip install -e '.[reason1]')",
+    "reason1_projected": "--text_encoder checkpoints/nvidia/Cosmos-Reason1-7B --project-with <the base's file> "
+                         "(Cosmos-Reason1 through the base's crossattn_proj: pip install -e '.[reason1]')",
+    "minilm_l6": "--text_encoder minilm (the demo's all-MiniLM-L6-v2)",
+}
+
+
+def _text_encoder_hint(folder: str, cosmos_2p5: bool) -> str:
+    default = "reason1" if cosmos_2p5 else "t5_xxl"
+    return _TEXT_ENCODER_HINTS.get(folder, _TEXT_ENCODER_HINTS[default])
+
+
 def check_paths(config: Any) -> list[str]:
     problems = []
+    cosmos_2p5 = is_cosmos_2p5(config)
     load_path = str(_get(config, "checkpoint.load_path", "") or "")
     if load_path and job_checkpoint(config) is None and not os.path.exists(load_path):
-        problems.append(
-            f"checkpoint.load_path {load_path!r} does not exist (expected a .safetensors/.pt file or another job's "
-            "iter_* folder; docs/TRAINING.md step 1 converts the official base into one)"
-        )
+        problems.append(f"checkpoint.load_path {load_path!r} does not exist ({_load_path_hint(config)})")
     problems += check_tokenizer_files(config)
+    layout = "videos/, captions/ and Cosmos-Reason1 embeddings (docs/DATASETS.md, \"The Cosmos-2.5 family\")" \
+        if cosmos_2p5 else "videos/, metas/ and text embeddings (docs/DATASETS.md)"
     for loader in ("dataloader_train", "dataloader_val"):
         dataset = _get(config, f"{loader}.dataset")
         root = _get(dataset, "root")
@@ -117,8 +153,7 @@ def check_paths(config: Any) -> list[str]:
             continue
         root = str(root)
         if not os.path.isdir(root):
-            problems.append(f"{loader}.dataset.root {root!r} does not exist (a folder with videos/, metas/ and "
-                            "text embeddings, docs/DATASETS.md)")
+            problems.append(f"{loader}.dataset.root {root!r} does not exist (a folder with {layout})")
             continue
         if not os.path.isdir(os.path.join(root, "videos")):
             problems.append(f"{loader}.dataset.root {root!r} has no videos/ folder (layout: docs/DATASETS.md)")
@@ -126,8 +161,8 @@ def check_paths(config: Any) -> list[str]:
         if embeddings and not os.path.isdir(os.path.join(root, str(embeddings))):
             problems.append(
                 f"{loader}.dataset: text-embedding folder {os.path.join(root, str(embeddings))!r} does not exist "
-                f"(compute it with scripts/prepare_dataset.py {root} --text_encoder ..., or set "
-                f"{loader}.dataset.text_embedding_folder)"
+                f"(compute it with scripts/prepare_dataset.py {root} "
+                f"{_text_encoder_hint(str(embeddings), cosmos_2p5)}, or set {loader}.dataset.text_embedding_folder)"
             )
     return problems
 
@@ -205,17 +240,31 @@ def host_available_bytes() -> int | None:
     return None
 
 
+def gpu_names() -> str:
+    """The CUDA devices this process sees, named (`cuda:0..7 NVIDIA H100 80GB HBM3`): what a message about the GPU
+    refers to; "no CUDA device" without one."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    names = [torch.cuda.get_device_name(i) for i in range(count)]
+    if not names:
+        return "no CUDA device"
+    if len(set(names)) == 1:
+        return f"cuda:0{f'..{count - 1}' if count > 1 else ''} {names[0]}"
+    return ", ".join(f"cuda:{i} {name}" for i, name in enumerate(names))
+
+
 def memory_problems(report: MemoryReport, note: str, *, world_size: int, local_world_size: int, device_type: str,
-                    device_bytes: int | None, host_bytes: int | None, sharded_build: bool = False) -> list[str]:
+                    device_bytes: int | None, host_bytes: int | None, sharded_build: bool = False,
+                    device_name: str = "the GPU", smaller: str = "demo_edge_tiny or ctrl_tiny") -> list[str]:
     """The model's persistent state against the device (per rank) and the host (all local ranks). `sharded_build`:
-    the trainer builds the model on the meta device and each rank holds only its shard (checkpoint.load_path)."""
+    the trainer builds the model on the meta device and each rank holds only its shard (checkpoint.load_path).
+    `device_name`: which GPU the figures are of; `smaller`: the family's CPU-sized experiments."""
     gib = lambda n: f"{n / GIB:,.1f} GiB"  # noqa: E731
     figures = (f"{report.trainable_parameters / 1e6:,.1f} M trainable and {report.frozen_parameters / 1e6:,.1f} M "
                f"frozen parameters: weights, gradients, optimizer state and EMA {gib(report.total_bytes)}{note}, "
                "activations not counted")
     more = "more GPUs (torchrun --nproc_per_node=N: FSDP2 divides the networks' share by N)" if device_type == \
         "cuda" else "a machine with GPUs (docs/TRAINING.md: FSDP2 divides the networks' share by their number)"
-    options = (f"Options: {more}; a smaller experiment (e.g. experiment=demo_edge_tiny or ctrl_tiny on a CPU); "
+    options = (f"Options: {more}; a smaller experiment (e.g. experiment={smaller} on a CPU); "
                "CPU offload of the training state does not exist in this trainer (inference has --offload for the "
                "tokenizer)")
     problems = []
@@ -223,7 +272,7 @@ def memory_problems(report: MemoryReport, note: str, *, world_size: int, local_w
     per_rank = sharded / max(world_size, 1) + report.tokenizer_bytes
     if device_type == "cuda" and device_bytes:
         if per_rank > device_bytes:
-            problems.append(f"the model needs {gib(per_rank)} per GPU on {world_size} GPU(s), the GPU has "
+            problems.append(f"the model needs {gib(per_rank)} per GPU on {world_size} GPU(s), {device_name} has "
                             f"{gib(device_bytes)} ({figures}). {options}")
     # Without load_path every rank builds the whole model in host memory before moving it (CPU training: it stays
     # there); with it each rank materializes only its shard (trainer/shard_loading.py).
@@ -261,7 +310,8 @@ def inference_memory_problems(config: Any, *, device_type: str, half_precision: 
         on_gpu = parameters * 2 + report.buffer_bytes + report.tokenizer_bytes if half_precision else stored
         gpu = torch.cuda.get_device_properties(0).total_memory
         if on_gpu > gpu:
-            problems.append(f"the model needs {gib(on_gpu)} on the GPU, which has {gib(gpu)} ({figures}); "
+            problems.append(f"the model needs {gib(on_gpu)} on the GPU (cuda:0 {torch.cuda.get_device_name(0)}), "
+                            f"which has {gib(gpu)} ({figures}); "
                             "--offload keeps the tokenizer on the CPU between its calls; or a GPU with more memory")
     return problems
 
@@ -273,8 +323,8 @@ def world_size_problems(config: Any, *, world_size: int, local_world_size: int, 
     if 0 < shard < world_size and world_size % shard:
         problems.append(f"trainer.fsdp_shard_size={shard} must divide the number of ranks ({world_size})")
     if device_type == "cuda" and local_world_size > cuda_devices:
-        problems.append(f"{local_world_size} processes per node but {cuda_devices} GPU(s) on this node: set "
-                        f"torchrun --nproc_per_node to at most {cuda_devices}")
+        problems.append(f"{local_world_size} processes per node but {cuda_devices} GPU(s) on this node "
+                        f"({gpu_names()}): set torchrun --nproc_per_node to at most {cuda_devices}")
     root = _get(config, "dataloader_train.dataset.root")
     batch = int(_get(config, "dataloader_train.batch_size", 1) or 1)
     if root is not None and os.path.isdir(os.path.join(str(root), "videos")):
@@ -377,5 +427,8 @@ def check_run(config: Any, *, world_size: int, local_world_size: int, device_typ
             problems += memory_problems(report, note, world_size=world_size, local_world_size=local_world_size,
                                         device_type=device_type, device_bytes=device_bytes,
                                         host_bytes=host_available_bytes(),
-                                        sharded_build=bool(_get(config, "checkpoint.load_path", "")))
+                                        sharded_build=bool(_get(config, "checkpoint.load_path", "")),
+                                        device_name=f"each GPU ({gpu_names()})" if cuda_devices else "the GPU",
+                                        smaller="transfer2p5_tiny" if is_cosmos_2p5(config) else
+                                        "demo_edge_tiny or ctrl_tiny")
     return problems
