@@ -35,6 +35,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from cosmos_transfer import lora
+from cosmos_transfer.config.errors import ConfigError
 from cosmos_transfer.config.lazy import instantiate
 from cosmos_transfer.dtypes import torch_dtype
 from cosmos_transfer.flops import device_peak_tflops, mfu
@@ -178,7 +179,8 @@ class Trainer:
         self.dp_rank, self.dp_size = (self.cp.dp_rank, self.cp.dp_size) if self.cp else (self.rank, self.world_size)
         for name, group in (("model", "model"), ("optimizer", "optimizer"), ("dataloader_train", "data_train")):
             if getattr(config, name, None) is None:
-                raise ValueError(f"config.{name} is not set: choose a `{group}` option (or an experiment that sets it)")
+                raise ConfigError(f"config.{name} is not set: choose a `{group}` option (or an experiment that "
+                                  "sets it)")
         self.max_iter = int(trainer_cfg.max_iter)
         self.grad_accum_iter = int(trainer_cfg.grad_accum_iter)
         self.clip_grad_norm = float(trainer_cfg.clip_grad_norm)

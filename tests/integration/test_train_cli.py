@@ -196,3 +196,10 @@ def test_a_lora_setting_the_model_cannot_take_is_one_paragraph(tmp_path):
     result = _run(args, cwd=tmp_path, env={"OUTPUT_ROOT": str(tmp_path / "out")})
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "train: error: lora.rank must be a positive integer, got 0" in result.stderr
+
+
+def test_a_component_left_unset_is_one_paragraph(tmp_path):
+    args = [f"--config={CONFIG}", "--skip-checks", "--", "experiment=ctrl_tiny", "dataloader_train=null"]
+    result = _run(args, cwd=tmp_path, env={"OUTPUT_ROOT": str(tmp_path / "out")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "train: error: config.dataloader_train is not set: choose a `data_train` option" in result.stderr
