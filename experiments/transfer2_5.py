@@ -27,7 +27,8 @@ the DCT tokenizer and the demo dataset (datasets/demo, scripts/make_demo_dataset
 tokenizer, not a tiny random Wan2.1 VAE: it has no weights and no dependency (the Wan VAE needs diffusers, an
 optional extra), costs nothing on two cores, and its latents decode to real pictures, so the generated demo video
 means something; its 4x temporal compression (17 -> 5 frames) is the Wan VAE's. A random Wan VAE's latents would train
-the same code but decode to noise.
+the same code but decode to noise. Its 5 latent frames do not split over context-parallel ranks: with
+trainer.context_parallel_size=2 give the loaders 13 or 21 frames (scripts/train.py's checks name the lengths).
 """
 
 from hydra.core.config_store import ConfigStore
