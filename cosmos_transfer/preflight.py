@@ -5,13 +5,17 @@
         raise PreflightError(problems)          # one message listing every problem
 
 What is checked (each cheap: file-system look-ups and a model built on the meta device, which allocates nothing):
-- paths: `checkpoint.load_path` (when the job has no checkpoint to resume from), the tokenizer folder of a tokenizer
-  that reads files, each dataset root (`dataloader_{train,val}.dataset.root`), its `videos/` folder and its
-  text-embedding folder;
+- paths: `checkpoint.load_path` (when the job has no checkpoint to resume from), the files of a tokenizer that reads
+  them (Cosmos' folder, the 2.5 family's Wan2.1 VAE tokenizer.pth), each dataset root
+  (`dataloader_{train,val}.dataset.root`), its `videos/` folder and its text-embedding folder; each hint names the
+  model family's own files and commands (Transfer1's base_model.pt and T5-XXL, Transfer2.5's released files and
+  Cosmos-Reason1);
 - memory: the model's weights, gradients, optimizer state and EMA (cosmos_transfer.memory) against the GPU's memory
   (FSDP2 divides the networks by the number of ranks) and against the host's available memory (every rank builds
   the whole model in host memory before moving it to its device, or with checkpoint.load_path only its shard);
-- world size: `trainer.fsdp_shard_size` divides it, there is a GPU for every local rank, every rank gets a batch.
+- world size: `trainer.fsdp_shard_size` divides it, there is a GPU for every local rank, every rank gets a batch;
+- context parallelism: `trainer.context_parallel_size` divides the ranks, every network's attention heads and every
+  loader's latent frames (Ulysses splits both), each refusal naming the sizes or clip lengths that would work.
 
 Activations are not counted (they come on top), so a run refused here could never have run; one that passes may
 still run out of memory later (docs/TRAINING.md, troubleshooting).
