@@ -31,6 +31,7 @@ from torch import nn
 
 from cosmos_transfer.config.errors import UserError
 from cosmos_transfer.memory import GIB, MemoryReport, model_memory
+from cosmos_transfer.tokenizers.base import VideoTokenizer
 
 # Tokenizer configs with one of these keys read released files when built: Cosmos' folder (encoder.jit, decoder.jit,
 # mean_std.pt) or the Wan2.1 VAE's tokenizer.pth of the 2.5 family.
@@ -171,28 +172,24 @@ def check_paths(config: Any) -> list[str]:
     return problems
 
 
-class _ShapeOnlyTokenizer(nn.Module):
-    """Stands in for a tokenizer whose files are missing, so that the model can be built for the memory count."""
+class _ShapeOnlyTokenizer(VideoTokenizer):
+    """Stands in for a tokenizer whose files are missing, so that the model can be built for the memory count and
+    its frame arithmetic (chunks included: VideoTokenizer's) used by the context-parallel check."""
 
-    def __init__(self, latent_channels: int, spatial_compression: int, temporal_compression: int) -> None:
-        super().__init__()
-        self.latent_channels = latent_channels
-        self.spatial_compression = spatial_compression
-        self.temporal_compression = temporal_compression
+    def __init__(self, latent_channels: int, spatial_compression: int, temporal_compression: int,
+                 pixel_chunk_duration: int | None = None) -> None:
+        super().__init__(latent_channels=latent_channels, spatial_compression=spatial_compression,
+                         temporal_compression=temporal_compression,  # no chunk length given: one chunk, however long
+                         pixel_chunk_duration=pixel_chunk_duration or 1 + temporal_compression * 10**6)
 
-    def latent_num_frames(self, num_frames: int) -> int:
-        return 1 + (num_frames - 1) // self.temporal_compression
-
-    def pixel_num_frames(self, num_latent_frames: int) -> int:
-        return 1 + (num_latent_frames - 1) * self.temporal_compression
-
-    def encode(self, video: torch.Tensor) -> torch.Tensor:  # the model is only counted, never run
+    def _encode_chunk(self, video: torch.Tensor) -> torch.Tensor:  # the model is only counted, never run
         raise RuntimeError(
             "preflight's shape-only tokenizer stands in for a tokenizer whose files are missing: it counts memory "
             "and cannot encode or decode; download the tokenizer (docs/TRAINING.md) to run the model"
         )
 
-    decode = encode
+    _decode_chunk = _encode_chunk
+    encode = decode = _encode_chunk
 
 
 def meta_model(config: Any) -> tuple[nn.Module | None, str]:
@@ -209,7 +206,8 @@ def meta_model(config: Any) -> tuple[nn.Module | None, str]:
             spatial, temporal = _STAND_IN_COMPRESSION.get(_class_name(tokenizer), (8, 8))
             kwargs["tokenizer"] = _ShapeOnlyTokenizer(int(channels),
                                                       int(_get(tokenizer, "spatial_compression", spatial)),
-                                                      int(_get(tokenizer, "temporal_compression", temporal)))
+                                                      int(_get(tokenizer, "temporal_compression", temporal)),
+                                                      _get(tokenizer, "pixel_chunk_duration"))
             note = " (the tokenizer's own weights not counted)"
         elif tokenizer is not None and hasattr(tokenizer, "keys"):  # no files, no weights (pixel, DCT): built for
             kwargs["tokenizer"] = instantiate(tokenizer)  # real, as the trainer does (its checks need real numbers)
