@@ -263,7 +263,7 @@ class Trainer:
         model = self._instantiate_model()
         # LoRA adapters (config.lora, cosmos_transfer/lora.py) go in before sharding, from the same seed on all ranks.
         self.lora = instantiate(self.config.lora) if self.config.lora else None
-        self.frozen_by_lora: set[str] = set()  # parameters that train in full without LoRA (model names)
+        self.frozen_by_lora: set[str] = set()  # parameters LoRA froze that would train without it (model names)
         if self.lora is not None:
             trained = {name for name, p in model.named_parameters() if p.requires_grad}
             self._print(self.lora.apply(model))
@@ -304,7 +304,7 @@ class Trainer:
         return params
 
     def _multipliers_in_use(self) -> dict[str, float] | None:
-        """trainer.lr_multipliers less the patterns that name only layers LoRA froze (said once): an experiment's
+        """trainer.lr_multipliers less the patterns that name only layers LoRA froze (with a line): an experiment's
         multipliers for layers it trains in full (the demo's AdaLN modulation) mean nothing when LoRA adapts them
         instead, and would otherwise stop `lora=control` on it as matching no trainable parameter. A pattern that
         matches no parameter LoRA froze stays an error (param_groups.py)."""
