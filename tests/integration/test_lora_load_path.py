@@ -54,8 +54,8 @@ def _transfer2p5_base(tmp_path) -> str:
     return path
 
 
-def _train_one_step(config, monkeypatch) -> "Trainer":  # noqa: F821
-    """A Trainer on one gloo rank in this process, run for its max_iter (1); returns it for inspection."""
+def _train(config, monkeypatch) -> "Trainer":  # noqa: F821
+    """A Trainer on one gloo rank in this process, run to its max_iter; returns it for inspection."""
     from cosmos_transfer.trainer import distributed
     from cosmos_transfer.trainer.trainer import Trainer
 
@@ -82,13 +82,13 @@ def test_lora_starts_from_a_released_base(tmp_path, monkeypatch, capsys, family,
         experiment, num_frames, load_path = "transfer2p5_tiny", 9, _transfer2p5_base(tmp_path)
     data = make_tiny_dataset(tmp_path / "data", stems=("a", "b"), num_frames=num_frames, size=(32, 32),
                              text_dim=384)
-    config = override(make_config(), [
+    overrides = [
         "--", f"experiment={experiment}", f"lora={target}", "lora.rank=4", "lora.alpha=8",
         f"checkpoint.load_path={load_path}", *_data_overrides(data, num_frames), "dataloader_train.batch_size=1",
-        "trainer.max_iter=1", "trainer.validation_iter=0", "trainer.progress_bar=false", "trainer.tensorboard=false",
+        "trainer.validation_iter=0", "trainer.progress_bar=false", "trainer.tensorboard=false",
         "checkpoint.save_iter=1", "ema=null",
-    ])
-    trainer = _train_one_step(config, monkeypatch)
+    ]
+    trainer = _train(override(make_config(), [*overrides, "trainer.max_iter=1"]), monkeypatch)
     # The demo's multipliers of the AdaLN modulation name layers lora=control freezes: dropped, and said so.
     dropped = "trainer.lr_multipliers ['*adaLN_modulation*', '*t_embedder*'] name only layers LoRA freezes"
     assert (dropped in capsys.readouterr().out) == (experiment == "demo_edge_tiny" and target == "control")
@@ -101,3 +101,9 @@ def test_lora_starts_from_a_released_base(tmp_path, monkeypatch, capsys, family,
     assert base is not None and base.path == os.path.abspath(load_path)
     frozen = {n for n, p in trainer.model.named_parameters() if not p.requires_grad}
     assert set(base.keys) <= frozen and any(".base_layer." in k for k in base.keys)
+
+    # The job goes on: the frozen base read again from the released file under the adapted layers' names.
+    resumed = _train(override(make_config(), [*overrides, "trainer.max_iter=2"]), monkeypatch)
+    assert resumed.resumed_from == checkpoint and resumed.iteration == 2
+    written = frozen_base.read(os.path.join(trainer.job_dir, "checkpoints", "iter_000000002"))
+    assert written is not None and written.keys == base.keys
