@@ -353,6 +353,7 @@ class Trainer:
             "optimizer_lr": self._configured_lr(),
             "lora": self.lora.settings() if self.lora is not None else None,  # what export needs to merge adapters
             "optimizer_groups": self.optimizer_groups,  # absent: from before the split (_match_optimizer_groups)
+            "context_parallel_size": self.cp.size if self.cp is not None else 1,  # _check_context_parallel
         }
 
     def _lr_multipliers(self) -> dict[str, float]:
@@ -377,6 +378,19 @@ class Trainer:
                 f"to {float(saved):g} to resume this job; to train on from these weights at another rate, start a new "
                 f"job (another job.name) with checkpoint.load_path={checkpoint}"
             )
+
+    def _check_context_parallel(self, checkpoint: str) -> None:
+        """Another trainer.context_parallel_size regroups the ranks: the data positions and noise streams the
+        checkpoint saved per data-parallel rank would go to ranks of other groups (context_parallel.py)."""
+        saved = self.checkpointer.saved_trainer_state(checkpoint).get("context_parallel_size")
+        current = self.cp.size if self.cp is not None else 1
+        if saved is not None and int(saved) != current:
+            raise ConfigError(
+                f"trainer.context_parallel_size is {current}, but {checkpoint} was saved with {int(saved)}: the ranks "
+                "would form other groups, and the data positions and noise streams saved per data-parallel rank "
+                f"would not be theirs. Set it back to {int(saved)} to resume this job; to go on from these weights "
+                "with another size, start a new job (another job.name) with checkpoint.load_path set to a file "
+                "exported by scripts/export_checkpoint.py")
 
     def _check_optimizer_groups(self, checkpoint: str) -> None:
         """The optimizer's parameter groups come from trainer.lr_multipliers: a checkpoint saved with other
@@ -426,6 +440,7 @@ class Trainer:
         self._check_optimizer_groups(latest)
         self._match_optimizer_groups(latest)
         self._check_learning_rate(latest)
+        self._check_context_parallel(latest)
         self._report_nan_stop(latest)
         self._reload_frozen_base(latest)
         state = self.checkpointer.load(latest, self._app_state())
