@@ -1,11 +1,12 @@
 """LoRA started from a released base (`checkpoint.load_path` + `lora=control|base`), both families, through the
 Trainer in this process (one gloo rank): it builds, loads, trains a step and writes its lean checkpoint, whose
-frozen-base reference names the model's own (`.base_layer.`) names. Before, the loaded names were mapped a second time
-(KeyError '...to_k.0.base_layer.weight'), so LoRA only ever started from scratch.
+frozen-base reference names the model's own (`.base_layer.`) names, then resumes from it. Before, the loaded names were
+mapped a second time (KeyError '...to_k.0.base_layer.weight'), so LoRA only ever started from scratch; and the demo's
+lr_multipliers stopped `lora=control` on it ("match no trainable parameter").
 
 The Transfer1 base is assets/demo/base_model.pt converted as `make demo` does (NVIDIA's layout, a new edge branch);
 the 2.5 base is a transfer2p5_tiny network written as NVIDIA releases its files (net.*, bf16).
-peft's import is slow here (it imports transformers): one module of four short runs.
+peft's import is slow here (it imports transformers): one module of four cases, ~25 s in all.
 """
 
 from __future__ import annotations
