@@ -34,13 +34,17 @@ test-fast: $(VENV)/.installed
 # The post-training workflow of docs/TRAINING.md at tiny size, on the base shipped in assets/demo (made once by
 # scripts/pretrain_demo_base.py): convert it with a new edge branch, train the branch on the frozen base, then
 # generate and score the validation clips with the control on and off (scripts/inference.py, scripts/evaluate.py).
-DEMO_JOB := outputs/cosmos_transfer/demo/demo_edge_tiny
-DEMO_INIT := outputs/cosmos_transfer/demo/demo_edge_init.safetensors
+# Where it writes is the config's job.path ($OUTPUT_ROOT/cosmos_transfer/demo/demo_edge_tiny, OUTPUT_ROOT defaulting
+# to ./outputs), asked of scripts/demo_report.py --print, so that make, the trainer and the report agree.
+# DEMO_OVERRIDES: Hydra overrides for the training and the report alike (e.g. DEMO_OVERRIDES=job.name=second_try).
+DEMO_OVERRIDES ?=
+DEMO_PATH = $(PY) scripts/demo_report.py --print
 demo: $(VENV)/.installed
 	test -d datasets/demo || $(PY) scripts/make_demo_dataset.py --out datasets/demo
-	test -f $(DEMO_INIT) || $(PY) scripts/convert_checkpoint.py to-ours assets/demo/base_model.pt $(DEMO_INIT) --new-control edge --num-control-blocks 2
-	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) scripts/train.py --config=configs/train.py -- experiment=demo_edge_tiny checkpoint.load_path=$(DEMO_INIT)
-	$(PY) scripts/demo_report.py --job $(DEMO_JOB) --data datasets/demo/val
+	init="$$($(DEMO_PATH) init -- $(DEMO_OVERRIDES))" && \
+	{ test -f "$$init" || $(PY) scripts/convert_checkpoint.py to-ours assets/demo/base_model.pt "$$init" --new-control edge --num-control-blocks 2; } && \
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) scripts/train.py --config=configs/train.py -- experiment=demo_edge_tiny checkpoint.load_path="$$init" $(DEMO_OVERRIDES)
+	$(PY) scripts/demo_report.py --data datasets/demo/val -- $(DEMO_OVERRIDES)
 
 clean-demo:
-	rm -rf outputs/cosmos_transfer/demo
+	folder="$$($(DEMO_PATH) folder -- $(DEMO_OVERRIDES))" && rm -rf "$$folder"

@@ -39,6 +39,7 @@ def ctrl_7b_experiment(name: str, hint_keys: list, hint_dropout_rate: float = 0.
         {"override /data_val": "custom"},
         {"override /optimizer": "fusedadamw"},
         {"override /scheduler": "lambdalinear"},
+        {"override /callbacks": "loss_line"},  # a plain loss line every logging_iter (50) iterations, for batch logs
     ]
     if len(hint_keys) == 1:  # the hint_key group sets the model's and the datasets' keys
         defaults.append({"override /hint_key": f"control_input_{hint_keys[0]}"})
@@ -60,7 +61,8 @@ def ctrl_7b_experiment(name: str, hint_keys: list, hint_dropout_rate: float = 0.
             **keys.get("model", {}),
         ),
         optimizer=dict(lr=2 ** (-14.3), weight_decay=0.1, betas=[0.9, 0.99], eps=1e-10),  # Cosmos: ~5e-5
-        trainer=dict(max_iter=10_000, logging_iter=50, activation_checkpointing="full", clip_grad_norm=1.0),
+        trainer=dict(max_iter=10_000, logging_iter=50, activation_checkpointing="full", clip_grad_norm=1.0,
+                     callbacks=dict(loss_line=dict(every=50))),
         checkpoint=dict(save_iter=1000, allowed_missing_keys=NEW_BRANCH_KEYS),
     )
     experiment.update({k: v for k, v in keys.items() if k != "model"})

@@ -103,6 +103,7 @@ DEMO_EDGE_TINY = LazyDict(
             # 1/20 of the rate: at the full 1e-3 the zero-initialized gates grow ~100x within 100 steps, and the
             # residual stream with them (to ~1000), which starves the low-noise denoising the samples need.
             # Measured on this experiment: validation MSE at 1,000 steps 0.577 without, 0.174 with (BENCHMARKS.md).
+            # With lora=control the branch's modulation is frozen: the trainer then leaves these out and says so.
             lr_multipliers={"*adaLN_modulation*": 0.05, "*t_embedder*": 0.05},
         ),
         # The converted base holds no weights of the branch's own new layers: they keep their (zero) initialization.

@@ -11,6 +11,10 @@ from cosmos_transfer.config.lazy import LazyDict
 
 cs = ConfigStore.instance()
 
+# The tiny net sized for the pixel tokenizer's 48 channels (4x4 patches of RGB), the demo data's 17-frame clips and its
+# MiniLM captions (40 x 384): without it the model refused the tokenizer's channels at build time.
+_TINY_MODEL = dict(net=dict(in_channels=48, out_channels=48, max_frames=24, crossattn_emb_channels=384))
+
 # A small, CPU-sized run: tiny network, pixel tokenizer, demo data, constant learning rate.
 EXAMPLE_TINY = LazyDict(
     dict(
@@ -23,6 +27,7 @@ EXAMPLE_TINY = LazyDict(
             "_self_",
         ],
         job=dict(group="examples", name="example_tiny"),
+        model=_TINY_MODEL,
         optimizer=dict(lr=1e-4),
         trainer=dict(max_iter=20, logging_iter=5),
         checkpoint=dict(save_iter=10),
@@ -53,6 +58,7 @@ for stage, settings in STAGES.items():
                 dict(
                     defaults=[{"override /net": "tiny"}, {"override /scheduler": scheduler}, "_self_"],
                     job=dict(group="examples", name=f"example_tiny_{stage}_{scheduler}"),
+                    model=_TINY_MODEL,
                     optimizer=dict(lr=settings["lr"]),
                     trainer=dict(max_iter=settings["max_iter"]),
                 )

@@ -27,7 +27,8 @@ the DCT tokenizer and the demo dataset (datasets/demo, scripts/make_demo_dataset
 tokenizer, not a tiny random Wan2.1 VAE: it has no weights and no dependency (the Wan VAE needs diffusers, an
 optional extra), costs nothing on two cores, and its latents decode to real pictures, so the generated demo video
 means something; its 4x temporal compression (17 -> 5 frames) is the Wan VAE's. A random Wan VAE's latents would train
-the same code but decode to noise.
+the same code but decode to noise. Its 5 latent frames do not split over context-parallel ranks: with
+trainer.context_parallel_size=2 give the loaders 13 or 21 frames (scripts/train.py's checks name the lengths).
 """
 
 from hydra.core.config_store import ConfigStore
@@ -43,9 +44,11 @@ _DATA_2P5 = dict(num_frames=93, resolution=[704, 1280], text_embedding_folder="r
 # Modalities as NVIDIA names them -> our hint keys.
 MODALITIES = {"edge": "edge", "blur": "vis", "depth": "depth", "seg": "seg"}
 _OPTIMIZER = dict(lr=2 ** (-14.5), weight_decay=0.1, betas=[0.9, 0.99], eps=1e-8)
+# A plain loss line every logging_iter iterations (callbacks=loss_line): in a batch job's log, where no progress bar is.
 _TRAINER = dict(max_iter=2000, logging_iter=50, activation_checkpointing="full", clip_grad_norm=1.0,
-                sample_num_steps=35, sample_guidance=3.0)
+                sample_num_steps=35, sample_guidance=3.0, callbacks=dict(loss_line=dict(every=50)))
 _DEFAULTS_2B = [
+    {"override /callbacks": "loss_line"},
     {"override /tokenizer": "wan2pt1"},
     {"override /data_train": "custom"},  # set dataloader_train.dataset.root (and _val's)
     {"override /data_val": "custom"},
@@ -121,6 +124,7 @@ TRANSFER2P5_TINY = LazyDict(
             {"override /data_train": "demo"},
             {"override /data_val": "demo"},
             {"override /scheduler": "lambdalinear"},
+            {"override /callbacks": "loss_line"},  # a loss line every 10 iterations (no progress bar in a log)
             "_self_",
         ],
         job=dict(project="cosmos_transfer", group="transfer2p5_tiny", name="transfer2p5_tiny"),

@@ -2,7 +2,14 @@
 """The last step of `make demo`: generate the validation clips with the post-trained edge branch, with the control
 on and off, through scripts/inference.py, score them with scripts/evaluate.py, and print the Edge F1 figures.
 
-    python scripts/demo_report.py [--job outputs/cosmos_transfer/demo/demo_edge_tiny] [--data datasets/demo/val]
+    python scripts/demo_report.py [--data datasets/demo/val] [-- Hydra overrides the job was trained with]
+    python scripts/demo_report.py --print job|init|folder [-- overrides]    # where make demo reads and writes
+
+The job folder is the config's own `job.path` ($OUTPUT_ROOT/cosmos_transfer/demo/demo_edge_tiny, OUTPUT_ROOT defaulting
+to ./outputs), composed with the same overrides as the training run, so the report finds what training wrote wherever
+OUTPUT_ROOT (or job.name) sends it; `--job` names another folder. `--print` answers the Makefile: the job folder,
+the converted base the branch starts from (`init`: demo_edge_init.safetensors beside the job folder), or the demo's
+folder that holds both (`folder`: what `make clean-demo` removes).
 
 For each validation clip it writes, under <job>/demo_report/:
   inputs/<clip>.mp4        the clip's first 17 frames at 32 x 32 (the size the demo trains at)
@@ -33,6 +40,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 EXPERIMENT = "demo_edge_tiny"
+INIT_FILE = "demo_edge_init.safetensors"  # the shipped base converted with a new edge branch (make demo, step 2)
+PATHS = ("job", "init", "folder")
 # inference.py's default number of steps (NVIDIA's 35): Edge F1 0.410 against 0.382 at 12 (BENCHMARKS.md, issue 17).
 # Guidance 0: guidance 3 scored worse on the demo (0.177 against 0.251 on an earlier branch).
 NUM_STEPS = 35
@@ -41,12 +50,25 @@ SAMPLING = ["--num_steps", str(NUM_STEPS), "--guidance", "0", "--seed", "1"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--job", default="outputs/cosmos_transfer/demo/demo_edge_tiny", help="the trained job folder")
+    parser.add_argument("--job", help="the trained job folder (default: the config's job.path)")
+    parser.add_argument("--print", choices=PATHS, dest="print_path",
+                        help="print the job folder, the converted base (init) or the demo folder, and exit")
     parser.add_argument("--data", default="datasets/demo/val", help="validation clips (videos/, minilm_l6/)")
     parser.add_argument("--num_clips", type=int, default=8)
     parser.add_argument("--gif_clips", type=int, default=3, help="clips shown in side_by_side.gif")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides the job was trained with (after --)")
     return parser
+
+
+def demo_paths(overrides: list[str]) -> dict[str, str]:
+    """Where the demo job of these overrides lives: the composed config's job.path, the converted base beside it, and
+    the folder holding both (the one place make demo, the trainer and this report learn them from)."""
+    from configs.train import make_config
+    from cosmos_transfer.config.compose import override
+
+    job = str(override(make_config(), [f"experiment={EXPERIMENT}", *overrides]).job.path)
+    folder = os.path.dirname(os.path.normpath(job))
+    return {"job": job, "init": os.path.join(folder, INIT_FILE), "folder": folder}
 
 
 def demo_input(video_path: str, out_path: str, num_frames: int, size: tuple[int, int]) -> np.ndarray:
@@ -70,6 +92,11 @@ def _run(name: str, main, argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.print_path:
+        print(demo_paths(args.overrides)[args.print_path])
+        return 0
+    if args.job is None:
+        args.job = demo_paths(args.overrides)["job"]
     import evaluate
     import inference
     import torch

@@ -166,7 +166,7 @@ def train(options: dict) -> None:
         dataloader_val=None,
         trainer=TrainerConfig(max_iter=options["max_iter"], logging_iter=1, seed=5, progress_bar=False,
                               tensorboard=False, validation_samples=False, context_parallel_size=options.get("cp", 1)),
-        checkpoint=CheckpointConfig(save_iter=0),
+        checkpoint=CheckpointConfig(save_iter=options.get("save_iter", 0)),
     )
     trainer_module.train(config)
 
@@ -174,5 +174,7 @@ def train(options: dict) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "equality":
         equality(sys.argv[2], sys.argv[3])
-    else:
-        train(json.loads(sys.argv[2]))
+    else:  # as scripts/train.py runs it: a user error is one paragraph on rank 0 and exit status 2
+        from cosmos_transfer.cli import run_script
+
+        sys.exit(run_script("train", lambda: train(json.loads(sys.argv[2]))))

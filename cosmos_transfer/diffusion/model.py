@@ -381,7 +381,7 @@ class DiffusionModel(nn.Module):
         metrics = {
             "loss": total.detach(),
             "mse": loss.mse.detach(),
-            "edm_loss": loss.mse.detach(),  # Cosmos' name for the same weighted MSE (NVIDIA's flow logs it too)
+            objective.loss_name: loss.mse.detach(),  # the same weighted MSE under the objective's name (edm_loss...)
             "x0_mse": loss.x0_mse.detach(),
             "sigma_mean": sigma.mean().detach(),
         }

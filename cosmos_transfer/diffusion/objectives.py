@@ -38,6 +38,8 @@ class DiffusionObjective(abc.ABC):
     prediction_kind: str
     #: the factor the tokenizer's normalized latents are multiplied by before noising (EDM: sigma_data 0.5).
     data_scale: float
+    #: the name of its weighted MSE in the training metrics (metrics.jsonl, TensorBoard).
+    loss_name: str
 
     @abc.abstractmethod
     def draw_training_levels(self, batch_size: int, num_latent_frames: int, device: torch.device) -> torch.Tensor:
@@ -98,6 +100,7 @@ class EDMObjective(DiffusionObjective):
     """
 
     prediction_kind = "x0"
+    loss_name = "edm_loss"  # as Cosmos-1.0 logs it
 
     def __init__(self, *, sigma_data: float = edm.SIGMA_DATA, p_mean: float = 0.0, p_std: float = 1.0,
                  adjust_video_noise: bool = True, sigma_max: float = 70.0, sigma_min: float = 0.002,
@@ -200,6 +203,7 @@ class RectifiedFlowObjective(DiffusionObjective):
     """
 
     prediction_kind = "velocity"
+    loss_name = "flow_loss"
     data_scale = 1.0  # Wan latents are normalized per channel to unit scale; no sigma_data
 
     def __init__(self, *, shift: float = 5.0, time_distribution: str = "logitnormal",

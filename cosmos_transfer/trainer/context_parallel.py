@@ -28,7 +28,8 @@ hint, the 2.5 condition mask and control latents, per-token control weights) alo
 that is already the local size (the control branch's residuals, made by a CP network) is left as it is. The network's
 tensor output is gathered; the Transfer1 control branch returns residuals for the base's local tokens, not gathered.
 The only seam in the networks is `Attention.attend` (a class attribute), replaced on every self-attention instance.
-Ulysses needs the heads divisible by n and the token frames T' divisible by n; both are checked with a message.
+Ulysses needs the heads divisible by n and the token frames T' divisible by n: cosmos_transfer/preflight.py checks
+both before anything is built, naming what would split; here they are checked again (a ConfigError) where they bite.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
+from cosmos_transfer.config.errors import ConfigError
 from cosmos_transfer.networks import dit, dit_v2_5
 from cosmos_transfer.networks.dit import GeneralDIT, LearnablePosEmbAxis, RopePosition3D, apply_rope
 from cosmos_transfer.networks.dit_ctrl import GeneralDITControl
@@ -105,7 +107,7 @@ class ContextParallel:
         """The 2-D mesh ("dp", "cp") over all ranks; consecutive ranks share a sample."""
         world = dist.get_world_size()
         if not isinstance(cp_size, int) or cp_size < 1 or world % cp_size:
-            raise ValueError(
+            raise ConfigError(
                 f"trainer.context_parallel_size={cp_size!r} must be a positive integer dividing the number of ranks "
                 f"({world}): each context-parallel group of that many ranks shares one sample"
             )
@@ -130,7 +132,7 @@ def build_context_parallel(cp_size: int, device: torch.device, fsdp_shard_size: 
     if cp_size == 1:
         return None
     if fsdp_shard_size:
-        raise ValueError(
+        raise ConfigError(
             f"trainer.context_parallel_size={cp_size} with trainer.fsdp_shard_size={fsdp_shard_size}: context "
             "parallelism shards FSDP2 over all ranks; set trainer.fsdp_shard_size=0 (HSDP with CP is not built)"
         )
@@ -190,7 +192,7 @@ def _split_inputs(net: nn.Module, args, kwargs, *, cp: ContextParallel, signatur
     x = bound.arguments["x"]
     frames = x.shape[2] // net.patch_temporal  # token frames
     if x.shape[2] % net.patch_temporal or frames % cp.size:
-        raise ValueError(
+        raise ConfigError(
             f"context parallelism: {type(net).__name__} input has {x.shape[2]} latent frames = {frames} token frames "
             f"(patch_temporal {net.patch_temporal}), which do not split over trainer.context_parallel_size={cp.size} "
             f"ranks; choose the clip length so that the token frames are a multiple of {cp.size}"
@@ -233,7 +235,7 @@ def apply_context_parallel(model: nn.Module, cp: ContextParallel) -> nn.Module:
     for name, net in networks:
         _temporal_inputs(net)  # a network without a rule is refused before anything changes
         if net.num_heads % cp.size:
-            raise ValueError(
+            raise ConfigError(
                 f"context parallelism: {name or 'the network'} has {net.num_heads} attention heads, which do not split "
                 f"over trainer.context_parallel_size={cp.size} ranks (Ulysses gives each rank heads/n heads)"
             )

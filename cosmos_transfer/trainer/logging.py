@@ -182,7 +182,8 @@ def _clips(loader: Any) -> str:
 
 
 def _tokens_per_step(trainer: Any) -> str:
-    """Transformer tokens per optimizer step over all ranks, from the dataset's clip shape (no batch is read)."""
+    """Transformer tokens per optimizer step over all ranks, from the dataset's clip shape (no batch is read); under
+    context parallelism per data-parallel rank, each sample once."""
     loader = trainer.data.loader
     dataset = getattr(loader, "dataset", None)
     num_frames, resolution = getattr(dataset, "num_frames", None), getattr(dataset, "resolution", None)
@@ -194,9 +195,13 @@ def _tokens_per_step(trainer: Any) -> str:
         per_micro_batch = trainer._tokens({"video": video})
     except Exception:  # noqa: BLE001 - a model that cannot tell from a shape: the figure is only informative
         return "?"
-    total = per_micro_batch * trainer.grad_accum_iter * trainer.world_size
+    # The ranks of a context-parallel group share one sample (each holds 1/n of its tokens): counted once.
+    cp = getattr(trainer, "cp", None)
+    samples = f"{trainer.dp_size} data-parallel rank(s) of {cp.size} sharing each sample" if cp is not None else \
+        f"{trainer.world_size} rank(s)"
+    total = per_micro_batch * trainer.grad_accum_iter * (trainer.dp_size if cp is not None else trainer.world_size)
     return (f"{total:,} ({batch_size} clip(s) of {num_frames} frames at {resolution[0]}x{resolution[1]} per rank, "
-            f"x {trainer.grad_accum_iter} accumulation x {trainer.world_size} rank(s))")
+            f"x {trainer.grad_accum_iter} accumulation x {samples})")
 
 
 def startup_summary(trainer: Any) -> str:

@@ -21,6 +21,7 @@ parallelized model: `instantiate(config.ema, model=model)`.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import math
 import os
 import random
@@ -31,10 +32,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import get_model_state_dict
 from torch.distributed.tensor import DTensor
 
 from cosmos_transfer import lora
+from cosmos_transfer.config.errors import ConfigError
 from cosmos_transfer.config.lazy import instantiate
 from cosmos_transfer.dtypes import torch_dtype
 from cosmos_transfer.flops import device_peak_tflops, mfu
@@ -180,7 +181,8 @@ class Trainer:
         self.dp_rank, self.dp_size = (self.cp.dp_rank, self.cp.dp_size) if self.cp else (self.rank, self.world_size)
         for name, group in (("model", "model"), ("optimizer", "optimizer"), ("dataloader_train", "data_train")):
             if getattr(config, name, None) is None:
-                raise ValueError(f"config.{name} is not set: choose a `{group}` option (or an experiment that sets it)")
+                raise ConfigError(f"config.{name} is not set: choose a `{group}` option (or an experiment that "
+                                  "sets it)")
         self.max_iter = int(trainer_cfg.max_iter)
         self.grad_accum_iter = int(trainer_cfg.grad_accum_iter)
         self.clip_grad_norm = float(trainer_cfg.clip_grad_norm)
@@ -203,6 +205,7 @@ class Trainer:
 
         self.params = [p for p in self._trainable_parameters()]
         self.replicated_params = [p for p in replicated_trainable_parameters(self.model) if p.requires_grad]
+        self.multipliers = self._multipliers_in_use()
         self.optimizer = self._build_optimizer()
         self.optimizer_groups = "one_tensor_kind"  # or "mixed" for a job saved before (_match_optimizer_groups)
         self.scheduler = instantiate(config.scheduler, optimizer=self.optimizer) if config.scheduler else None
@@ -262,8 +265,12 @@ class Trainer:
         model = self._instantiate_model()
         # LoRA adapters (config.lora, cosmos_transfer/lora.py) go in before sharding, from the same seed on all ranks.
         self.lora = instantiate(self.config.lora) if self.config.lora else None
+        self.frozen_by_lora: set[str] = set()  # parameters LoRA froze that would train without it (model names)
         if self.lora is not None:
+            trained = {name for name, p in model.named_parameters() if p.requires_grad}
             self._print(self.lora.apply(model))
+            self.frozen_by_lora = {name for name, p in model.named_parameters()
+                                   if not p.requires_grad and lora.base_name(name) in trained}
         if not self.built_on_meta:
             model.to(self.device)
         cuda = self.device.type == "cuda"
@@ -298,9 +305,23 @@ class Trainer:
             raise ValueError("trainable_parameters() returned a frozen parameter (requires_grad=False)")
         return params
 
+    def _multipliers_in_use(self) -> dict[str, float] | None:
+        """trainer.lr_multipliers less the patterns that name only layers LoRA froze (with a line): an experiment's
+        multipliers for layers it trains in full (the demo's AdaLN modulation) mean nothing when LoRA adapts them
+        instead, and would otherwise stop `lora=control` on it as matching no trainable parameter. A pattern that
+        matches no parameter LoRA froze stays an error (param_groups.py)."""
+        multipliers = self._lr_multipliers()
+        trainable = [name for name, p in self.model.named_parameters() if p.requires_grad]
+        unused = [pattern for pattern in multipliers if not any(fnmatch.fnmatchcase(n, pattern) for n in trainable)]
+        dropped = [pattern for pattern in unused
+                   if any(fnmatch.fnmatchcase(n, pattern) for n in self.frozen_by_lora)]
+        if dropped:
+            self._print(f"trainer.lr_multipliers {dropped} name only layers LoRA freezes: not used in this run "
+                        "(set trainer.lr_multipliers={} to say so in the config)")
+        return {k: v for k, v in multipliers.items() if k not in dropped} or None
+
     def _build_optimizer(self, one_kind_per_group: bool = True) -> torch.optim.Optimizer:
-        multipliers = self.config.trainer.lr_multipliers or None
-        groups = lr_param_groups(self.model, self.params, multipliers)
+        groups = lr_param_groups(self.model, self.params, self.multipliers)
         kwargs: dict[str, Any] = {"params": one_tensor_kind_per_group(groups) if one_kind_per_group else groups}
         # An option with `fused: null` (configs/optimizer.py) runs fused: one kernel for all of a group's parameters
         # (on CPU too: 12% of the CPU demo's step time went to the per-tensor loop, BENCHMARKS.md).
@@ -334,6 +355,7 @@ class Trainer:
             "optimizer_lr": self._configured_lr(),
             "lora": self.lora.settings() if self.lora is not None else None,  # what export needs to merge adapters
             "optimizer_groups": self.optimizer_groups,  # absent: from before the split (_match_optimizer_groups)
+            "context_parallel_size": self.cp.size if self.cp is not None else 1,  # _check_context_parallel
         }
 
     def _lr_multipliers(self) -> dict[str, float]:
@@ -358,6 +380,19 @@ class Trainer:
                 f"to {float(saved):g} to resume this job; to train on from these weights at another rate, start a new "
                 f"job (another job.name) with checkpoint.load_path={checkpoint}"
             )
+
+    def _check_context_parallel(self, checkpoint: str) -> None:
+        """Another trainer.context_parallel_size regroups the ranks: the data positions and noise streams the
+        checkpoint saved per data-parallel rank would go to ranks of other groups (context_parallel.py)."""
+        saved = self.checkpointer.saved_trainer_state(checkpoint).get("context_parallel_size")
+        current = self.cp.size if self.cp is not None else 1
+        if saved is not None and int(saved) != current:
+            raise ResumeError(
+                f"trainer.context_parallel_size is {current}, but {checkpoint} was saved with {int(saved)}: the ranks "
+                "would form other groups, and the data positions and noise streams saved per data-parallel rank "
+                f"would not be theirs. Set it back to {int(saved)} to resume this job; to go on from these weights "
+                "with another size, start a new job (another job.name) with checkpoint.load_path set to a file "
+                "exported by scripts/export_checkpoint.py")
 
     def _check_optimizer_groups(self, checkpoint: str) -> None:
         """The optimizer's parameter groups come from trainer.lr_multipliers: a checkpoint saved with other
@@ -437,6 +472,7 @@ class Trainer:
         self._check_optimizer_groups(latest)
         self._match_optimizer_groups(latest)
         self._check_learning_rate(latest)
+        self._check_context_parallel(latest)
         self._report_nan_stop(latest)
         self._reload_frozen_base(latest)
         state = self.checkpointer.load(latest, self._app_state())
@@ -459,10 +495,10 @@ class Trainer:
     # -- lean checkpoints (trainer/frozen_base.py) ----------------------------------------------------------------
     def _reference_frozen_base(self, load_path: str, loaded_keys: list[str], read_as: tuple[int, str]) -> None:
         """Checkpoints leave out the frozen parameters that `load_path` provided and reference the file instead;
-        `read_as` is its (bytes, CRC-32) when it was read (checkpoint.load_fingerprinted)."""
-        _, model_names = lora.base_view(get_model_state_dict(self.model))
+        `read_as` is its (bytes, CRC-32) when it was read (checkpoint.load_fingerprinted). `loaded_keys` are the
+        model's own names already (load_model_weights: a LoRA layer's `.base_layer.` included)."""
         frozen = {name for name, p in self.model.named_parameters() if not p.requires_grad}
-        keys = sorted(model_names[k] for k in loaded_keys if model_names[k] in frozen)
+        keys = sorted(k for k in loaded_keys if k in frozen)
         if keys:
             ckpt_cfg = self.config.checkpoint
             self.frozen_base = frozen_base.FrozenBase(

@@ -42,3 +42,14 @@ def test_trainer_with_context_parallel_follows_the_one_rank_run(tmp_path):
     # One data-parallel rank in both runs: the same batches, noise and optimizer steps (clipping, AdamW) follow.
     for iteration, loss in reference.items():
         assert got[iteration] == pytest.approx(loss, rel=1e-5), iteration
+
+
+def test_resuming_with_another_context_parallel_size_is_one_paragraph(tmp_path):
+    """The ranks regroup (2 data-parallel ranks become one group of 2): the saved per-rank data positions and noise
+    streams belong to other ranks. Refused naming the setting, exit 2, not the data sampler's traceback per rank."""
+    job = tmp_path / "p" / "g" / "job"
+    _run(TORCHRUN + [RUNNER, "train", json.dumps({"job_dir": str(job), "max_iter": 1, "save_iter": 1})])
+    result = subprocess.run(TORCHRUN + [RUNNER, "train", json.dumps({"job_dir": str(job), "max_iter": 2, "cp": 2})],
+                            capture_output=True, text=True, timeout=240, cwd=ROOT, env=subprocess_env())
+    assert result.returncode != 0 and "[rank0]: Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "trainer.context_parallel_size is 2, but" in result.stderr and "saved with 1" in result.stderr

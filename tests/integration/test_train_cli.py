@@ -175,3 +175,31 @@ def test_a_damaged_load_path_file_is_one_message_without_traceback(tmp_path):
     assert result.returncode == 2, result.stderr[-3000:]
     assert str(weights) in result.stderr and "again" in result.stderr, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("checks", [True, False])
+def test_context_parallel_that_cannot_split_is_one_paragraph_before_building(tmp_path, checks):
+    """trainer.context_parallel_size=2 on one process: the preflight lists it with the clip lengths that split; past
+    the checks (--skip-checks) the trainer's own refusal is one paragraph too, exit 2, no traceback."""
+    args = [f"--config={CONFIG}", *([] if checks else ["--skip-checks"]), "--", "experiment=transfer2p5_tiny",
+            "trainer.context_parallel_size=2"]
+    result = _run(args, cwd=tmp_path, env={"OUTPUT_ROOT": str(tmp_path / "out")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "trainer.context_parallel_size=2" in result.stderr and "number of ranks (1)" in result.stderr
+    if checks:
+        assert "problem(s) found before building anything" in result.stderr
+        assert "lengths that split: 5, 13, 21, 29 frames" in result.stderr
+
+
+def test_a_lora_setting_the_model_cannot_take_is_one_paragraph(tmp_path):
+    args = [f"--config={CONFIG}", "--skip-checks", "--", "experiment=ctrl_tiny", "lora=base", "lora.rank=0"]
+    result = _run(args, cwd=tmp_path, env={"OUTPUT_ROOT": str(tmp_path / "out")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "train: error: lora.rank must be a positive integer, got 0" in result.stderr
+
+
+def test_a_component_left_unset_is_one_paragraph(tmp_path):
+    args = [f"--config={CONFIG}", "--skip-checks", "--", "experiment=ctrl_tiny", "dataloader_train=null"]
+    result = _run(args, cwd=tmp_path, env={"OUTPUT_ROOT": str(tmp_path / "out")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "train: error: config.dataloader_train is not set: choose a `data_train` option" in result.stderr

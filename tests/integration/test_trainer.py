@@ -278,6 +278,7 @@ def test_the_fused_choice_is_the_optimizer_options_field(monkeypatch):
         ("cuda", {}, "absent"),  # an optimizer without a fused argument
     ]:
         config = Config(optimizer=LazyDict({"_target_": "torch.optim.AdamW", "lr": 1e-3, **options}))
-        trainer = types.SimpleNamespace(device=torch.device(device), config=config, model=None, params=[])
+        trainer = types.SimpleNamespace(device=torch.device(device), config=config, model=None, params=[],
+                                        multipliers=None)
         trainer_module.Trainer._build_optimizer(trainer)
         assert passed.get("fused", "absent") == expected, (device, options)

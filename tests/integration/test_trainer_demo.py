@@ -58,9 +58,10 @@ def test_demo_edge_tiny_trains_validates_and_checkpoints(tmp_path):
     assert (job / "checkpoints" / "latest_checkpoint.txt").read_text().strip() == "iter_000000003"
     assert (job / "config.yaml").is_file()
 
-    # make demo's last step on this job: inference.py with the edge control on and off, evaluate.py, the table.
-    report = [sys.executable, str(ROOT / "scripts" / "demo_report.py"), "--job", str(job), "--data",
-              str(tmp_path / "data" / "val"), "--num_clips", "1", "--gif_clips", "1", "--", *overrides[1:]]
+    # make demo's last step on this job: inference.py with the edge control on and off, evaluate.py, the table. As
+    # make demo runs it: no --job, the job folder is the config's job.path under this run's OUTPUT_ROOT.
+    report = [sys.executable, str(ROOT / "scripts" / "demo_report.py"), "--data", str(tmp_path / "data" / "val"),
+              "--num_clips", "1", "--gif_clips", "1", "--", *overrides[1:]]
     result = subprocess.run(report, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "35 res2ab steps" in result.stdout and "Edge F1 with the control on / off:" in result.stdout, result.stdout

@@ -1,9 +1,11 @@
-"""Context parallelism's checks, in one process: what cannot be split is refused with a message naming the setting
-(the split itself is tested on 2 ranks in tests/integration/test_context_parallel.py)."""
+"""Context parallelism's checks, in one process: what cannot be split is refused with a one-paragraph ConfigError (a
+UserError: scripts print it without a traceback) naming the setting. The split itself is tested on 2 ranks in
+tests/integration/test_context_parallel.py; the same checks before building in test_preflight_context_parallel.py."""
 
 import pytest
 import torch
 
+from cosmos_transfer.config.errors import ConfigError
 from cosmos_transfer.networks.dit import GeneralDIT
 from cosmos_transfer.trainer.context_parallel import ContextParallel, apply_context_parallel, build_context_parallel
 
@@ -23,14 +25,14 @@ def fake_group(size=2) -> ContextParallel:
 
 
 def test_heads_that_do_not_split_are_refused():
-    with pytest.raises(ValueError, match="3 attention heads.*context_parallel_size=2"):
+    with pytest.raises(ConfigError, match="3 attention heads.*context_parallel_size=2"):
         apply_context_parallel(Holder(GeneralDIT(num_heads=3, **{**ARCH, "model_channels": 48})), fake_group())
 
 
 def test_token_frames_that_do_not_split_are_refused():
     model = apply_context_parallel(Holder(GeneralDIT(num_heads=2, **ARCH)), fake_group())
     x = torch.randn(1, 4, 3, 8, 8)
-    with pytest.raises(ValueError, match="3 latent frames = 3 token frames.*context_parallel_size=2"):
+    with pytest.raises(ConfigError, match="3 latent frames = 3 token frames.*context_parallel_size=2"):
         model.net(x, torch.ones(1), torch.randn(1, 5, 8))
 
 
@@ -41,5 +43,5 @@ def test_a_model_without_networks_is_refused():
 
 def test_size_one_is_no_context_parallelism_and_hsdp_is_refused():
     assert build_context_parallel(1, torch.device("cpu")) is None
-    with pytest.raises(ValueError, match="fsdp_shard_size=2"):
+    with pytest.raises(ConfigError, match="fsdp_shard_size=2"):
         build_context_parallel(2, torch.device("cpu"), fsdp_shard_size=2)
