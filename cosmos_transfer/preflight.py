@@ -320,6 +320,20 @@ def inference_memory_problems(config: Any, *, device_type: str, half_precision: 
     return problems
 
 
+def _smallest_batch(config: Any) -> tuple[int, str]:
+    """The smallest batch a rank takes, and what sets it: dataloader_train.batch_size, or with buckets (which ignore
+    that setting) the smallest bucket's own batch."""
+    buckets = _get(config, "dataloader_train.dataset.buckets")
+    if buckets is None:
+        return int(_get(config, "dataloader_train.batch_size", 1) or 1), ""
+    from cosmos_transfer.data.buckets import parse_buckets
+
+    try:
+        return min(bucket.batch_size for bucket in parse_buckets(list(buckets))), " (the smallest bucket batch)"
+    except (TypeError, ValueError):  # malformed: bucket_problems names it
+        return 1, ""
+
+
 def world_size_problems(config: Any, *, world_size: int, local_world_size: int, device_type: str,
                         cuda_devices: int) -> list[str]:
     problems = []
@@ -330,13 +344,12 @@ def world_size_problems(config: Any, *, world_size: int, local_world_size: int, 
         problems.append(f"{local_world_size} processes per node but {cuda_devices} GPU(s) on this node "
                         f"({gpu_names()}): set torchrun --nproc_per_node to at most {cuda_devices}")
     root = _get(config, "dataloader_train.dataset.root")
-    batch = int(_get(config, "dataloader_train.batch_size", 1) or 1)
+    batch, setting = _smallest_batch(config)
     if root is not None and os.path.isdir(os.path.join(str(root), "videos")):
         clips = count_videos(str(root))
         if 0 < clips < world_size * batch:
-            problems.append(f"{clips} clip(s) in {root} for {world_size} rank(s) x batch {batch}: every rank needs "
-                            "at least one batch; add clips, or use fewer ranks or a smaller "
-                            "dataloader_train.batch_size")
+            problems.append(f"{clips} clip(s) in {root} for {world_size} rank(s) x batch {batch}{setting}: every "
+                            "rank needs at least one batch; add clips, or use fewer ranks or a smaller batch")
     return problems
 
 

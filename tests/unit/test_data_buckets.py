@@ -275,3 +275,21 @@ def test_resuming_with_other_buckets_names_both_lists(mixed_root):
     with pytest.raises(DataError, match=r"\{'32x48x8:2': 6, '32x48x4:2': 4, '48x32x8:2': 4\} than this run's "
                                         r"\{'32x48x8:1': 6, '32x48x4:2': 4, '48x32x8:2': 4\}"):
         build_bucket_dataloader(other, seed=2, rank=0, world_size=1).load_state_dict(state)
+
+
+def test_the_clips_per_rank_check_counts_the_buckets_batches_not_the_experiments(mixed_root):
+    """With buckets the experiment's dataloader_train.batch_size is not used: the check that every rank gets a batch
+    counted it all the same (demo_edge_tiny's 2 x 8 ranks > 14 clips), refusing a run whose buckets take 1."""
+    from configs.train import make_config
+    from cosmos_transfer.config.compose import override
+    from cosmos_transfer.preflight import world_size_problems
+
+    def config(buckets):
+        return override(make_config(), ["experiment=demo_edge_tiny", "data_train=custom_buckets",
+                                        f"dataloader_train.dataset.root={mixed_root}",
+                                        f"dataloader_train.dataset.buckets={buckets}"])
+
+    check = dict(world_size=8, local_world_size=8, device_type="cpu", cuda_devices=0)
+    assert world_size_problems(config("[32x48x8:1,48x32x8:1]"), **check) == []
+    (problem,) = world_size_problems(config("[32x48x8:2,48x32x8:4]"), **check)
+    assert "for 8 rank(s) x batch 2 (the smallest bucket batch)" in problem
