@@ -138,7 +138,9 @@ class LoRA:
         try:
             from peft import LoraConfig, inject_adapter_in_model
         except ImportError as error:
-            raise ImportError(f"LoRA needs peft: pip install -e '.[lora]' ({error})") from None
+            raise ConfigError(f"the `lora` config needs the peft package, which this Python cannot import "
+                              f"({error}): install it with `.venv/bin/pip install -e '.[lora]'` (peft==0.21.2), or "
+                              "train without LoRA (lora=null)") from None
         if any(_BASE_LAYER + "." in name for name, _ in model.named_parameters()):
             raise ValueError(f"lora: {type(model).__name__} already has LoRA adapters")
         targets = self.targets(model)

@@ -208,3 +208,12 @@ def test_adapters_with_nan_or_a_damaged_file_are_refused(tmp_path):
         file.truncate(os.path.getsize(path) - 8)
     with pytest.raises(WeightsFileError, match="damaged or incomplete"):
         lora.read_adapters(path)
+
+
+def test_lora_without_peft_is_one_paragraph(monkeypatch):
+    """A missing peft was a bare ImportError, a traceback from train.py; now the config error names the extra."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` raises ImportError
+    with pytest.raises(ConfigError, match=r"needs the peft package.*pip install -e '\.\[lora\]'"):
+        lora.LoRA(target_modules=["proj"]).apply(nn.Sequential())
