@@ -1,9 +1,6 @@
 """The CPU demo on the Cosmos-2.5 path: an edge branch post-trained on the shipped tiny 2.5 base (docs/DATASETS.md).
 
-    python scripts/convert_checkpoint.py to-ours assets/demo_2p5/base_ema_bf16.pt \
-        outputs/demo_2p5_edge_init.safetensors --new-control edge
-    torchrun --standalone --nproc_per_node=2 scripts/train.py --config=configs/train.py -- \
-        experiment=demo_edge_2p5_tiny checkpoint.load_path=outputs/demo_2p5_edge_init.safetensors
+    python scripts/train.py -- experiment=demo_edge_2p5_tiny checkpoint.load_path=assets/demo_2p5/base_ema_bf16.pt
     python scripts/demo_report.py --experiment demo_edge_2p5_tiny \
         --job outputs/cosmos_transfer/demo_2p5/demo_edge_2p5_tiny
 
@@ -11,11 +8,13 @@ Transfer2.5 post-training in miniature, as experiments/demo.py is Transfer1's: a
 base (`demo_base_2p5_tiny` below, a Predict2.5-style video2world net on rectified flow, trained once by
 scripts/pretrain_demo_base.py --family 2.5 and shipped as assets/demo_2p5/base_ema_bf16.pt in NVIDIA's 2.5 layout)
 plus one VACE control branch (Cosmos25ControlDiT: its blocks start as copies of the base's, before/after_proj at
-zero) fed with the Canny edges of the video. The tokenizer, data and sizes are the Transfer1 demo's (the DCT
-tokenizer standardized per channel, the demo dataset at 17 frames x 32 x 32 with MiniLM captions: 5 x 8 x 8 = 320
-tokens of 24 values per clip), so the two families' demos compare; what is the 2.5 family's is the net (NVIDIA's 2.5
-names, the text through `crossattn_proj` as Reason1's is in the 2B, AdaLN-LoRA), the objective (rectified flow,
-shift 5, logit-normal times, velocity loss) and UniPC sampling.
+zero) fed with the Canny edges of the video. The base file is the load path as it is, as NVIDIA's Predict2.5 files
+are: `checkpoint.load_path` starts the branch from the base's blocks (checkpoints/transfer2_5.model_weights), so no
+conversion step (convert_checkpoint.py --new-control is Transfer1's). The tokenizer, data and sizes are the
+Transfer1 demo's (the DCT tokenizer standardized per channel, the demo dataset at 17 frames x 32 x 32 with MiniLM
+captions: 5 x 8 x 8 = 320 tokens of 24 values per clip), so the two families' demos compare; what is the 2.5
+family's is the net (NVIDIA's 2.5 names, the text through `crossattn_proj` as Reason1's is in the 2B, AdaLN-LoRA),
+the objective (rectified flow, shift 5, logit-normal times, velocity loss) and UniPC sampling.
 """
 
 from hydra.core.config_store import ConfigStore
@@ -32,9 +31,11 @@ _DATA = dict(num_frames=17, resolution=[32, 32], hint_keys=["edge"], text_embedd
 _NET = dict(in_channels=24, out_channels=24, patch_spatial=1, model_channels=192, num_blocks=2, num_heads=3,
             max_img_h=32, max_img_w=32, max_frames=8, use_crossattn_projection=True, crossattn_proj_in_channels=384,
             crossattn_emb_channels=192, adaln_lora_dim=64)
-# The AdaLN modulation at 1/20 of the rate, as the Transfer1 demo (experiments/demo.py: the zero-initialized gates
-# otherwise grow ~100x within 100 steps at lr 1e-3).
+# The AdaLN modulation and time embedding at 1/20 of the rate, as the Transfer1 demo (experiments/demo.py: the
+# zero-initialized gates otherwise grow ~100x within 100 steps at lr 1e-3). The branch has no time embedding of its
+# own (it uses the frozen base's): its blocks' modulation only.
 _LR_MULTIPLIERS = {"*adaln_modulation*": 0.05, "*t_embedder*": 0.05}
+_BRANCH_LR_MULTIPLIERS = {"*adaln_modulation*": 0.05}
 
 # The base: what scripts/pretrain_demo_base.py --family 2.5 trains once and ships as assets/demo_2p5/.
 DEMO_BASE_2P5_TINY = LazyDict(
@@ -86,7 +87,7 @@ DEMO_EDGE_2P5_TINY = LazyDict(
         optimizer=dict(lr=1e-3, weight_decay=0.01),
         scheduler=dict(warm_up_steps=[20], f_start=[0.1]),
         trainer=dict(max_iter=1000, logging_iter=50, validation_iter=500, validation_num_batches=2,
-                     sample_num_steps=12, sample_guidance=0.0, seed=0, lr_multipliers=_LR_MULTIPLIERS),
+                     sample_num_steps=12, sample_guidance=0.0, seed=0, lr_multipliers=_BRANCH_LR_MULTIPLIERS),
         # A base-only file holds no weights of the branch's own new layers: they keep their (zero) initialization.
         checkpoint=dict(save_iter=500, keep_last_k=2, allowed_missing_keys=list(NEW_BRANCH_KEY_PATTERNS)),
     )

@@ -3,6 +3,9 @@
 on and off, through scripts/inference.py, score them with scripts/evaluate.py, and print the Edge F1 figures.
 
     python scripts/demo_report.py [--job outputs/cosmos_transfer/demo/demo_edge_tiny] [--data datasets/demo/val]
+    # the Cosmos-2.5 demo (experiments/demo_2p5.py, docs/DATASETS.md)
+    python scripts/demo_report.py --experiment demo_edge_2p5_tiny \
+        --job outputs/cosmos_transfer/demo_2p5/demo_edge_2p5_tiny
 
 For each validation clip it writes, under <job>/demo_report/:
   inputs/<clip>.mp4        the clip's first 17 frames at 32 x 32 (the size the demo trains at)
@@ -41,6 +44,8 @@ SAMPLING = ["--num_steps", str(NUM_STEPS), "--guidance", "0", "--seed", "1"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", default=EXPERIMENT,
+                        help="the job's experiment: demo_edge_tiny (Transfer1) or demo_edge_2p5_tiny (Cosmos-2.5)")
     parser.add_argument("--job", default="outputs/cosmos_transfer/demo/demo_edge_tiny", help="the trained job folder")
     parser.add_argument("--data", default="datasets/demo/val", help="validation clips (videos/, minilm_l6/)")
     parser.add_argument("--num_clips", type=int, default=8)
@@ -81,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     from cosmos_transfer.metrics import canny_edges
     from cosmos_transfer.video_io import read_video, write_gif
 
-    config = loading.compose_config(EXPERIMENT, args.overrides, make_config=make_config)
+    config = loading.compose_config(args.experiment, args.overrides, make_config=make_config)
+    objective = config.model.get("objective")
+    sampler = objective["default_method"] if objective else "res2ab"  # the objective's method: what inference uses
     dataset = config.dataloader_train["dataset"]
     num_frames, size = int(dataset["num_frames"]), tuple(int(v) for v in dataset["resolution"])
     embeddings = dataset["text_embedding_folder"]
@@ -107,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump({"input_video_path": input_path, "prompt_embedding": embedding,
                            "edge": {"control_weight": weight}}, file, indent=2)
             result = os.path.join(folder, f"edge_{state}.mp4")
-            _run("inference", inference.main, ["--experiment", EXPERIMENT, "--checkpoint", args.job, "--spec", spec,
-                                               "--out", result, *SAMPLING, "--side_by_side", *overrides])
+            _run("inference", inference.main, ["--experiment", args.experiment, "--checkpoint", args.job,
+                                               "--spec", spec, "--out", result, *SAMPLING, "--side_by_side",
+                                               *overrides])
             metrics = os.path.join(folder, f"edge_{state}.metrics.json")
             _run("evaluate", evaluate.main, ["--video", result, "--spec", spec, "--out", metrics])
             with open(metrics, encoding="utf-8") as file:
@@ -130,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     mean = {state: {k: statistics.mean(v) for k, v in s.items()} for state, s in scores.items()}
     ratio = mean["on"]["edge_f1"] / max(mean["off"]["edge_f1"], 1e-9)
     print(f"\nDemo result ({len(videos)} validation clips, {num_frames} frames at {size[0]}x{size[1]}, "
-          f"{NUM_STEPS} res2ab steps, guidance 0, seed 1, EMA weights):")
+          f"{NUM_STEPS} {sampler} steps, guidance 0, seed 1, EMA weights):")
     print("| edge control | Edge F1 mean | Edge F1 min..max | blur SSIM |")
     print("| --- | ---: | ---: | ---: |")
     for state, label in (("on", "weight 1 (trained branch)"), ("off", "weight 0 (frozen base alone)")):
