@@ -57,7 +57,7 @@ DEMO_BASE_2P5_TINY = LazyDict(
         dataloader_val=dict(batch_size=1, dataset=dict(_DATA, hint_keys=[])),
         optimizer=dict(lr=1e-3, weight_decay=0.01),
         scheduler=dict(warm_up_steps=[100], f_start=[0.1]),
-        trainer=dict(max_iter=4000, validation_iter=1000, validation_num_batches=2, sample_num_steps=12,
+        trainer=dict(max_iter=3000, validation_iter=1000, validation_num_batches=2, sample_num_steps=12,
                      sample_guidance=0.0, seed=0, lr_multipliers=_LR_MULTIPLIERS),
         checkpoint=dict(save_iter=1000, keep_last_k=1),
     )

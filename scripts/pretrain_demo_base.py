@@ -72,7 +72,7 @@ FAMILIES = {
     # Transfer1: NVIDIA's base_model.pt layout (base_model.net.* + base_model.logvar.*), EDM.
     "1": Family("demo_base_tiny", "assets/demo", transfer1.BASE_FILE, 8000),
     # Cosmos-2.5: NVIDIA's *_ema_bf16.pt layout (net.*, a Predict2.5 base), rectified flow.
-    "2.5": Family("demo_base_2p5_tiny", "assets/demo_2p5", "base_ema_bf16.pt", 4000),
+    "2.5": Family("demo_base_2p5_tiny", "assets/demo_2p5", "base_ema_bf16.pt", 3000),
 }
 
 
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the family's assets/ folder)")
     parser.add_argument("--data", default="datasets/demo_pretrain", help="where the pretraining clips are made")
     parser.add_argument("--clips", type=int, default=512, help="training clips drawn from the demo generator")
-    parser.add_argument("--iters", type=int, default=None, help="training steps (default: 8000 for 1, 4000 for 2.5)")
+    parser.add_argument("--iters", type=int, default=None, help="training steps (default: 8000 for 1, 3000 for 2.5)")
     parser.add_argument("--stop-after", type=int, default=0,
                         help="end (and write the outputs) after this many of the --iters steps, the learning-rate "
                         "schedule still that of --iters (0: run them all); the weights equal that step's snapshot")
