@@ -21,7 +21,7 @@ from hydra.core.config_store import ConfigStore
 
 from cosmos_transfer.checkpoints.transfer2_5 import NEW_BRANCH_KEY_PATTERNS
 from cosmos_transfer.config.lazy import LazyDict
-from experiments.demo import _LATENT_MEAN, _LATENT_STD
+from experiments._demo_latents import _LATENT_MEAN, _LATENT_STD
 
 _TOKENIZER = dict(latent_mean=_LATENT_MEAN, latent_std=_LATENT_STD)
 _DATA = dict(num_frames=17, resolution=[32, 32], hint_keys=["edge"], text_embedding_folder="minilm_l6",

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write the EMA weights so far to snapshot_base_model.pt every N steps (0: never)")
     parser.add_argument("--latent-stats", action="store_true",
                         help="only measure and print the DCT tokenizer's per-channel latent mean and std on the "
-                        "pretraining clips (experiments/demo.py holds them as _LATENT_MEAN / _LATENT_STD)")
+                        "pretraining clips (experiments/_demo_latents.py holds them as _LATENT_MEAN / _LATENT_STD)")
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="of the written file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the experiment (after --)")
     return parser
@@ -296,9 +296,9 @@ def write_card(path: str, args, family: Family, weights_path: str, rows, stats: 
         what = (
             f"A tiny Cosmos25DiT (experiment `{family.experiment}`, experiments/demo_2p5.py: 2 blocks x 192 channels, "
             "3 heads, patch 1, AdaLN-LoRA 64, the MiniLM captions through `crossattn_proj` 384 -> 192, over the DCT "
-            "tokenizer's 24 latent channels standardized with the statistics of experiments/demo.py; no control "
-            "branch), trained as Predict2.5 is (video2world, 0/1/2 conditioning latent frames with probabilities "
-            "0.5/0.25/0.25), in NVIDIA's Cosmos-2.5 `*_ema_bf16.pt` layout (`net.*`, a Predict2.5 base, read by "
+            "tokenizer's 24 latent channels standardized with the statistics of experiments/_demo_latents.py; no "
+            "control branch), trained as Predict2.5 is (video2world, 0/1/2 conditioning latent frames with "
+            "probabilities 0.5/0.25/0.25), in NVIDIA's Cosmos-2.5 `*_ema_bf16.pt` layout (`net.*`, a Predict2.5 base, read by "
             "cosmos_transfer/checkpoints/transfer2_5.py). The 2.5 CPU walkthrough of docs/DATASETS.md post-trains an "
             "edge control branch on it, frozen (experiment `demo_edge_2p5_tiny`).")
         objective = config.model["objective"]
@@ -312,7 +312,7 @@ def write_card(path: str, args, family: Family, weights_path: str, rows, stats: 
         what = (
             f"A tiny text2world GeneralDIT (experiment `{family.experiment}`, experiments/demo.py: 2 blocks x 192 "
             "channels, 3 heads, patch 1, over the DCT tokenizer's 24 latent channels, each standardized to unit std "
-            "with the per-channel statistics of experiments/demo.py; no control branch), in NVIDIA's "
+            "with the per-channel statistics of experiments/_demo_latents.py; no control branch), in NVIDIA's "
             "Cosmos-Transfer1 `base_model.pt` layout (`base_model.net.*` + `base_model.logvar.*`, read by "
             "cosmos_transfer/checkpoints/transfer1.py). `make demo` post-trains an edge ControlNet branch on it, "
             "frozen.")
