@@ -299,8 +299,8 @@ def write_card(path: str, args, family: Family, weights_path: str, rows, stats: 
             "tokenizer's 24 latent channels standardized with the statistics of experiments/_demo_latents.py; no "
             "control branch), trained as Predict2.5 is (video2world, 0/1/2 conditioning latent frames with "
             "probabilities 0.5/0.25/0.25), in NVIDIA's Cosmos-2.5 `*_ema_bf16.pt` layout (`net.*`, a Predict2.5 "
-            "base, read by cosmos_transfer/checkpoints/transfer2_5.py). The 2.5 CPU walkthrough of docs/DATASETS.md post-trains an "
-            "edge control branch on it, frozen (experiment `demo_edge_2p5_tiny`).")
+            "base, read by cosmos_transfer/checkpoints/transfer2_5.py). The 2.5 CPU walkthrough of docs/DATASETS.md "
+            "post-trains an edge control branch on it, frozen (experiment `demo_edge_2p5_tiny`).")
         objective = config.model["objective"]
         loss = (f"rectified-flow velocity loss (the model's own: shift {float(objective['shift']):g}, "
                 f"{objective['time_distribution']} times)")
