@@ -274,8 +274,8 @@ def test_datasets_2p5_cpu_walkthrough_runs_as_written_and_the_branch_follows_its
     assert re.search(r'"edge_f1": [\d.]+', out)
     on = float(re.search(r"\| weight 1 \(trained branch\) \| ([\d.]+) \|", out).group(1))
     off = float(re.search(r"\| weight 0 \(frozen base alone\) \| ([\d.]+) \|", out).group(1))
-    # Measured when this was written: see the figure in the walkthrough. Clearly above: not noise between seeds.
-    assert on > 1.5 * off and on - off > 0.1, (on, off)
+    # Measured when this was written: 0.243 against 0.059 (the figure in the walkthrough). Clearly above.
+    assert on > 2 * off and on - off > 0.1, (on, off)
 
 
 def test_datasets_gpu_variant_command_lines():
