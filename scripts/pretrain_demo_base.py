@@ -306,7 +306,7 @@ def write_card(path: str, args, family: Family, weights_path: str, rows, stats: 
                 f"{objective['time_distribution']} times)")
         table = ("Validation (EMA weights, 8 clips, fixed noise, no conditioning frames): velocity error per noise "
                  "level sigma (x_t = (1 - sigma) x0 + sigma noise), relative to predicting zero velocity (1.0):")
-        sampler = "UniPC"
+        sampler, branch = "UniPC", "the edge branch of the walkthrough"
     else:
         title = "# Demo base model (`base_model.pt`)"
         what = (
@@ -320,7 +320,7 @@ def write_card(path: str, args, family: Family, weights_path: str, rows, stats: 
                 f"{float(config.model['p_std']):g}, x sqrt(5 latent frames))")
         table = ("Validation (EMA weights, 8 clips, fixed noise): EDM-weighted denoising error per noise level (1.0 = "
                  "the error of returning the noisy input):")
-        sampler = "res2ab"
+        sampler, branch = "res2ab", "the edge branch of `make demo`"
     lines = [
         title,
         "",
@@ -349,7 +349,7 @@ def write_card(path: str, args, family: Family, weights_path: str, rows, stats: 
         f"Samples of 4 validation captions (12 {sampler} steps, guidance 0, seed 1; base_samples.gif, generated above "
         f"the ground truth): pixel std {stats['generated_std']:.3f} (ground truth {stats['truth_std']:.3f}), mean "
         f"{stats['generated_mean']:.3f} ({stats['truth_mean']:.3f}). Without a control the base puts the caption's "
-        "shapes where it likes; the edge branch places them.",
+        f"shapes where it likes; {branch} places them.",
         "",
         "Training log:",
         "",
