@@ -2,7 +2,7 @@
 """Pretrain a demo's tiny base once, and write it as NVIDIA ships a base of its family.
 
     .venv/bin/python scripts/pretrain_demo_base.py --out assets/demo        # ~1 h on a shared 2-core CPU machine
-    .venv/bin/python scripts/pretrain_demo_base.py --family 2.5             # ~30 min: assets/demo_2p5
+    .venv/bin/python scripts/pretrain_demo_base.py --family 2.5             # ~22 min: assets/demo_2p5
     .venv/bin/python scripts/pretrain_demo_base.py --latent-stats  # print the DCT tokenizer's per-channel statistics
     -> assets/demo/base_model.pt (base_model.net.* + base_model.logvar.*, bfloat16), assets/demo/MODEL_CARD.md,
        assets/demo/base_samples.gif (generated | ground truth for validation captions)
@@ -13,10 +13,10 @@ Family 1 (Transfer1): the net is experiment `demo_base_tiny` (experiments/demo.p
 text2world GeneralDIT over the DCT tokenizer, EDM). Family 2.5: experiment `demo_base_2p5_tiny`
 (experiments/demo_2p5.py: the base of `demo_edge_2p5_tiny`, a Cosmos25DiT trained as Predict2.5 is, video2world on
 rectified flow; the model's own training step and loss, as for family 1). Both learn from a larger draw of the demo
-generator (`--clips` clips made by
-cosmos_transfer/data/demo.py, the same code and seeds as datasets/demo/train, which are its first 48) so that it draws
-shapes anywhere, not the 48 training clips by heart; validation uses the same 8 clips as datasets/demo/val.
-`make demo` post-trains an edge branch on the shipped file; rerunning this script with the same arguments and seed
+generator (`--clips` clips made by cosmos_transfer/data/demo.py, the same code and seeds as datasets/demo/train, which
+are its first 48) so that they draw shapes anywhere, not the 48 training clips by heart; validation uses the same 8
+clips as datasets/demo/val. `make demo` (and the 2.5 walkthrough of docs/DATASETS.md) post-trains an edge branch
+on the shipped file; rerunning this script with the same arguments and seed
 reproduces it (same torch version, same thread count: CPU float sums depend on both).
 
 The loop is single-process plain AdamW (the experiment's lr, warm-up and `trainer.lr_multipliers`, then a cosine
@@ -220,8 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     losses: list[float] = []
     log: list[str] = []
     print(f"{family.experiment}: {sum(p.numel() for p in params):,} parameters, {len(train_set)} clips, "
-          f"{args.iters} steps "
-          f"of batch {args.batch}", flush=True)
+          f"{args.iters} steps of batch {args.batch}", flush=True)
     for step, batch in enumerate(loader, start=1):
         progress = step / args.iters
         factor = min(1.0, step / warm_up) * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
