@@ -29,6 +29,7 @@ from hydra.core.config_store import ConfigStore
 
 from cosmos_transfer.config.lazy import LazyDict
 from cosmos_transfer.networks.dit_ctrl import NEW_BRANCH_KEY_PATTERNS
+from experiments._demo_latents import _LATENT_MEAN, _LATENT_STD
 
 # The demo dataset's text embeddings (cosmos_transfer/data/demo.py): all-MiniLM-L6-v2, 40 tokens x 384.
 _TEXT = dict(text_embedding_folder="minilm_l6", text_embedding_length=40, text_embedding_dim=384)
@@ -36,18 +37,7 @@ _DATA = dict(num_frames=17, resolution=[32, 32], hint_keys=["edge"], **_TEXT)
 # 17 frames x 32 x 32 -> 24 channels x 5 x 8 x 8 latents; patch 1: 320 tokens of 24 values per clip.
 # Blocks of the edge branch (copies of the base's first blocks); `make demo` converts the base with the same number.
 _CONTROL_BLOCKS = 2
-# The DCT tokenizer's per-channel latent statistics (the `latent_mean` / `latent_std` that standardize each channel),
-# measured once on the 512 pretraining clips (17-frame windows at 32 x 32) by `scripts/pretrain_demo_base.py
-# --latent-stats` (cosmos_transfer.tokenizers.dct.channel_stats), as Cosmos ships mean_std.pt beside its tokenizer.
-# Channel order per colour: (time, row, column) frequencies 000 (the patch mean), 001, 010, 011, 100, 101, 110, 111.
-# At one common scale the 21 gradient channels were 4-30x smaller than the patch means, and the EDM loss (one
-# sigma_data for all channels) left them, the shapes' outlines, unlearned (BENCHMARKS.md, issue 17).
-_LATENT_MEAN = [-0.4579, 0.0013, 0.0004, 0.0, 0.0, -0.0002, 0.0, 0.0,
-                -0.4597, 0.0016, 0.0005, 0.0, 0.0, 0.0, 0.0001, 0.0,
-                -0.5551, 0.0011, 0.0005, 0.0, -0.0001, -0.0001, 0.0, 0.0]
-_LATENT_STD = [0.5814, 0.1516, 0.1493, 0.06079, 0.06345, 0.04173, 0.04218, 0.02555,
-               0.4646, 0.1205, 0.1177, 0.04909, 0.04947, 0.03233, 0.03297, 0.02039,
-               0.5812, 0.1358, 0.1306, 0.05443, 0.05561, 0.03721, 0.03627, 0.02295]
+# The DCT tokenizer's per-channel latent statistics (how they were measured: experiments/_demo_latents.py).
 _TOKENIZER = dict(latent_mean=_LATENT_MEAN, latent_std=_LATENT_STD)
 _NET = dict(in_channels=24, out_channels=24, patch_spatial=1, model_channels=192, num_heads=3, max_img_h=32,
             max_img_w=32, crossattn_emb_channels=384)

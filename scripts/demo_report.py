@@ -4,12 +4,14 @@ on and off, through scripts/inference.py, score them with scripts/evaluate.py, a
 
     python scripts/demo_report.py [--data datasets/demo/val] [-- Hydra overrides the job was trained with]
     python scripts/demo_report.py --print job|init|folder [-- overrides]    # where make demo reads and writes
+    # the Cosmos-2.5 demo (experiments/demo_2p5.py, docs/DATASETS.md)
+    python scripts/demo_report.py --experiment demo_edge_2p5_tiny
 
 The job folder is the config's own `job.path` ($OUTPUT_ROOT/cosmos_transfer/demo/demo_edge_tiny, OUTPUT_ROOT defaulting
-to ./outputs), composed with the same overrides as the training run, so the report finds what training wrote wherever
-OUTPUT_ROOT (or job.name) sends it; `--job` names another folder. `--print` answers the Makefile: the job folder,
-the converted base the branch starts from (`init`: demo_edge_init.safetensors beside the job folder), or the demo's
-folder that holds both (`folder`: what `make clean-demo` removes).
+to ./outputs), composed from --experiment with the same overrides as the training run, so the report finds what
+training wrote wherever OUTPUT_ROOT (or job.name) sends it; `--job` names another folder. `--print` answers the
+Makefile: the job folder, the converted base the branch starts from (`init`: demo_edge_init.safetensors beside the job
+folder), or the demo's folder that holds both (`folder`: what `make clean-demo` removes).
 
 For each validation clip it writes, under <job>/demo_report/:
   inputs/<clip>.mp4        the clip's first 17 frames at 32 x 32 (the size the demo trains at)
@@ -50,6 +52,8 @@ SAMPLING = ["--num_steps", str(NUM_STEPS), "--guidance", "0", "--seed", "1"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", default=EXPERIMENT,
+                        help="the job's experiment: demo_edge_tiny (Transfer1) or demo_edge_2p5_tiny (Cosmos-2.5)")
     parser.add_argument("--job", help="the trained job folder (default: the config's job.path)")
     parser.add_argument("--print", choices=PATHS, dest="print_path",
                         help="print the job folder, the converted base (init) or the demo folder, and exit")
@@ -60,13 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def demo_paths(overrides: list[str]) -> dict[str, str]:
+def demo_paths(overrides: list[str], experiment: str = EXPERIMENT) -> dict[str, str]:
     """Where the demo job of these overrides lives: the composed config's job.path, the converted base beside it, and
     the folder holding both (the one place make demo, the trainer and this report learn them from)."""
     from configs.train import make_config
     from cosmos_transfer.config.compose import override
 
-    job = str(override(make_config(), [f"experiment={EXPERIMENT}", *overrides]).job.path)
+    job = str(override(make_config(), [f"experiment={experiment}", *overrides]).job.path)
     folder = os.path.dirname(os.path.normpath(job))
     return {"job": job, "init": os.path.join(folder, INIT_FILE), "folder": folder}
 
@@ -93,10 +97,10 @@ def _run(name: str, main, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.print_path:
-        print(demo_paths(args.overrides)[args.print_path])
+        print(demo_paths(args.overrides, args.experiment)[args.print_path])
         return 0
     if args.job is None:
-        args.job = demo_paths(args.overrides)["job"]
+        args.job = demo_paths(args.overrides, args.experiment)["job"]
     import evaluate
     import inference
     import torch
@@ -108,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     from cosmos_transfer.metrics import canny_edges
     from cosmos_transfer.video_io import read_video, write_gif
 
-    config = loading.compose_config(EXPERIMENT, args.overrides, make_config=make_config)
+    config = loading.compose_config(args.experiment, args.overrides, make_config=make_config)
+    objective = config.model.get("objective")
+    sampler = objective["default_method"] if objective else "res2ab"  # the objective's method: what inference uses
     dataset = config.dataloader_train["dataset"]
     num_frames, size = int(dataset["num_frames"]), tuple(int(v) for v in dataset["resolution"])
     embeddings = dataset["text_embedding_folder"]
@@ -134,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump({"input_video_path": input_path, "prompt_embedding": embedding,
                            "edge": {"control_weight": weight}}, file, indent=2)
             result = os.path.join(folder, f"edge_{state}.mp4")
-            _run("inference", inference.main, ["--experiment", EXPERIMENT, "--checkpoint", args.job, "--spec", spec,
-                                               "--out", result, *SAMPLING, "--side_by_side", *overrides])
+            _run("inference", inference.main, ["--experiment", args.experiment, "--checkpoint", args.job,
+                                               "--spec", spec, "--out", result, *SAMPLING, "--side_by_side",
+                                               *overrides])
             metrics = os.path.join(folder, f"edge_{state}.metrics.json")
             _run("evaluate", evaluate.main, ["--video", result, "--spec", spec, "--out", metrics])
             with open(metrics, encoding="utf-8") as file:
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     mean = {state: {k: statistics.mean(v) for k, v in s.items()} for state, s in scores.items()}
     ratio = mean["on"]["edge_f1"] / max(mean["off"]["edge_f1"], 1e-9)
     print(f"\nDemo result ({len(videos)} validation clips, {num_frames} frames at {size[0]}x{size[1]}, "
-          f"{NUM_STEPS} res2ab steps, guidance 0, seed 1, EMA weights):")
+          f"{NUM_STEPS} {sampler} steps, guidance 0, seed 1, EMA weights):")
     print("| edge control | Edge F1 mean | Edge F1 min..max | blur SSIM |")
     print("| --- | ---: | ---: | ---: |")
     for state, label in (("on", "weight 1 (trained branch)"), ("off", "weight 0 (frozen base alone)")):
