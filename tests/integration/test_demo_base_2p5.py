@@ -77,6 +77,7 @@ def test_shipped_2p5_demo_base_denoises_the_shapes_of_a_validation_clip(tmp_path
     edges = canny_edges(batch["video"][0].permute(1, 2, 3, 0).numpy())  # the clip's own edge control
     base = loading.build_model(config).eval()
     loading.load_weights(base, BASE)
+    torch.manual_seed(0)  # the random net's draw, not whatever the tests before left: 0.14..0.24 over seeds 0..5
     untrained = loading.build_model(config).eval()
     trained_f1 = _denoised_f1(base, batch, 0.3, edges)
     untrained_f1 = _denoised_f1(untrained, batch, 0.3, edges)  # the same net with random weights

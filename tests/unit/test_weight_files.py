@@ -65,11 +65,11 @@ def test_a_damaged_base_model_pt_is_named_by_every_reader(tmp_path, damage):
         load_model_weights(Model(), path)
     with pytest.raises(ValueError, match="damaged or incomplete"):  # inference --checkpoint (exit 2, one line)
         loading.load_weights(Model(), path)
-    # The script prints one line and exits 1, no traceback.
+    # The script prints one line and exits 2 (bad input, through the scripts' one error boundary), no traceback.
     result = subprocess.run([sys.executable, os.path.join(REPO, "scripts/convert_checkpoint.py"), "to-ours", path,
                              str(tmp_path / "out.safetensors")], capture_output=True, text=True, timeout=120,
                             cwd=REPO, env={**os.environ, "PYTHONPATH": REPO})
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert_clear(result.stderr, path)
 
 
