@@ -183,24 +183,33 @@ def _clips(loader: Any) -> str:
 
 def _tokens_per_step(trainer: Any) -> str:
     """Transformer tokens per optimizer step over all ranks, from the dataset's clip shape (no batch is read); under
-    context parallelism per data-parallel rank, each sample once."""
+    context parallelism per data-parallel rank, each sample once; with buckets, each bucket's own shape and batch."""
     loader = trainer.data.loader
     dataset = getattr(loader, "dataset", None)
     num_frames, resolution = getattr(dataset, "num_frames", None), getattr(dataset, "resolution", None)
     batch_size = int(getattr(loader, "batch_size", None) or 1)
-    if not num_frames or not resolution:
-        return "?"
-    video = torch.empty(batch_size, 3, int(num_frames), *map(int, resolution), device="meta")
-    try:
-        per_micro_batch = trainer._tokens({"video": video})
-    except Exception:  # noqa: BLE001 - a model that cannot tell from a shape: the figure is only informative
+    buckets = getattr(dataset, "buckets", None)  # a bucketed dataset's num_frames/resolution are only stand-ins
+    shapes = [(b.batch_size, b.num_frames, (b.height, b.width)) for b in buckets] if buckets else \
+        [(batch_size, num_frames, resolution)]
+    if not all(frames and size for _, frames, size in shapes):
         return "?"
     # The ranks of a context-parallel group share one sample (each holds 1/n of its tokens): counted once.
     cp = getattr(trainer, "cp", None)
     samples = f"{trainer.dp_size} data-parallel rank(s) of {cp.size} sharing each sample" if cp is not None else \
         f"{trainer.world_size} rank(s)"
-    total = per_micro_batch * trainer.grad_accum_iter * (trainer.dp_size if cp is not None else trainer.world_size)
-    return (f"{total:,} ({batch_size} clip(s) of {num_frames} frames at {resolution[0]}x{resolution[1]} per rank, "
+    per_step = trainer.grad_accum_iter * (trainer.dp_size if cp is not None else trainer.world_size)
+    totals = []
+    for batch, frames, size in shapes:
+        video = torch.empty(batch, 3, int(frames), *map(int, size), device="meta")
+        try:
+            totals.append(trainer._tokens({"video": video}) * per_step)
+        except Exception:  # noqa: BLE001 - a model that cannot tell from a shape: the figure is only informative
+            return "?"
+    if buckets:
+        each = ", ".join(f"{bucket} {total:,}" for bucket, total in zip(buckets, totals))
+        return (f"{min(totals):,}..{max(totals):,} by bucket ({each}; x {trainer.grad_accum_iter} accumulation x "
+                f"{samples})")
+    return (f"{totals[0]:,} ({batch_size} clip(s) of {num_frames} frames at {resolution[0]}x{resolution[1]} per rank, "
             f"x {trainer.grad_accum_iter} accumulation x {samples})")
 
 

@@ -20,3 +20,18 @@ def test_a_context_parallel_group_counts_its_shared_sample_once():
     assert line == "320 (1 clip(s) of 17 frames at 32x32 per rank, x 1 accumulation x 1 data-parallel rank(s) of 2 " \
                    "sharing each sample)"
     assert _tokens_per_step(_trainer(4, 2)).startswith("640 ")
+
+
+def test_with_buckets_each_buckets_shape_is_counted_not_a_resolution_no_bucket_has():
+    """A bucketed dataset's num_frames/resolution are its stand-ins (the shortest length, a square of the longest
+    side): the line reported tokens of a 32x48 'clip' no bucket has; it names the buckets' own shapes."""
+    from cosmos_transfer.data.buckets import parse_buckets
+
+    trainer = _trainer(2, None)
+    trainer.data.loader.dataset = NS(num_frames=8, resolution=(48, 48),
+                                     buckets=parse_buckets(["32x48x8:2", "48x32x16:2"]))
+    trainer.data.loader.batch_size = None  # a batch sampler: each bucket its own batch
+    trainer._tokens = lambda batch: batch["video"].shape[0] * batch["video"].shape[2] * 10
+    line = _tokens_per_step(trainer)
+    assert line == "320..640 by bucket (32x48x8:2 320, 48x32x16:2 640; x 1 accumulation x 2 rank(s))"
+    assert "48x48" not in line
