@@ -207,8 +207,8 @@ def _tokens_per_step(trainer: Any) -> str:
             return "?"
     if buckets:
         each = ", ".join(f"{bucket} {total:,}" for bucket, total in zip(buckets, totals))
-        return (f"{min(totals):,}..{max(totals):,} by bucket ({each}; x {trainer.grad_accum_iter} accumulation x "
-                f"{samples})")
+        span = f"{min(totals):,}" + (f"..{max(totals):,}" if max(totals) > min(totals) else "")
+        return f"{span} by bucket ({each}; x {trainer.grad_accum_iter} accumulation x {samples})"
     return (f"{totals[0]:,} ({batch_size} clip(s) of {num_frames} frames at {resolution[0]}x{resolution[1]} per rank, "
             f"x {trainer.grad_accum_iter} accumulation x {samples})")
 
